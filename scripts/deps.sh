@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# deps.sh - install everything Lumkey needs to build, run and test on Debian 12.
+# Idempotent: skips what is already present. Run as root (or with sudo).
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake ninja-build pkg-config clang clang-format
+  libzmq3-dev libczmq-dev libh2o-evloop-dev libmsgpack-dev libpq-dev
+  libsodium-dev librdkafka-dev libssl-dev libjansson-dev libpcre2-dev libcurl4-openssl-dev openssl
+  postgresql postgresql-contrib kcat
+  python3 python3-venv nodejs npm curl procps psmisc
+)
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node / python may come from elsewhere on the machine (pyenv, nodesource): don't fight them.
+if command -v node >/dev/null 2>&1; then missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}"); fi
+if command -v python3 >/dev/null 2>&1; then missing=("${missing[@]/python3-venv}"); missing=("${missing[@]/python3}"); fi
+clean=()
+for p in "${missing[@]}"; do [ -n "$p" ] && clean+=("$p"); done
+
+if [ "${#clean[@]}" -gt 0 ]; then
+  echo "deps: installing ${clean[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${clean[@]}" >/dev/null
+else
+  echo "deps: system packages present"
+fi
