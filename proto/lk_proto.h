@@ -3,7 +3,7 @@
  *  One ZeroMQ frame per message (after the ROUTER identity frame on the
  *  worker side), msgpack-encoded. Only this module knows the msgpack layout;
  *  services see the typed structs below. The written specs are in
- *  proto/*.md next to this codec.
+ *  proto/ next to this codec (README.md and one page per service).
  *
  *  Decoding is zero-copy: every lk_str_t in a decoded message points into the
  *  buffer that was decoded, so that buffer must outlive the struct. Messages
