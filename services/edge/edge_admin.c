@@ -1,0 +1,216 @@
+/*  edge_admin - the admin HTTP API (/admin/v1/...) and the health endpoints.
+ *
+ *  The edge only authenticates the admin token (vault ADMIN_AUTH), checks the
+ *  role and routes the operation by name to the worker that owns it; the
+ *  worker validates and answers with the JSON body. Request bodies (which may
+ *  hold a provider secret) are wiped once handed on; answers that show a
+ *  secret once are wiped when the request ends.
+ */
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "edge.h"
+#include "edge_http.h"
+#include "lk_key.h"
+#include "lk_log.h"
+#include "lk_util.h"
+
+typedef struct {
+    const char *path;   /* exact path */
+    const char *method;
+    const char *op;
+    edge_svc_t svc;
+    int created;        /* answer 201 on success */
+    int secret_answer;  /* the answer shows a secret once */
+    const char *role;   /* required role */
+} route_t;
+
+static const route_t ROUTES[] = {
+    {"/admin/v1/providers", "POST", "providers.create", EDGE_SVC_VAULT, 1, 0, "admin"},
+    {"/admin/v1/providers", "GET", "providers.list", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/keys", "POST", "keys.create", EDGE_SVC_VAULT, 1, 1, "admin"},
+    {"/admin/v1/keys", "GET", "keys.list", EDGE_SVC_VAULT, 0, 0, "admin"},
+};
+
+typedef struct {
+    h2o_req_t *req;
+    const route_t *route;
+    char rid[LK_RID_LEN + 1];
+    edge_call_t *call;
+} admin_t;
+
+static void on_admin_dispose(void *p)
+{
+    admin_t *a = p;
+    edge_rpc_cancel(g_edge->rpc, a->call);
+}
+
+static void wipe_entity(h2o_req_t *req)
+{
+    if (req->entity.base && req->entity.len)
+        sodium_memzero((void *)req->entity.base, req->entity.len);
+}
+
+static void on_admin_rep(void *data, const lk_msg_t *reply)
+{
+    admin_t *a = data;
+    a->call = NULL;
+    if (!reply) {
+        edge_http_send_error(a->req, 503, a->rid, NULL, "service_unavailable",
+                             "The service that owns this operation is unavailable; please retry.");
+        return;
+    }
+    if (reply->env.type == LK_MSG_ERROR) {
+        char msg[512];
+        lk_str_copy(msg, sizeof msg, reply->u.error.message);
+        edge_http_send_error(a->req, edge_http_status_of(reply->u.error.status), a->rid, NULL, NULL,
+                             msg[0] ? msg : "The operation failed.");
+        return;
+    }
+    if (reply->env.type != LK_MSG_ADMIN_REP) {
+        edge_http_send_error(a->req, 500, a->rid, NULL, "internal_error", "Unexpected answer.");
+        return;
+    }
+    const lk_admin_rep_t *r = &reply->u.admin_rep;
+    int status = edge_http_status_of(r->status);
+    if (status == 200 && a->route->created)
+        status = 201;
+    const char *body = r->json.len ? r->json.ptr : "{}";
+    size_t len = r->json.len ? r->json.len : 2;
+    if (a->route->secret_answer)
+        edge_http_send_json_secret(a->req, status, a->rid, body, len);
+    else
+        edge_http_send_json(a->req, status, a->rid, body, len);
+}
+
+static int role_allows(lk_str_t have, const char *need)
+{
+    return lk_str_eq(have, "admin") || lk_str_eq(have, need);
+}
+
+static void on_admin_auth(void *data, const lk_msg_t *reply)
+{
+    admin_t *a = data;
+    a->call = NULL;
+    if (!reply) {
+        wipe_entity(a->req);
+        edge_http_send_error(a->req, 503, a->rid, NULL, "service_unavailable",
+                             "The vault is unavailable; please retry.");
+        return;
+    }
+    if (reply->env.type != LK_MSG_ADMIN_AUTH_REP) {
+        wipe_entity(a->req);
+        int st = reply->env.type == LK_MSG_ERROR ? edge_http_status_of(reply->u.error.status) : 500;
+        edge_http_send_error(a->req, st, a->rid, NULL, st == 401 ? "invalid_admin_token" : NULL,
+                             st == 401 ? "The admin token is not valid." : "The admin token could not be checked.");
+        return;
+    }
+    const lk_admin_auth_rep_t *au = &reply->u.admin_auth_rep;
+    if (!role_allows(au->role, a->route->role)) {
+        wipe_entity(a->req);
+        edge_http_send_error(a->req, 403, a->rid, NULL, "insufficient_role",
+                             "This admin token's role does not allow this operation.");
+        return;
+    }
+    lk_msg_t m = {0};
+    m.env.type = LK_MSG_ADMIN_REQ;
+    m.env.rid = lk_str(a->rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    m.u.admin_req.op = lk_str(a->route->op);
+    m.u.admin_req.tenant = au->tenant;
+    m.u.admin_req.actor = au->token_id;
+    m.u.admin_req.role = au->role;
+    m.u.admin_req.json = (lk_str_t){a->req->entity.base, a->req->entity.len};
+    a->call = edge_rpc_call(g_edge->rpc, a->route->svc, &m, on_admin_rep, a);
+    wipe_entity(a->req);
+    if (!a->call)
+        edge_http_send_error(a->req, 503, a->rid, NULL, "service_unavailable",
+                             "The service that owns this operation is unavailable; please retry.");
+}
+
+int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
+{
+    admin_t *a = h2o_mem_alloc_shared(&req->pool, sizeof *a, on_admin_dispose);
+    memset(a, 0, sizeof *a);
+    a->req = req;
+    lk_rid_new(a->rid);
+    const route_t *route = NULL;
+    int path_known = 0;
+    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++) {
+        if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, ROUTES[i].path, strlen(ROUTES[i].path)))
+            continue;
+        path_known = 1;
+        if (h2o_memis(req->method.base, req->method.len, ROUTES[i].method, strlen(ROUTES[i].method)))
+            route = &ROUTES[i];
+    }
+    if (!route) {
+        wipe_entity(req);
+        edge_http_send_error(req, path_known ? 405 : 404, a->rid, NULL, path_known ? "method_not_allowed" : "not_found",
+                             path_known ? "This method is not allowed here." : "No such admin endpoint.");
+        return 0;
+    }
+    a->route = route;
+    if (req->entity.len > g_edge->cfg.max_body_bytes) {
+        wipe_entity(req);
+        edge_http_send_error(req, 413, a->rid, NULL, "request_too_large", "The request body is too large.");
+        return 0;
+    }
+    h2o_iovec_t tok = edge_http_bearer(req);
+    lk_key_info_t info;
+    if (!tok.base || lk_key_parse(tok.base, tok.len, &info) != LK_KEY_OK || info.kind != LK_KEY_ADMIN) {
+        wipe_entity(req);
+        edge_http_send_error(req, 401, a->rid, NULL, "invalid_admin_token",
+                             "An admin token (Authorization: Bearer lk_adm_...) is required.");
+        return 0;
+    }
+    lk_msg_t m = {0};
+    m.env.type = LK_MSG_ADMIN_AUTH;
+    m.env.rid = lk_str(a->rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    m.u.admin_auth.token = (lk_str_t){tok.base, tok.len};
+    a->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_VAULT, &m, on_admin_auth, a);
+    if (!a->call) {
+        wipe_entity(req);
+        edge_http_send_error(req, 503, a->rid, NULL, "service_unavailable", "The vault is unavailable; please retry.");
+    }
+    return 0;
+}
+
+int edge_health_on_req(h2o_handler_t *handler, h2o_req_t *req)
+{
+    char rid[LK_RID_LEN + 1];
+    lk_rid_new(rid);
+    if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/livez"))) {
+        edge_http_send_json(req, 200, rid, H2O_STRLIT("{\"status\":\"ok\"}"));
+        return 0;
+    }
+    /* /readyz and /healthz: every worker answered a ping recently, and we are not stopping */
+    int64_t now = lk_now_ms();
+    int ready = !g_edge->stopping;
+    json_t *svcs = json_object();
+    for (int i = 0; i < EDGE_SVC_COUNT; i++) {
+        int64_t last = edge_rpc_last_pong_ms(g_edge->rpc, (edge_svc_t)i);
+        int up = last > 0 && now - last < 3000;
+        ready &= up;
+        json_object_set_new(svcs, edge_svc_name((edge_svc_t)i), json_string(up ? "up" : "down"));
+    }
+    json_t *body = json_pack("{s:s,s:o}", "status",
+                             g_edge->stopping ? "stopping" : (ready ? "ready" : "not ready"), "services", svcs);
+    char *s = json_dumps(body, JSON_COMPACT);
+    edge_http_send_json(req, ready ? 200 : 503, rid, s, strlen(s));
+    free(s);
+    json_decref(body);
+    return 0;
+}
+
+int edge_notfound_on_req(h2o_handler_t *handler, h2o_req_t *req)
+{
+    char rid[LK_RID_LEN + 1], msg[300];
+    lk_rid_new(rid);
+    snprintf(msg, sizeof msg, "Unknown request URL: %.*s %.*s.", (int)req->method.len, req->method.base,
+             (int)(req->path_normalized.len > 200 ? 200 : req->path_normalized.len), req->path_normalized.base);
+    edge_http_send_error(req, 404, rid, NULL, "unknown_url", msg);
+    return 0;
+}

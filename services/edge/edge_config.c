@@ -1,0 +1,76 @@
+/*  edge_config - lumkey-edge settings from the environment (LUMKEY_*). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edge.h"
+#include "lk_config.h"
+#include "lk_log.h"
+
+static void env_str(char *dst, size_t cap, const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    snprintf(dst, cap, "%s", v && *v ? v : dflt);
+}
+
+static int env_u64(uint64_t *dst, const char *name, uint64_t dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        *dst = dflt;
+        return 0;
+    }
+    char *end;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (*end || x == 0) {
+        lk_log_error("%s must be a positive integer", name);
+        return -1;
+    }
+    *dst = x;
+    return 0;
+}
+
+int edge_config_load(edge_config_t *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("lumkey-edge: the HTTP edge of Lumkey.\n"
+                   "Settings come from the environment:\n"
+                   "  LUMKEY_LISTEN            agent API host:port (127.0.0.1:8080)\n"
+                   "  LUMKEY_ADMIN_LISTEN      admin API host:port (127.0.0.1:8081)\n"
+                   "  LUMKEY_TLS_CERT/KEY      serve the agent API over TLS (HTTP/1.1 and HTTP/2)\n"
+                   "  LUMKEY_UPSTREAM_CA_FILE  extra CA bundle trusted for providers\n"
+                   "  LUMKEY_HOP_TIMEOUT_MS    per worker call (2000)\n"
+                   "  LUMKEY_UPSTREAM_TIMEOUT_MS  provider I/O timeout (600000)\n"
+                   "  LUMKEY_MAX_BODY_BYTES    request body limit (4194304)\n"
+                   "  LUMKEY_RUN_DIR, LUMKEY_{POLICY,VAULT,APPROVAL,AUDIT}_ENDPOINT  worker endpoints\n");
+            exit(0);
+        }
+        lk_log_error("unknown argument %s (settings come from LUMKEY_* variables; see --help)", argv[i]);
+        return -1;
+    }
+    env_str(cfg->listen, sizeof cfg->listen, "LUMKEY_LISTEN", "127.0.0.1:8080");
+    env_str(cfg->admin_listen, sizeof cfg->admin_listen, "LUMKEY_ADMIN_LISTEN", "127.0.0.1:8081");
+    env_str(cfg->tls_cert, sizeof cfg->tls_cert, "LUMKEY_TLS_CERT", "");
+    env_str(cfg->tls_key, sizeof cfg->tls_key, "LUMKEY_TLS_KEY", "");
+    env_str(cfg->upstream_ca_file, sizeof cfg->upstream_ca_file, "LUMKEY_UPSTREAM_CA_FILE", "");
+    for (int i = 0; i < EDGE_SVC_COUNT; i++) {
+        if (lk_config_endpoint(edge_svc_name((edge_svc_t)i), cfg->endpoints[i], sizeof cfg->endpoints[i]) != 0) {
+            lk_log_error("bad endpoint for %s", edge_svc_name((edge_svc_t)i));
+            return -1;
+        }
+    }
+    uint64_t body;
+    if (env_u64(&cfg->hop_timeout_ms, "LUMKEY_HOP_TIMEOUT_MS", 2000) != 0 ||
+        env_u64(&cfg->upstream_timeout_ms, "LUMKEY_UPSTREAM_TIMEOUT_MS", 600000) != 0 ||
+        env_u64(&body, "LUMKEY_MAX_BODY_BYTES", 4u << 20) != 0)
+        return -1;
+    cfg->max_body_bytes = body;
+    cfg->max_response_bytes = 64u << 20;
+    if ((cfg->tls_cert[0] != 0) != (cfg->tls_key[0] != 0)) {
+        lk_log_error("LUMKEY_TLS_CERT and LUMKEY_TLS_KEY go together");
+        return -1;
+    }
+    return 0;
+}

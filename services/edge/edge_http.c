@@ -1,0 +1,168 @@
+/*  edge_http - answers in the API's own shape, and request helpers. */
+#include "edge_http.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lk_util.h"
+
+static int should_retry(int status)
+{
+    return status == 408 || status == 409 || status == 429 || status >= 500;
+}
+
+void edge_http_add_common_headers(h2o_req_t *req, int status, const char *rid)
+{
+    if (rid)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
+    if (status >= 400 && !should_retry(status))
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-should-retry"), 0, NULL,
+                              H2O_STRLIT("false"));
+}
+
+static void send_body(h2o_req_t *req, int status, const char *rid, h2o_iovec_t body)
+{
+    static h2o_generator_t generator = {NULL, NULL};
+    req->res.status = status;
+    req->res.reason = "";
+    req->res.content_length = body.len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    edge_http_add_common_headers(req, status, rid);
+    h2o_start_response(req, &generator);
+    h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
+}
+
+void edge_http_send_json(h2o_req_t *req, int status, const char *rid, const char *body, size_t len)
+{
+    send_body(req, status, rid, h2o_strdup(&req->pool, body, len));
+}
+
+typedef struct {
+    char *p;
+    size_t n;
+} wipe_t;
+
+static void on_wipe(void *p)
+{
+    wipe_t *w = p;
+    sodium_memzero(w->p, w->n);
+}
+
+void edge_http_send_json_secret(h2o_req_t *req, int status, const char *rid, const char *body, size_t len)
+{
+    wipe_t *w = h2o_mem_alloc_shared(&req->pool, sizeof *w + len, on_wipe);
+    w->p = (char *)(w + 1);
+    w->n = len;
+    memcpy(w->p, body, len);
+    send_body(req, status, rid, h2o_iovec_init(w->p, len));
+}
+
+const char *edge_http_error_type(int status)
+{
+    switch (status) {
+    case 400:
+    case 401:
+    case 404:
+    case 405:
+    case 413:
+        return "invalid_request_error";
+    case 403:
+        return "permission_error";
+    case 429:
+        return "rate_limit_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+void edge_http_send_error(h2o_req_t *req, int status, const char *rid, const char *type, const char *code,
+                          const char *message)
+{
+    json_t *err = json_pack("{s:{s:s,s:s,s:n,s:o}}", "error", "message", message, "type",
+                            type ? type : edge_http_error_type(status), "param", "code",
+                            code ? json_string(code) : json_null());
+    char *s = err ? json_dumps(err, JSON_COMPACT) : NULL;
+    if (s) {
+        edge_http_send_json(req, status, rid, s, strlen(s));
+    } else {
+        static const char fallback[] = "{\"error\":{\"message\":\"internal error\",\"type\":\"api_error\","
+                                       "\"param\":null,\"code\":null}}";
+        edge_http_send_json(req, 500, rid, fallback, sizeof fallback - 1);
+    }
+    free(s);
+    json_decref(err);
+}
+
+int edge_http_status_of(lk_status_t st)
+{
+    switch (st) {
+    case LK_ST_OK:
+        return 200;
+    case LK_ST_BAD_REQUEST:
+        return 400;
+    case LK_ST_UNAUTHORIZED:
+        return 401;
+    case LK_ST_FORBIDDEN:
+        return 403;
+    case LK_ST_NOT_FOUND:
+        return 404;
+    case LK_ST_CONFLICT:
+        return 409;
+    case LK_ST_UNAVAILABLE:
+        return 503;
+    case LK_ST_INTERNAL:
+        return 500;
+    }
+    return 500;
+}
+
+h2o_iovec_t edge_http_header(h2o_req_t *req, const char *name, int *dup)
+{
+    size_t n = strlen(name);
+    const h2o_token_t *tok = h2o_lookup_token(name, n);
+    ssize_t i = tok ? h2o_find_header(&req->headers, tok, -1) : h2o_find_header_by_str(&req->headers, name, n, -1);
+    if (dup)
+        *dup = 0;
+    if (i < 0)
+        return h2o_iovec_init(NULL, 0);
+    ssize_t j = tok ? h2o_find_header(&req->headers, tok, i) : h2o_find_header_by_str(&req->headers, name, n, i);
+    if (j >= 0) {
+        if (dup)
+            *dup = 1;
+        return h2o_iovec_init(NULL, 0);
+    }
+    return req->headers.entries[i].value;
+}
+
+h2o_iovec_t edge_http_bearer(h2o_req_t *req)
+{
+    int dup = 0;
+    h2o_iovec_t v = edge_http_header(req, "authorization", &dup);
+    if (dup)
+        return h2o_iovec_init(NULL, 0);
+    if (v.base) {
+        if (v.len > 7 && strncasecmp(v.base, "Bearer ", 7) == 0)
+            return h2o_iovec_init(v.base + 7, v.len - 7);
+        return h2o_iovec_init(v.base, 0); /* present but not Bearer: empty key */
+    }
+    v = edge_http_header(req, "x-api-key", &dup);
+    if (dup)
+        return h2o_iovec_init(NULL, 0);
+    return v;
+}
+
+void edge_http_peer(h2o_req_t *req, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (void *)&ss);
+    buf[0] = '\0';
+    if (sl == 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)cap);
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)cap);
+}

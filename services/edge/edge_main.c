@@ -1,0 +1,196 @@
+/*  lumkey-edge - the HTTP edge: agents and admins in, providers out.
+ *
+ *  main reads like a table of contents: load settings, open the worker links
+ *  and the provider pools, start the two listeners, run the loop until
+ *  SIGTERM/SIGINT, drain briefly, tear down.
+ */
+#include <errno.h>
+#include <h2o.h>
+#include <h2o/http2.h>
+#include <netdb.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "edge.h"
+#include "edge_http.h"
+#include "edge_upstream.h"
+#include "lk_log.h"
+#include "lk_util.h"
+
+edge_t *g_edge;
+
+typedef struct {
+    h2o_globalconf_t conf;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept;
+    h2o_socket_t *listener;
+} listener_t;
+
+static volatile sig_atomic_t s_signal;
+
+static void on_signal(int sig)
+{
+    s_signal = sig;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    if (err)
+        return;
+    listener_t *l = listener->data;
+    h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+    if (sock)
+        h2o_accept(&l->accept, sock);
+}
+
+/* Only the exact path: h2o matches path prefixes. */
+static int on_chat(h2o_handler_t *self, h2o_req_t *req)
+{
+    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/v1/chat/completions")))
+        return edge_notfound_on_req(self, req);
+    return edge_chat_on_req(self, req);
+}
+
+static void route(h2o_hostconf_t *host, const char *path, int (*on_req)(h2o_handler_t *, h2o_req_t *))
+{
+    h2o_pathconf_t *pc = h2o_config_register_path(host, path, 0);
+    h2o_handler_t *h = h2o_create_handler(pc, sizeof *h);
+    h->on_req = on_req;
+}
+
+static int open_listener(listener_t *l, const char *hostport)
+{
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof host) {
+        lk_log_error("listen address %s is not host:port", hostport);
+        return -1;
+    }
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = '\0';
+    char *h = host;
+    if (h[0] == '[' && h[strlen(h) - 1] == ']') {
+        h[strlen(h) - 1] = '\0';
+        h++;
+    }
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if (getaddrinfo(h, colon + 1, &hints, &res) != 0 || !res) {
+        lk_log_error("cannot resolve listen address %s", hostport);
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        lk_log_error("cannot listen on %s: %s", hostport, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    l->listener = h2o_evloop_socket_create(l->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    l->listener->data = l;
+    h2o_socket_read_start(l->listener, on_accept);
+    return 0;
+}
+
+static int setup_tls(listener_t *l, const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx)
+        return -1;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        lk_log_error("cannot load the TLS certificate or key");
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+    l->accept.ssl_ctx = ctx;
+    return 0;
+}
+
+static void init_listener(listener_t *l, h2o_loop_t *loop, size_t max_entity)
+{
+    h2o_config_init(&l->conf);
+    l->conf.max_request_entity_size = max_entity;
+    l->conf.server_name = h2o_iovec_init(H2O_STRLIT("lumkey"));
+}
+
+int main(int argc, char **argv)
+{
+    static edge_t edge;
+    static listener_t api, admin;
+    g_edge = &edge;
+    lk_log_init("edge");
+    if (sodium_init() < 0 || edge_config_load(&edge.cfg, argc, argv) != 0)
+        return 2;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+
+    /* h2o buffers bodies up to this; our own limit answers in OpenAI's shape below it */
+    size_t entity_limit = edge.cfg.max_body_bytes * 2 + 65536;
+    edge.loop = h2o_evloop_create();
+    init_listener(&api, edge.loop, entity_limit);
+    h2o_hostconf_t *host = h2o_config_register_host(&api.conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    route(host, "/v1/chat/completions", on_chat);
+    route(host, "/livez", edge_health_on_req);
+    route(host, "/readyz", edge_health_on_req);
+    route(host, "/healthz", edge_health_on_req);
+    route(host, "/", edge_notfound_on_req);
+    h2o_context_init(&api.ctx, edge.loop, &api.conf);
+    api.accept.ctx = &api.ctx;
+    api.accept.hosts = api.conf.hosts;
+
+    init_listener(&admin, edge.loop, entity_limit);
+    host = h2o_config_register_host(&admin.conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    route(host, "/admin/", edge_admin_on_req);
+    route(host, "/livez", edge_health_on_req);
+    route(host, "/readyz", edge_health_on_req);
+    route(host, "/healthz", edge_health_on_req);
+    route(host, "/", edge_notfound_on_req);
+    h2o_context_init(&admin.ctx, edge.loop, &admin.conf);
+    admin.accept.ctx = &admin.ctx;
+    admin.accept.hosts = admin.conf.hosts;
+
+    const char *eps[EDGE_SVC_COUNT];
+    for (int i = 0; i < EDGE_SVC_COUNT; i++)
+        eps[i] = edge.cfg.endpoints[i];
+    edge.rpc = edge_rpc_new(edge.loop, eps, edge.cfg.hop_timeout_ms);
+    edge.upstreams = edge_upstreams_new(&api.ctx, edge.cfg.upstream_timeout_ms, edge.cfg.upstream_ca_file);
+    if (!edge.rpc || !edge.upstreams)
+        return 1;
+    if (edge.cfg.tls_cert[0] && setup_tls(&api, edge.cfg.tls_cert, edge.cfg.tls_key) != 0)
+        return 1;
+    if (open_listener(&api, edge.cfg.listen) != 0 || open_listener(&admin, edge.cfg.admin_listen) != 0)
+        return 1;
+    lk_log_info("ready: agent API on %s%s, admin API on %s", edge.cfg.listen, edge.cfg.tls_cert[0] ? " (TLS)" : "",
+                edge.cfg.admin_listen);
+
+    int64_t drain_until = 0;
+    for (;;) {
+        h2o_evloop_run(edge.loop, 100);
+        if (s_signal && !edge.stopping) {
+            edge.stopping = 1;
+            lk_log_info("signal %d: not ready any more, closing listeners, draining", (int)s_signal);
+            h2o_socket_close(api.listener);
+            h2o_socket_close(admin.listener);
+            drain_until = lk_now_ms() + 2000;
+        }
+        if (edge.stopping && lk_now_ms() >= drain_until)
+            break;
+    }
+    edge_rpc_stats_t st = edge_rpc_stats(edge.rpc);
+    lk_log_info("stopped: %llu requests, %llu worker calls, %llu timeouts", (unsigned long long)edge.stats.requests,
+                (unsigned long long)st.calls, (unsigned long long)st.timeouts);
+    return 0;
+}

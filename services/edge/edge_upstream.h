@@ -1,0 +1,55 @@
+/*  edge_upstream - HTTP/1.1 calls to model providers, pooled, verified TLS.
+ *
+ *  One connection pool and one TLS context per provider origin
+ *  (scheme://host:port). h2o 2.2.5 does not check the upstream host name on
+ *  TLS 1.3, so each origin's SSL_CTX pins the expected name with
+ *  X509_VERIFY_PARAM_set1_host: a certificate for another name is refused.
+ *  The request head (which carries the provider credential) lives in secret
+ *  memory and is wiped as soon as the request is on the wire.
+ *  Knows nothing of OpenAI or of policies.
+ */
+#ifndef EDGE_UPSTREAM_H
+#define EDGE_UPSTREAM_H
+
+#include <h2o.h>
+
+#include "lk_buf.h"
+
+typedef struct edge_upstreams edge_upstreams_t;
+typedef struct edge_upstream_req edge_upstream_req_t;
+
+typedef struct {
+    /* The response head. Return 0 to read the body, -1 to abort (handle gone). */
+    int (*on_head)(void *data, int status, h2o_iovec_t content_type);
+    /* Body bytes, de-chunked, as they arrive. Return 0 to go on, -1 to abort (handle gone). */
+    int (*on_body)(void *data, const char *bytes, size_t len);
+    /* The end: err NULL for a clean end, else why (connect failure, reset, timeout).
+     * Called exactly once unless a callback aborted or the call was cancelled; the handle is gone after. */
+    void (*on_done)(void *data, const char *err, int before_head);
+} edge_upstream_cbs_t;
+
+edge_upstreams_t *edge_upstreams_new(h2o_context_t *ctx, uint64_t io_timeout_ms, const char *ca_file);
+void edge_upstreams_destroy(edge_upstreams_t **self_p);
+
+/* A parsed, allowlisted base URL ("https://api.openai.com/v1"). */
+typedef struct {
+    int tls;
+    char host[256];
+    uint16_t port;
+    char path[512]; /* without a trailing slash */
+} edge_origin_t;
+
+/* Parses base_url. -1 if it is not an absolute http(s) URL with a host. */
+int edge_origin_parse(const char *base_url, edge_origin_t *out) __attribute__((warn_unused_result));
+
+/* Starts a POST of body to origin + path. head_extra holds extra header lines
+ * ("Name: value\r\n"...), typically the credential: it is copied into secret
+ * memory (the caller wipes its own copy). body must stay valid until on_done
+ * or cancel. Returns NULL on immediate failure (no callback then). */
+edge_upstream_req_t *edge_upstream_post(edge_upstreams_t *self, const edge_origin_t *origin, const char *path,
+                                        const char *head_extra, size_t head_extra_len, h2o_iovec_t body,
+                                        const edge_upstream_cbs_t *cbs, void *data);
+/* Stops a call; no callback runs afterwards. NULL-safe. */
+void edge_upstream_cancel(edge_upstream_req_t *ureq);
+
+#endif
