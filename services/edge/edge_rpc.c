@@ -55,11 +55,6 @@ const char *edge_svc_name(edge_svc_t svc)
     return svc < EDGE_SVC_COUNT ? SVC_NAMES[svc] : "unknown";
 }
 
-static int is_secret_type(lk_msg_type_t t)
-{
-    return t == LK_MSG_KEY_HASH || t == LK_MSG_CRED_GET_REP || t == LK_MSG_ADMIN_AUTH || t == LK_MSG_ADMIN_REQ ||
-           t == LK_MSG_ADMIN_REP;
-}
 
 static void free_slot(edge_rpc_t *self, edge_call_t *call)
 {
@@ -111,7 +106,7 @@ static void dispatch_reply(edge_rpc_t *self, svc_conn_t *conn, zmq_msg_t *frame)
         if (cb)
             cb(data, &msg);
     }
-    if (is_secret_type(msg.env.type))
+    if (lk_proto_is_secret(msg.env.type))
         sodium_memzero(buf, len);
 }
 
@@ -167,7 +162,7 @@ static int send_msg(edge_rpc_t *self, svc_conn_t *conn, lk_msg_t *msg)
 {
     lk_buf_t *out = &self->out;
     lk_buf_t secure;
-    if (is_secret_type(msg->env.type)) {
+    if (lk_proto_is_secret(msg->env.type)) {
         lk_buf_init(&secure, 1);
         out = &secure;
     }

@@ -1,0 +1,633 @@
+/*  lumkeyctl - the Lumkey admin CLI (in the spirit of the vault CLI).
+ *
+ *      lumkeyctl status
+ *      lumkeyctl providers create --name N --kind K --base-url URL [--models a,b]
+ *                                 (--api-key-stdin | --api-key-file F)
+ *      lumkeyctl providers list
+ *      lumkeyctl keys create --name N [--user U] [--env live|test] [--models a,b]
+ *                            [--expires-at UNIX] [--meta k=v ...]
+ *      lumkeyctl keys list
+ *
+ *  Address: --addr or LUMKEY_ADDR (default http://127.0.0.1:8081). Admin
+ *  token: LUMKEY_TOKEN or --token-file F, never argv (argv shows in ps).
+ *  Secrets (the admin token, a provider key) are never printed; a new agent
+ *  key is printed once, as the result of `keys create`.
+ *  Exit: 0 ok, 1 the server or the network said no, 2 usage.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "ctl_http.h"
+#include "ctl_out.h"
+#include "lk_buf.h"
+
+#define CTL_DEFAULT_ADDR "http://127.0.0.1:8081"
+#define CTL_MAX_OPTS     64
+#define CTL_MAX_SECRET   (64u << 10)
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+typedef struct {
+    const char *name; /* without the leading "--" */
+    const char *value;
+} opt_t;
+
+typedef struct {
+    const char *words[8]; /* command words, e.g. "keys", "create" */
+    size_t nwords;
+    opt_t opts[CTL_MAX_OPTS];
+    size_t nopts;
+    char addr[1024];
+    int json;
+    lk_buf_t token; /* secure, NUL-terminated; empty: none */
+} ctl_t;
+
+static const char usage_text[] =
+    "usage: lumkeyctl [--addr URL] [--format table|json] [--token-file F] <command>\n"
+    "\n"
+    "commands:\n"
+    "  status                       is the edge ready?\n"
+    "  providers create --name N --kind openai|anthropic|openai-compatible --base-url URL\n"
+    "                   [--models a,b] (--api-key-stdin | --api-key-file F)\n"
+    "  providers list\n"
+    "  keys create --name N [--user U] [--env live|test] [--models a,b]\n"
+    "              [--expires-at UNIX] [--meta k=v ...]\n"
+    "  keys list\n"
+    "  help\n"
+    "\n"
+    "environment:\n"
+    "  LUMKEY_ADDR    edge admin address (default " CTL_DEFAULT_ADDR ")\n"
+    "  LUMKEY_TOKEN   admin token (or --token-file F; never on the command line)\n";
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("lumkeyctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nrun 'lumkeyctl help' for usage\n", stderr);
+    return EXIT_USAGE;
+}
+
+/* ------------------------------------------------------------ arguments */
+
+static int is_flag(const char *name, const char *const *set)
+{
+    for (; *set; set++)
+        if (strcmp(name, *set) == 0) return 1;
+    return 0;
+}
+
+static const char *const bool_flags[] = {"api-key-stdin", "help", NULL};
+static const char *const secret_flags[] = {"token", "api-key", "key", "admin-token", NULL};
+
+/* Splits argv into command words and --name value options (anywhere). */
+static int parse_argv(ctl_t *c, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0) a = "--help";
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            if (c->nwords == sizeof(c->words) / sizeof(c->words[0]))
+                return usage_error("too many arguments (at '%s')", a);
+            c->words[c->nwords++] = a;
+            continue;
+        }
+        if (c->nopts == CTL_MAX_OPTS) return usage_error("too many options (at '%s')", a);
+        static char names[CTL_MAX_OPTS][48];
+        const char *eq = strchr(a + 2, '=');
+        size_t n = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (n >= sizeof(names[0])) return usage_error("unknown option '%s'", a);
+        char *name = names[c->nopts];
+        memcpy(name, a + 2, n);
+        name[n] = '\0';
+        if (is_flag(name, secret_flags))
+            return usage_error("--%s: secrets are never taken on the command line (argv is visible in ps); "
+                               "use LUMKEY_TOKEN / --token-file for the admin token, "
+                               "--api-key-stdin / --api-key-file for a provider key",
+                               name);
+        const char *value = NULL;
+        if (is_flag(name, bool_flags)) {
+            if (eq) return usage_error("--%s takes no value", name);
+        } else if (eq) {
+            value = eq + 1;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            return usage_error("--%s needs a value", name);
+        }
+        c->opts[c->nopts++] = (opt_t){name, value};
+    }
+    return EXIT_OK;
+}
+
+/* The last value of --name, or NULL. */
+static const char *opt(const ctl_t *c, const char *name)
+{
+    const char *v = NULL;
+    for (size_t i = 0; i < c->nopts; i++)
+        if (strcmp(c->opts[i].name, name) == 0) v = c->opts[i].value ? c->opts[i].value : "";
+    return v;
+}
+
+static const char *const global_flags[] = {"addr", "format", "token-file", "help", NULL};
+
+/* Rejects options the command does not know. */
+static int check_opts(const ctl_t *c, const char *const *allowed)
+{
+    for (size_t i = 0; i < c->nopts; i++)
+        if (!is_flag(c->opts[i].name, global_flags) && !(allowed && is_flag(c->opts[i].name, allowed)))
+            return usage_error("unknown option --%s for this command", c->opts[i].name);
+    return EXIT_OK;
+}
+
+/* Reads a whole small file (or stdin when fd is given) into buf, trimming
+ * trailing whitespace. 0 / -1 (message printed). */
+static int read_secret_fd(int fd, const char *what, lk_buf_t *buf)
+{
+    char chunk[4096];
+    for (;;) {
+        ssize_t r = read(fd, chunk, sizeof(chunk));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            fprintf(stderr, "lumkeyctl: cannot read %s: %s\n", what, strerror(errno));
+            sodium_memzero(chunk, sizeof(chunk));
+            return -1;
+        }
+        if (r == 0) break;
+        if (buf->len + (size_t)r > CTL_MAX_SECRET || lk_buf_append(buf, chunk, (size_t)r) != 0) {
+            fprintf(stderr, "lumkeyctl: %s is too large\n", what);
+            sodium_memzero(chunk, sizeof(chunk));
+            return -1;
+        }
+    }
+    sodium_memzero(chunk, sizeof(chunk));
+    while (buf->len && (buf->data[buf->len - 1] == '\n' || buf->data[buf->len - 1] == '\r' ||
+                        buf->data[buf->len - 1] == ' ' || buf->data[buf->len - 1] == '\t'))
+        buf->data[--buf->len] = '\0';
+    if (buf->len == 0) {
+        fprintf(stderr, "lumkeyctl: %s is empty\n", what);
+        return -1;
+    }
+    if (memchr(buf->data, '\0', buf->len) || memchr(buf->data, '\n', buf->len)) {
+        fprintf(stderr, "lumkeyctl: %s must be a single line\n", what);
+        return -1;
+    }
+    if (lk_buf_reserve(buf, 1) != 0) return -1;
+    buf->data[buf->len] = '\0';
+    return 0;
+}
+
+static int read_secret_file(const char *path, const char *what, lk_buf_t *buf)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "lumkeyctl: cannot open %s %s: %s\n", what, path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 0077))
+        fprintf(stderr, "lumkeyctl: warning: %s %s is readable by group or others\n", what, path);
+    int rc = read_secret_fd(fd, what, buf);
+    close(fd);
+    return rc;
+}
+
+/* Reads a secret from stdin; on a terminal, prompts without echo. */
+static int read_secret_stdin(const char *prompt, lk_buf_t *buf)
+{
+    struct termios old, quiet;
+    int tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        fprintf(stderr, "%s (input hidden, end with Enter then Ctrl-D): ", prompt);
+        quiet = old;
+        quiet.c_lflag &= (tcflag_t)~ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    int rc = read_secret_fd(STDIN_FILENO, "the key on stdin", buf);
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fputc('\n', stderr);
+    }
+    return rc;
+}
+
+/* Sets up address, format and token from flags and environment. */
+static int configure(ctl_t *c)
+{
+    const char *addr = opt(c, "addr");
+    if (addr == NULL) addr = getenv("LUMKEY_ADDR");
+    if (addr == NULL || *addr == '\0') addr = CTL_DEFAULT_ADDR;
+    if (strncmp(addr, "http://", 7) != 0 && strncmp(addr, "https://", 8) != 0)
+        return usage_error("address '%s' must start with http:// or https://", addr);
+    if (strlen(addr) >= sizeof(c->addr)) return usage_error("address too long: %s", addr);
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
+    for (size_t n = strlen(c->addr); n > 0 && c->addr[n - 1] == '/'; n--)
+        c->addr[n - 1] = '\0';
+
+    const char *format = opt(c, "format");
+    if (format && strcmp(format, "json") != 0 && strcmp(format, "table") != 0)
+        return usage_error("--format must be table or json, not '%s'", format);
+    c->json = format && strcmp(format, "json") == 0;
+    return EXIT_OK;
+}
+
+static int load_token(ctl_t *c)
+{
+    const char *file = opt(c, "token-file");
+    if (file) return read_secret_file(file, "token file", &c->token) == 0 ? EXIT_OK : EXIT_FAIL;
+    const char *env = getenv("LUMKEY_TOKEN");
+    if (env && *env) {
+        if (lk_buf_append(&c->token, env, strlen(env) + 1) != 0) return EXIT_FAIL;
+        c->token.len--;
+        return EXIT_OK;
+    }
+    fputs("lumkeyctl: no admin token: set LUMKEY_TOKEN or pass --token-file FILE\n", stderr);
+    return EXIT_USAGE;
+}
+
+/* ------------------------------------------------------------- requests */
+
+/* Explains a failed answer: the server's error message when it sent one. */
+static void print_http_error(const ctl_t *c, const ctl_http_response_t *res, json_t *body)
+{
+    json_t *err = json_object_get(body, "error");
+    const char *msg = json_string_value(json_object_get(err, "message"));
+    const char *code = json_string_value(json_object_get(err, "code"));
+    if (msg == NULL && json_is_string(err)) msg = json_string_value(err);
+    fputs("lumkeyctl: error: ", stderr);
+    if (msg) {
+        ctl_out_safe(stderr, msg);
+        fprintf(stderr, " (HTTP %ld", res->status);
+        if (code) {
+            fputs(", ", stderr);
+            ctl_out_safe(stderr, code);
+        }
+        fputs(")\n", stderr);
+        return;
+    }
+    char snippet[201];
+    snprintf(snippet, sizeof(snippet), "%s", res->body.len ? (const char *)res->body.data : "(empty body)");
+    fprintf(stderr, "HTTP %ld from %s: ", res->status, c->addr);
+    ctl_out_safe(stderr, snippet);
+    fputc('\n', stderr);
+}
+
+/* One admin call. On success *out holds the parsed body (caller decrefs) and
+ * the raw body stays in res for --format json. Returns an exit code. */
+static int admin_call(ctl_t *c, const char *method, const char *path, json_t *req, ctl_http_response_t *res,
+                      json_t **out)
+{
+    *out = NULL;
+    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    if (req && body == NULL) {
+        fputs("lumkeyctl: cannot encode the request\n", stderr);
+        return EXIT_FAIL;
+    }
+    ctl_http_t http = {c->addr, c->token.len ? (const char *)c->token.data : NULL};
+    int rc = ctl_http_call(&http, method, path, body, body ? strlen(body) : 0, res);
+    ctl_out_json_free(body); /* wiped by the jansson allocator */
+    if (rc != 0) return EXIT_FAIL;
+    json_error_t jerr;
+    json_t *parsed = res->body.len ? json_loadb((const char *)res->body.data, res->body.len, 0, &jerr) : NULL;
+    if (res->status < 200 || res->status > 299) {
+        print_http_error(c, res, parsed);
+        json_decref(parsed);
+        return EXIT_FAIL;
+    }
+    if (!json_is_object(parsed)) {
+        fprintf(stderr, "lumkeyctl: %s answered HTTP %ld with a body that is not a JSON object\n", c->addr,
+                res->status);
+        json_decref(parsed);
+        return EXIT_FAIL;
+    }
+    *out = parsed;
+    return EXIT_OK;
+}
+
+static void print_raw(const ctl_http_response_t *res)
+{
+    fwrite(res->body.data, 1, res->body.len, stdout);
+    if (res->body.len == 0 || res->body.data[res->body.len - 1] != '\n') fputc('\n', stdout);
+}
+
+/* "a,b,,c" -> ["a","b","c"]. */
+static json_t *csv_array(const char *s)
+{
+    json_t *arr = json_array();
+    while (arr && *s) {
+        const char *end = strchr(s, ',');
+        size_t n = end ? (size_t)(end - s) : strlen(s);
+        while (n && s[0] == ' ')
+            s++, n--;
+        while (n && s[n - 1] == ' ')
+            n--;
+        if (n) json_array_append_new(arr, json_stringn(s, n));
+        s += n;
+        while (*s == ' ' || *s == ',')
+            s++;
+    }
+    return arr;
+}
+
+static int require(const ctl_t *c, const char *name)
+{
+    const char *v = opt(c, name);
+    if (v == NULL || *v == '\0') return usage_error("missing --%s", name);
+    return EXIT_OK;
+}
+
+/* ------------------------------------------------------------- commands */
+
+static int cmd_status(ctl_t *c)
+{
+    if (check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    ctl_http_t http = {c->addr, NULL}; /* /readyz needs no token */
+    ctl_http_response_t res;
+    int rc = ctl_http_call(&http, "GET", "/readyz", NULL, 0, &res);
+    if (rc == 0) {
+        int ready = res.status == 200;
+        if (c->json) {
+            json_t *o = json_pack("{s:s, s:b, s:I}", "addr", c->addr, "ready", ready, "http_status",
+                                  (json_int_t)res.status);
+            char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            puts(s ? s : "{}");
+            ctl_out_json_free(s);
+            json_decref(o);
+        } else if (ready)
+            printf("Lumkey at %s: ready\n", c->addr);
+        else
+            printf("Lumkey at %s: not ready (HTTP %ld)\n", c->addr, res.status);
+        rc = ready ? EXIT_OK : EXIT_FAIL;
+    } else {
+        rc = EXIT_FAIL;
+    }
+    ctl_http_response_free(&res);
+    return rc;
+}
+
+static int cmd_providers_create(ctl_t *c)
+{
+    static const char *const allowed[] = {"name",          "kind",         "base-url", "models",
+                                          "api-key-stdin", "api-key-file", NULL};
+    static const char *const kinds[] = {"openai", "anthropic", "openai-compatible", NULL};
+    if (check_opts(c, allowed) || require(c, "name") || require(c, "kind") || require(c, "base-url"))
+        return EXIT_USAGE;
+    if (!is_flag(opt(c, "kind"), kinds))
+        return usage_error("--kind must be openai, anthropic or openai-compatible, not '%s'", opt(c, "kind"));
+    const char *file = opt(c, "api-key-file");
+    int from_stdin = opt(c, "api-key-stdin") != NULL;
+    if (!!file == from_stdin)
+        return usage_error("%s",
+                           "give the provider key with exactly one of --api-key-stdin or --api-key-file F");
+    int rc = load_token(c);
+    if (rc != EXIT_OK) return rc;
+
+    lk_buf_t key;
+    lk_buf_init(&key, 1);
+    if ((file ? read_secret_file(file, "api key file", &key) : read_secret_stdin("Provider API key", &key)) !=
+        0) {
+        lk_buf_free(&key);
+        return EXIT_FAIL;
+    }
+    json_t *req = json_pack("{s:s, s:s, s:s, s:s%}", "name", opt(c, "name"), "kind", opt(c, "kind"),
+                            "base_url", opt(c, "base-url"), "api_key", (const char *)key.data, key.len);
+    lk_buf_free(&key);
+    if (req && opt(c, "models")) json_object_set_new(req, "models", csv_array(opt(c, "models")));
+    if (req == NULL) {
+        fputs("lumkeyctl: arguments are not valid UTF-8\n", stderr);
+        return EXIT_USAGE;
+    }
+    ctl_http_response_t res;
+    json_t *out;
+    rc = admin_call(c, "POST", "/admin/v1/providers", req, &res, &out);
+    json_decref(req);
+    if (rc == EXIT_OK) {
+        static const char *const fields[] = {"id",     "name",       "kind",       "base_url",
+                                             "models", "credential", "created_at", NULL};
+        static const char *const skip[] = {"api_key", NULL};
+        if (c->json)
+            print_raw(&res);
+        else
+            ctl_out_object(stdout, out, fields, skip);
+    }
+    json_decref(out);
+    ctl_http_response_free(&res);
+    return rc;
+}
+
+static int cmd_list(ctl_t *c, const char *path, const ctl_column_t *cols, size_t ncols)
+{
+    if (check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    int rc = load_token(c);
+    if (rc != EXIT_OK) return rc;
+    ctl_http_response_t res;
+    json_t *out;
+    rc = admin_call(c, "GET", path, NULL, &res, &out);
+    if (rc == EXIT_OK) {
+        json_t *data = json_object_get(out, "data");
+        if (c->json) {
+            print_raw(&res);
+        } else if (!json_is_array(data)) {
+            fprintf(stderr, "lumkeyctl: %s answered without a data array\n", c->addr);
+            rc = EXIT_FAIL;
+        } else {
+            ctl_out_table(stdout, cols, ncols, data);
+        }
+    }
+    json_decref(out);
+    ctl_http_response_free(&res);
+    return rc;
+}
+
+static int cmd_providers_list(ctl_t *c)
+{
+    static const ctl_column_t cols[] = {{"ID", "id"},
+                                        {"NAME", "name"},
+                                        {"KIND", "kind"},
+                                        {"BASE URL", "base_url"},
+                                        {"MODELS", "models"},
+                                        {"FINGERPRINT", "credential.fingerprint"},
+                                        {"CREATED", "created_at"}};
+    return cmd_list(c, "/admin/v1/providers", cols, sizeof(cols) / sizeof(cols[0]));
+}
+
+static int cmd_keys_list(ctl_t *c)
+{
+    static const ctl_column_t cols[] = {
+        {"ID", "id"},         {"NAME", "name"},          {"USER", "user"},         {"ENV", "env"},
+        {"MODELS", "models"}, {"EXPIRES", "expires_at"}, {"CREATED", "created_at"}};
+    return cmd_list(c, "/admin/v1/keys", cols, sizeof(cols) / sizeof(cols[0]));
+}
+
+/* Builds the keys create body from the options; NULL after a usage message. */
+static json_t *keys_create_body(const ctl_t *c)
+{
+    json_t *meta = NULL, *req = json_pack("{s:s}", "name", opt(c, "name"));
+    if (req == NULL) {
+        usage_error("%s", "--name is not valid UTF-8");
+        return NULL;
+    }
+    const char *user = opt(c, "user"), *env = opt(c, "env"), *models = opt(c, "models"),
+               *exp = opt(c, "expires-at");
+    if (user && json_object_set_new(req, "user", json_string(user)) != 0) goto bad_utf8;
+    if (env) {
+        if (strcmp(env, "live") != 0 && strcmp(env, "test") != 0) {
+            usage_error("--env must be live or test, not '%s'", env);
+            goto fail;
+        }
+        json_object_set_new(req, "env", json_string(env));
+    }
+    if (models) json_object_set_new(req, "models", csv_array(models));
+    if (exp) {
+        char *end;
+        errno = 0;
+        long long t = strtoll(exp, &end, 10);
+        if (errno || *exp == '\0' || *end != '\0' || t <= 0) {
+            usage_error("--expires-at wants unix seconds, not '%s'", exp);
+            goto fail;
+        }
+        json_object_set_new(req, "expires_at", json_integer(t));
+    }
+    for (size_t i = 0; i < c->nopts; i++) {
+        if (strcmp(c->opts[i].name, "meta") != 0) continue;
+        const char *kv = c->opts[i].value, *eq = strchr(kv, '=');
+        if (eq == NULL || eq == kv) {
+            usage_error("--meta wants key=value, not '%s'", kv);
+            goto fail;
+        }
+        if (meta == NULL && ((meta = json_object()) == NULL || json_object_set(req, "metadata", meta) != 0))
+            goto fail;
+        char key[256];
+        if ((size_t)(eq - kv) >= sizeof(key)) {
+            usage_error("--meta key too long in '%s'", kv);
+            goto fail;
+        }
+        memcpy(key, kv, (size_t)(eq - kv));
+        key[eq - kv] = '\0';
+        json_t *v = json_string(eq + 1);
+        if (v == NULL || json_object_set_new(meta, key, v) != 0) goto bad_utf8;
+    }
+    json_decref(meta);
+    return req;
+bad_utf8:
+    usage_error("%s", "arguments are not valid UTF-8");
+fail:
+    json_decref(meta);
+    json_decref(req);
+    return NULL;
+}
+
+static int cmd_keys_create(ctl_t *c)
+{
+    static const char *const allowed[] = {"name", "user", "env", "models", "expires-at", "meta", NULL};
+    if (check_opts(c, allowed) || require(c, "name")) return EXIT_USAGE;
+    json_t *req = keys_create_body(c);
+    if (req == NULL) return EXIT_USAGE;
+    int rc = load_token(c);
+    if (rc != EXIT_OK) {
+        json_decref(req);
+        return rc;
+    }
+    ctl_http_response_t res;
+    json_t *out;
+    rc = admin_call(c, "POST", "/admin/v1/keys", req, &res, &out);
+    json_decref(req);
+    if (rc == EXIT_OK) {
+        static const char *const fields[] = {"id",         "name",     "user",       "env", "models",
+                                             "expires_at", "metadata", "created_at", NULL};
+        static const char *const skip[] = {"key", NULL};
+        const char *key = json_string_value(json_object_get(out, "key"));
+        if (c->json) {
+            print_raw(&res);
+        } else {
+            ctl_out_object(stdout, out, fields, skip);
+            if (key) {
+                fputs("\nAPI key (shown once, store it now: it cannot be retrieved again):\n\n    ", stdout);
+                ctl_out_safe(stdout, key);
+                fputs("\n", stdout);
+            } else {
+                fputs("\nlumkeyctl: warning: the server returned no key\n", stderr);
+            }
+        }
+    }
+    json_decref(out);
+    ctl_http_response_free(&res);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- main */
+
+/* jansson memory is wiped when freed: request bodies carry provider keys,
+ * responses carry new agent keys. */
+static void *json_alloc(size_t n)
+{
+    size_t *p = malloc(n + 16);
+    if (p == NULL) return NULL;
+    p[0] = n;
+    return (char *)p + 16;
+}
+
+static void json_release(void *ptr)
+{
+    if (ptr == NULL) return;
+    char *p = (char *)ptr - 16;
+    sodium_memzero(ptr, *(size_t *)p);
+    free(p);
+}
+
+static int dispatch(ctl_t *c)
+{
+    const char *a = c->nwords > 0 ? c->words[0] : NULL, *b = c->nwords > 1 ? c->words[1] : NULL;
+    if (opt(c, "help") || (a && strcmp(a, "help") == 0)) {
+        fputs(usage_text, stdout);
+        return EXIT_OK;
+    }
+    if (a == NULL) {
+        fputs(usage_text, stderr);
+        return EXIT_USAGE;
+    }
+    int rc = configure(c);
+    if (rc != EXIT_OK) return rc;
+    size_t want = strcmp(a, "status") == 0 ? 1 : 2;
+    if (c->nwords > want) return usage_error("unexpected argument '%s'", c->words[want]);
+    if (strcmp(a, "status") == 0) return cmd_status(c);
+    if (strcmp(a, "providers") == 0 && b && strcmp(b, "create") == 0) return cmd_providers_create(c);
+    if (strcmp(a, "providers") == 0 && b && strcmp(b, "list") == 0) return cmd_providers_list(c);
+    if (strcmp(a, "keys") == 0 && b && strcmp(b, "create") == 0) return cmd_keys_create(c);
+    if (strcmp(a, "keys") == 0 && b && strcmp(b, "list") == 0) return cmd_keys_list(c);
+    if ((strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0) && b == NULL)
+        return usage_error("'%s' needs a subcommand: create or list", a);
+    return usage_error("unknown command '%s'",
+                       b && (strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0) ? b : a);
+}
+
+int main(int argc, char **argv)
+{
+    if (sodium_init() < 0) {
+        fputs("lumkeyctl: cannot initialise libsodium\n", stderr);
+        return EXIT_FAIL;
+    }
+    json_set_alloc_funcs(json_alloc, json_release);
+    ctl_http_global_init();
+    static ctl_t ctl;
+    lk_buf_init(&ctl.token, 1);
+    int rc = parse_argv(&ctl, argc, argv);
+    if (rc == EXIT_OK) rc = dispatch(&ctl);
+    lk_buf_free(&ctl.token);
+    ctl_http_global_cleanup();
+    if (fflush(stdout) != 0 && rc == EXIT_OK) rc = EXIT_FAIL;
+    return rc;
+}
