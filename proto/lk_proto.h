@@ -263,6 +263,10 @@ int lk_proto_decode(const uint8_t *buf, size_t len, lk_msg_t *msg) __attribute__
 /* Convenience: fill env of a reply from the request's envelope (same rid, call id, deadline). */
 void lk_proto_reply_env(lk_msg_t *reply, const lk_msg_t *req, lk_msg_type_t type);
 
+/* Whether messages of this type carry a secret (encode into a secure lk_buf_t,
+ * wipe the received frame). 0 for unknown types. */
+int lk_proto_is_secret(lk_msg_type_t type);
+
 /* Names for logs and specs ("DECIDE", ...); "UNKNOWN" if out of range. */
 const char *lk_proto_type_name(lk_msg_type_t type);
 const char *lk_status_name(lk_status_t st);

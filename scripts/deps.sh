@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake ninja-build pkg-config clang clang-format
+  build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
   libzmq3-dev libczmq-dev libh2o-evloop-dev libmsgpack-dev libpq-dev
   libsodium-dev librdkafka-dev libssl-dev libjansson-dev libpcre2-dev libcurl4-openssl-dev openssl
   postgresql postgresql-contrib kcat

@@ -1,0 +1,85 @@
+/*  test_buf - lk_buf, plain and secure: growth, reset, double free. */
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lk_buf.h"
+#include "lk_test.h"
+
+static void grow_and_keep(int secure)
+{
+    lk_buf_t b;
+    lk_buf_init(&b, secure);
+    LK_CHECK(b.data == NULL && b.len == 0 && b.cap == 0 && b.secure == secure);
+    LK_CHECK(lk_buf_append(&b, NULL, 0) == 0);
+    LK_CHECK(b.len == 0);
+    /* 100 000 bytes in odd-sized pieces: crosses many doublings */
+    uint8_t piece[97];
+    size_t total = 0;
+    int ok = 1;
+    while (total < 100000) {
+        for (size_t i = 0; i < sizeof piece; i++)
+            piece[i] = (uint8_t)(total + i);
+        if (lk_buf_append(&b, piece, sizeof piece) != 0) ok = 0;
+        total += sizeof piece;
+    }
+    LK_CHECK(ok);
+    LK_CHECK(b.len == total && b.cap >= b.len);
+    int same = 1;
+    for (size_t i = 0; i < b.len; i++)
+        if (b.data[i] != (uint8_t)i) same = 0;
+    LK_CHECK(same);
+
+    size_t cap = b.cap;
+    uint8_t *data = b.data;
+    LK_CHECK(lk_buf_reserve(&b, cap - b.len) == 0); /* fits: no move */
+    LK_CHECK(b.cap == cap && b.data == data);
+    LK_CHECK(lk_buf_reserve(&b, (size_t)-1) == -1); /* impossible: refused, contents kept */
+    LK_CHECK(b.len == total && b.data == data);
+
+    lk_buf_reset(&b);
+    LK_CHECK(b.len == 0 && b.cap == cap && b.data == data);
+    if (secure) LK_CHECK(sodium_is_zero(b.data, total)); /* reset wipes a secure buffer */
+    LK_CHECK(lk_buf_append(&b, "abc", 3) == 0);
+    LK_CHECK(b.len == 3 && memcmp(b.data, "abc", 3) == 0 && b.data == data);
+
+    lk_buf_free(&b);
+    LK_CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
+    lk_buf_free(&b); /* twice is fine */
+    LK_CHECK(b.data == NULL);
+    /* usable again after free */
+    LK_CHECK(lk_buf_append(&b, "x", 1) == 0 && b.len == 1 && b.data[0] == 'x');
+    lk_buf_free(&b);
+}
+
+static void plain(void)
+{
+    grow_and_keep(0);
+}
+
+static void secure(void)
+{
+    grow_and_keep(1);
+}
+
+static void first_reserve(void)
+{
+    lk_buf_t b;
+    lk_buf_init(&b, 0);
+    LK_CHECK(lk_buf_reserve(&b, 1) == 0 && b.cap >= 1);
+    LK_CHECK(lk_buf_reserve(&b, 5000) == 0 && b.cap >= 5000);
+    lk_buf_free(&b);
+    lk_buf_free(&b);
+    lk_buf_init(&b, 1);
+    lk_buf_free(&b); /* never allocated */
+    LK_CHECK(b.data == NULL);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0) return 1;
+    LK_RUN(plain);
+    LK_RUN(secure);
+    LK_RUN(first_reserve);
+    return LK_TEST_DONE();
+}
