@@ -17,19 +17,56 @@ static int should_retry(int status)
 void edge_http_add_common_headers(h2o_req_t *req, int status, const char *rid)
 {
     if (rid)
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid,
+                              strlen(rid));
     if (status >= 400 && !should_retry(status))
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-should-retry"), 0, NULL,
                               H2O_STRLIT("false"));
+}
+
+const char *edge_http_reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    }
+    return "";
 }
 
 static void send_body(h2o_req_t *req, int status, const char *rid, h2o_iovec_t body)
 {
     static h2o_generator_t generator = {NULL, NULL};
     req->res.status = status;
-    req->res.reason = "";
+    req->res.reason = edge_http_reason(status);
     req->res.content_length = body.len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
     edge_http_add_common_headers(req, status, rid);
     h2o_start_response(req, &generator);
     h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
@@ -123,15 +160,14 @@ h2o_iovec_t edge_http_header(h2o_req_t *req, const char *name, int *dup)
 {
     size_t n = strlen(name);
     const h2o_token_t *tok = h2o_lookup_token(name, n);
-    ssize_t i = tok ? h2o_find_header(&req->headers, tok, -1) : h2o_find_header_by_str(&req->headers, name, n, -1);
-    if (dup)
-        *dup = 0;
-    if (i < 0)
-        return h2o_iovec_init(NULL, 0);
-    ssize_t j = tok ? h2o_find_header(&req->headers, tok, i) : h2o_find_header_by_str(&req->headers, name, n, i);
+    ssize_t i =
+        tok ? h2o_find_header(&req->headers, tok, -1) : h2o_find_header_by_str(&req->headers, name, n, -1);
+    if (dup) *dup = 0;
+    if (i < 0) return h2o_iovec_init(NULL, 0);
+    ssize_t j =
+        tok ? h2o_find_header(&req->headers, tok, i) : h2o_find_header_by_str(&req->headers, name, n, i);
     if (j >= 0) {
-        if (dup)
-            *dup = 1;
+        if (dup) *dup = 1;
         return h2o_iovec_init(NULL, 0);
     }
     return req->headers.entries[i].value;
@@ -141,16 +177,13 @@ h2o_iovec_t edge_http_bearer(h2o_req_t *req)
 {
     int dup = 0;
     h2o_iovec_t v = edge_http_header(req, "authorization", &dup);
-    if (dup)
-        return h2o_iovec_init(NULL, 0);
+    if (dup) return h2o_iovec_init(NULL, 0);
     if (v.base) {
-        if (v.len > 7 && strncasecmp(v.base, "Bearer ", 7) == 0)
-            return h2o_iovec_init(v.base + 7, v.len - 7);
+        if (v.len > 7 && strncasecmp(v.base, "Bearer ", 7) == 0) return h2o_iovec_init(v.base + 7, v.len - 7);
         return h2o_iovec_init(v.base, 0); /* present but not Bearer: empty key */
     }
     v = edge_http_header(req, "x-api-key", &dup);
-    if (dup)
-        return h2o_iovec_init(NULL, 0);
+    if (dup) return h2o_iovec_init(NULL, 0);
     return v;
 }
 
@@ -159,8 +192,7 @@ void edge_http_peer(h2o_req_t *req, char *buf, size_t cap)
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (void *)&ss);
     buf[0] = '\0';
-    if (sl == 0)
-        return;
+    if (sl == 0) return;
     if (ss.ss_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)cap);
     else if (ss.ss_family == AF_INET6)

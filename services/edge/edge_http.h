@@ -20,6 +20,8 @@ void edge_http_send_error(h2o_req_t *req, int status, const char *rid, const cha
                           const char *message);
 /* Adds x-request-id (and x-should-retry for non-retryable statuses) to req->res. */
 void edge_http_add_common_headers(h2o_req_t *req, int status, const char *rid);
+/* Standard reason phrase for a status ("" if unknown). */
+const char *edge_http_reason(int status);
 /* HTTP status for a worker status code. */
 int edge_http_status_of(lk_status_t st);
 /* OpenAI error type for an HTTP status. */
