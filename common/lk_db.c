@@ -1,0 +1,468 @@
+/*  lk_db - one PostgreSQL connection for a worker. */
+#include "lk_db.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lk_log.h"
+#include "lk_util.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+typedef struct {
+    const char *name;
+    const char *sql;
+    int prepared; /* on the current connection */
+} stmt_t;
+
+struct lk_db {
+    char *conninfo;
+    char app_name[64];
+    char options[64];
+    PGconn *conn;
+    stmt_t stmts[LK_DB_MAX_STATEMENTS];
+    int nstmts;
+    int in_tx;
+    int64_t next_attempt_ms; /* monotonic */
+    int backoff_ms;
+    int down_logged; /* "unavailable" logged since the last success */
+    int ever_connected;
+    char sqlstate[6];
+    char last_logged_state[6]; /* repeated failures are logged at most every 5 s */
+    int64_t last_logged_ms;
+};
+
+/* ----------------------------------------------------------- parameters -- */
+
+void lk_db_params_init(lk_db_params_t *p)
+{
+    p->n = 0;
+    p->overflow = 0;
+}
+
+static int param_slot(lk_db_params_t *p)
+{
+    if (p->n >= LK_DB_MAX_PARAMS) {
+        p->overflow = 1;
+        return -1;
+    }
+    return p->n++;
+}
+
+void lk_db_param_bytes(lk_db_params_t *p, const void *data, size_t len)
+{
+    int i = param_slot(p);
+    if (i < 0) return;
+    if (len > INT32_MAX) {
+        p->overflow = 1;
+        len = 0;
+    }
+    p->values[i] = data ? (const char *)data : "";
+    p->lengths[i] = (int)len;
+    p->formats[i] = 1;
+}
+
+void lk_db_param_str(lk_db_params_t *p, lk_str_t s)
+{
+    lk_db_param_bytes(p, s.ptr, s.len);
+}
+
+void lk_db_param_cstr(lk_db_params_t *p, const char *s)
+{
+    lk_db_param_bytes(p, s, s ? strlen(s) : 0);
+}
+
+void lk_db_param_i64(lk_db_params_t *p, int64_t v)
+{
+    int i = param_slot(p);
+    if (i < 0) return;
+    snprintf(p->num[i], sizeof p->num[i], "%" PRId64, v);
+    p->values[i] = p->num[i];
+    p->lengths[i] = 0;
+    p->formats[i] = 0;
+}
+
+void lk_db_param_null(lk_db_params_t *p)
+{
+    int i = param_slot(p);
+    if (i < 0) return;
+    p->values[i] = NULL;
+    p->lengths[i] = 0;
+    p->formats[i] = 0;
+}
+
+void lk_db_param_str_or_null(lk_db_params_t *p, lk_str_t s)
+{
+    if (s.len)
+        lk_db_param_str(p, s);
+    else
+        lk_db_param_null(p);
+}
+
+/* ----------------------------------------------------------- connection -- */
+
+static int64_t mono_ms(void)
+{
+    return lk_mono_us() / 1000;
+}
+
+lk_db_t *lk_db_new(const char *conninfo, const char *app_name, int statement_timeout_ms)
+{
+    lk_db_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    self->conninfo = strdup(conninfo ? conninfo : "");
+    if (!self->conninfo) {
+        free(self);
+        return NULL;
+    }
+    snprintf(self->app_name, sizeof self->app_name, "%s", app_name ? app_name : "lumkey");
+    if (statement_timeout_ms > 0)
+        snprintf(self->options, sizeof self->options, "-c statement_timeout=%d", statement_timeout_ms);
+    self->backoff_ms = BACKOFF_MIN_MS;
+    return self;
+}
+
+static void disconnect(lk_db_t *self)
+{
+    if (self->conn) PQfinish(self->conn);
+    self->conn = NULL;
+    self->in_tx = 0;
+    for (int i = 0; i < self->nstmts; i++)
+        self->stmts[i].prepared = 0;
+}
+
+void lk_db_destroy(lk_db_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    lk_db_t *self = *self_p;
+    disconnect(self);
+    size_t n = strlen(self->conninfo);
+    memset(self->conninfo, 0, n); /* may hold a password */
+    free(self->conninfo);
+    free(self);
+    *self_p = NULL;
+}
+
+int lk_db_prepare(lk_db_t *self, const char *name, const char *sql)
+{
+    if (self->nstmts >= LK_DB_MAX_STATEMENTS) return -1;
+    self->stmts[self->nstmts++] = (stmt_t){name, sql, 0};
+    return 0;
+}
+
+/* The first line of a libpq error message (no trailing newline). */
+static void first_line(char *out, size_t cap, const char *msg)
+{
+    snprintf(out, cap, "%s", msg ? msg : "");
+    out[strcspn(out, "\n")] = '\0';
+}
+
+static void on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    char line[256];
+    first_line(line, sizeof line, message);
+    lk_log_debug("database notice: %s", line);
+}
+
+/* One connection attempt. 0 / -1. */
+static int try_connect(lk_db_t *self)
+{
+    const char *keys[] = {"connect_timeout", "application_name", "options", "dbname", NULL};
+    const char *vals[] = {"3", self->app_name, self->options, self->conninfo, NULL};
+    if (!self->options[0]) {
+        keys[2] = "dbname";
+        vals[2] = self->conninfo;
+        keys[3] = NULL;
+        vals[3] = NULL;
+    }
+    self->conn = PQconnectdbParams(keys, vals, 1);
+    if (self->conn && PQstatus(self->conn) == CONNECTION_OK) {
+        PQsetNoticeProcessor(self->conn, on_notice, NULL);
+        if (self->down_logged || !self->ever_connected)
+            lk_log_info(self->ever_connected ? "database connection restored" : "database connected");
+        self->down_logged = 0;
+        self->ever_connected = 1;
+        self->backoff_ms = BACKOFF_MIN_MS;
+        self->next_attempt_ms = mono_ms();
+        return 0;
+    }
+    if (!self->down_logged) {
+        char line[256];
+        first_line(line, sizeof line, self->conn ? PQerrorMessage(self->conn) : "out of memory");
+        lk_log_warn("database unavailable: %s", line);
+        self->down_logged = 1;
+    }
+    disconnect(self);
+    self->next_attempt_ms = mono_ms() + self->backoff_ms;
+    self->backoff_ms = self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
+    return -1;
+}
+
+/* Connected, or fails fast while backing off. 0 / -1. */
+static int ensure_connected(lk_db_t *self)
+{
+    if (self->conn && PQstatus(self->conn) == CONNECTION_OK) return 0;
+    if (self->conn) {
+        if (!self->down_logged) {
+            lk_log_warn("database connection lost");
+            self->down_logged = 1;
+        }
+        disconnect(self);
+        self->next_attempt_ms = 0; /* try again at once */
+    }
+    if (mono_ms() < self->next_attempt_ms) return -1;
+    return try_connect(self);
+}
+
+int lk_db_connect(lk_db_t *self, int wait_ms)
+{
+    int64_t deadline = mono_ms() + (wait_ms > 0 ? wait_ms : 0);
+    for (;;) {
+        if (ensure_connected(self) == 0) return 0;
+        int64_t now = mono_ms();
+        if (now >= deadline) return -1;
+        int64_t sleep_ms = self->next_attempt_ms - now;
+        if (sleep_ms > deadline - now) sleep_ms = deadline - now;
+        if (sleep_ms > 0) {
+            struct timespec ts = {(time_t)(sleep_ms / 1000), (long)(sleep_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+/* ------------------------------------------------------------- outcomes -- */
+
+static lk_db_rc_t classify(const char *state)
+{
+    if (!state || !*state) return LK_DB_UNAVAILABLE; /* no SQLSTATE: libpq-side failure (connection) */
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "53", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+        strcmp(state, "57014") == 0 || strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+        strcmp(state, "42P01") == 0 || strcmp(state, "25006") == 0 || strcmp(state, "42501") == 0)
+        return LK_DB_UNAVAILABLE;
+    if (strcmp(state, "23505") == 0) return LK_DB_CONFLICT;
+    if (strncmp(state, "22", 2) == 0) return LK_DB_BAD_INPUT;
+    return LK_DB_ERROR;
+}
+
+lk_status_t lk_db_status(lk_db_rc_t rc)
+{
+    switch (rc) {
+    case LK_DB_OK:
+        return LK_ST_OK;
+    case LK_DB_UNAVAILABLE:
+        return LK_ST_UNAVAILABLE;
+    case LK_DB_CONFLICT:
+        return LK_ST_CONFLICT;
+    case LK_DB_BAD_INPUT:
+        return LK_ST_BAD_REQUEST;
+    case LK_DB_ERROR:
+        break;
+    }
+    return LK_ST_INTERNAL;
+}
+
+const char *lk_db_message(lk_db_rc_t rc)
+{
+    switch (rc) {
+    case LK_DB_OK:
+        return "";
+    case LK_DB_UNAVAILABLE:
+        return "database unavailable";
+    case LK_DB_CONFLICT:
+        return "already exists";
+    case LK_DB_BAD_INPUT:
+        return "invalid value";
+    case LK_DB_ERROR:
+        break;
+    }
+    return "internal error";
+}
+
+const char *lk_db_sqlstate(const lk_db_t *self)
+{
+    return self->sqlstate;
+}
+
+/* Turns a result into an outcome; logs failures. Takes res; sets *out on success. */
+static lk_db_rc_t finish(lk_db_t *self, const char *what, PGresult *res, PGresult **out)
+{
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        self->sqlstate[0] = '\0';
+        if (out)
+            *out = res;
+        else
+            PQclear(res);
+        return LK_DB_OK;
+    }
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(self->sqlstate, sizeof self->sqlstate, "%s", state ? state : "");
+    lk_db_rc_t rc = classify(state);
+    int conn_lost = !self->conn || PQstatus(self->conn) != CONNECTION_OK;
+    if (conn_lost) rc = LK_DB_UNAVAILABLE;
+    char line[300];
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    first_line(line, sizeof line,
+               primary ? primary : (self->conn ? PQerrorMessage(self->conn) : "no connection"));
+    int64_t now = mono_ms();
+    int repeat = strcmp(self->last_logged_state, self->sqlstate) == 0 && now - self->last_logged_ms < 5000;
+    if (!conn_lost && !repeat) {
+        memcpy(self->last_logged_state, self->sqlstate, sizeof self->sqlstate);
+        self->last_logged_ms = now;
+    }
+    if (rc == LK_DB_BAD_INPUT) /* its message may quote the refused value: not logged */
+        lk_log_info("%s: the database refused a parameter value (%s)", what, self->sqlstate);
+    else if (rc == LK_DB_CONFLICT)
+        lk_log_info("%s: %s (%s)", what, line, self->sqlstate);
+    else if (!conn_lost)
+        lk_log(repeat ? LK_LOG_DEBUG : LK_LOG_ERROR, NULL, "%s failed: %s (%s)%s", what, line, self->sqlstate,
+               strcmp(self->sqlstate, "42P01") == 0 ? "; have the migrations run (lumkey-migrate)?" : "");
+    if (conn_lost && !self->down_logged) {
+        lk_log_warn("database connection lost: %s", line);
+        self->down_logged = 1;
+    }
+    if (conn_lost) disconnect(self);
+    PQclear(res);
+    return rc;
+}
+
+/* Runs one attempt of a statement (prepared if name is set). */
+static lk_db_rc_t attempt(lk_db_t *self, stmt_t *stmt, const char *sql, const lk_db_params_t *p,
+                          PGresult **res)
+{
+    if (ensure_connected(self) != 0) {
+        snprintf(self->sqlstate, sizeof self->sqlstate, "08006");
+        return LK_DB_UNAVAILABLE;
+    }
+    int n = p ? p->n : 0;
+    const char *const *values = p ? p->values : NULL;
+    const int *lengths = p ? p->lengths : NULL, *formats = p ? p->formats : NULL;
+    if (stmt && !stmt->prepared) {
+        PGresult *pr = PQprepare(self->conn, stmt->name, stmt->sql, 0, NULL);
+        lk_db_rc_t rc = finish(self, stmt->name, pr, NULL);
+        if (rc != LK_DB_OK) return rc;
+        stmt->prepared = 1;
+    }
+    PGresult *r = stmt ? PQexecPrepared(self->conn, stmt->name, n, values, lengths, formats, 0)
+                       : PQexecParams(self->conn, sql, n, NULL, values, lengths, formats, 0);
+    return finish(self, stmt ? stmt->name : "query", r, res);
+}
+
+static lk_db_rc_t run(lk_db_t *self, stmt_t *stmt, const char *sql, const lk_db_params_t *p, PGresult **res)
+{
+    if (res) *res = NULL;
+    if (p && p->overflow) {
+        lk_log_error("%s: too many parameters", stmt ? stmt->name : "query");
+        return LK_DB_ERROR;
+    }
+    int was_in_tx = self->in_tx;
+    int had_conn = self->conn != NULL;
+    lk_db_rc_t rc = attempt(self, stmt, sql, p, res);
+    /* the server went away under an established connection: reconnect and retry once */
+    if (rc == LK_DB_UNAVAILABLE && had_conn && !self->conn && !was_in_tx)
+        rc = attempt(self, stmt, sql, p, res);
+    return rc;
+}
+
+lk_db_rc_t lk_db_exec(lk_db_t *self, const char *name, const lk_db_params_t *p, PGresult **res)
+{
+    for (int i = 0; i < self->nstmts; i++)
+        if (strcmp(self->stmts[i].name, name) == 0) return run(self, &self->stmts[i], NULL, p, res);
+    lk_log_error("unknown statement %s", name);
+    if (res) *res = NULL;
+    return LK_DB_ERROR;
+}
+
+lk_db_rc_t lk_db_query(lk_db_t *self, const char *sql, const lk_db_params_t *p, PGresult **res)
+{
+    return run(self, NULL, sql, p, res);
+}
+
+lk_db_rc_t lk_db_script(lk_db_t *self, const char *sql)
+{
+    if (ensure_connected(self) != 0) return LK_DB_UNAVAILABLE;
+    return finish(self, "script", PQexec(self->conn, sql), NULL);
+}
+
+lk_db_rc_t lk_db_begin(lk_db_t *self)
+{
+    if (self->in_tx) {
+        lk_log_error("nested transaction");
+        return LK_DB_ERROR;
+    }
+    lk_db_rc_t rc = run(self, NULL, "BEGIN", NULL, NULL);
+    if (rc == LK_DB_OK) self->in_tx = 1;
+    return rc;
+}
+
+lk_db_rc_t lk_db_commit(lk_db_t *self)
+{
+    if (!self->in_tx) return LK_DB_ERROR;
+    PGresult *res = NULL;
+    lk_db_rc_t rc = attempt(self, NULL, "COMMIT", NULL, &res);
+    /* COMMIT of an aborted transaction answers ROLLBACK without an error */
+    if (rc == LK_DB_OK && strcmp(PQcmdStatus(res), "COMMIT") != 0) rc = LK_DB_ERROR;
+    PQclear(res);
+    self->in_tx = 0;
+    return rc;
+}
+
+void lk_db_rollback(lk_db_t *self)
+{
+    if (!self->in_tx) return;
+    self->in_tx = 0;
+    if (self->conn && PQstatus(self->conn) == CONNECTION_OK) PQclear(PQexec(self->conn, "ROLLBACK"));
+}
+
+/* -------------------------------------------------------------- results -- */
+
+lk_str_t lk_db_str(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col)) return (lk_str_t){"", 0};
+    return (lk_str_t){PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col)};
+}
+
+int lk_db_is_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col);
+}
+
+int64_t lk_db_i64(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col)) return 0;
+    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+int lk_db_bool(const PGresult *res, int row, int col)
+{
+    return !PQgetisnull(res, row, col) && PQgetvalue(res, row, col)[0] == 't';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int lk_db_bytea(const PGresult *res, int row, int col, uint8_t *out, size_t cap, size_t *len)
+{
+    *len = 0;
+    if (PQgetisnull(res, row, col)) return -1;
+    const char *v = PQgetvalue(res, row, col);
+    size_t n = (size_t)PQgetlength(res, row, col);
+    if (n < 2 || v[0] != '\\' || v[1] != 'x' || (n - 2) % 2 != 0 || (n - 2) / 2 > cap) return -1;
+    for (size_t i = 0; i < (n - 2) / 2; i++) {
+        int hi = hexval(v[2 + 2 * i]), lo = hexval(v[3 + 2 * i]);
+        if (hi < 0 || lo < 0) return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    *len = (n - 2) / 2;
+    return 0;
+}

@@ -1,0 +1,125 @@
+/*  lk_db - one PostgreSQL connection for a worker: connect with backoff,
+ *  reconnect after the server went away, prepared statements by name, and
+ *  outcomes a handler can map to the protocol.
+ *
+ *      lk_db_t *db = lk_db_new(conninfo, "lumkey-policy", 5000);
+ *      lk_db_prepare(db, "key_by_hash", "SELECT ... WHERE hash = $1");
+ *      (void)lk_db_connect(db, 10000);       // waits up to 10 s at start
+ *      ...
+ *      lk_db_params_t p; lk_db_params_init(&p);
+ *      lk_db_param_bytes(&p, hash, 32);
+ *      PGresult *res = NULL;
+ *      lk_db_rc_t rc = lk_db_exec(db, "key_by_hash", &p, &res);
+ *      if (rc != LK_DB_OK) -> ERROR lk_db_status(rc)   (database unavailable, ...)
+ *      else if (PQntuples(res) == 0) -> not found
+ *      PQclear(res);
+ *
+ *  A lost connection is noticed by the call that fails; the connection is
+ *  re-established at once and a statement run outside a transaction is
+ *  retried once (so such statements must be idempotent). While the server
+ *  stays away, calls fail fast with LK_DB_UNAVAILABLE and a reconnect is
+ *  attempted at most every backoff interval (100 ms doubling to 2 s).
+ *  Statements are prepared lazily on each connection, so a worker started
+ *  before the migrations ran recovers by itself.
+ *
+ *  Parameters are sent as raw bytes (binary format) for text and bytea, so
+ *  strings need no NUL terminator; write the SQL with casts ($1::text,
+ *  $2::bytea, $3::bigint). Results come back in text format.
+ *
+ *  Logs connection changes and failed statements (SQLSTATE and primary
+ *  message only: never parameters, never the conninfo). Knows nothing of the
+ *  services' tables.
+ */
+#ifndef LK_DB_H
+#define LK_DB_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lk_proto.h"
+#include "lk_str.h"
+
+#define LK_DB_MAX_PARAMS     32
+#define LK_DB_MAX_STATEMENTS 48
+
+typedef struct lk_db lk_db_t;
+
+typedef enum {
+    LK_DB_OK = 0,
+    LK_DB_UNAVAILABLE = -1, /* no connection, server went away, timeout, not migrated: retry later */
+    LK_DB_CONFLICT = -2,    /* unique violation */
+    LK_DB_BAD_INPUT = -3,   /* the server refused a value (invalid UTF-8, uuid, number) */
+    LK_DB_ERROR = -4,       /* anything else: a bug */
+} lk_db_rc_t;
+
+typedef struct {
+    int n;
+    int overflow;
+    const char *values[LK_DB_MAX_PARAMS];
+    int lengths[LK_DB_MAX_PARAMS];
+    int formats[LK_DB_MAX_PARAMS];
+    char num[LK_DB_MAX_PARAMS][24];
+} lk_db_params_t;
+
+void lk_db_params_init(lk_db_params_t *p);
+/* Borrowed until the statement ran. */
+void lk_db_param_str(lk_db_params_t *p, lk_str_t s);
+void lk_db_param_cstr(lk_db_params_t *p, const char *s);
+void lk_db_param_bytes(lk_db_params_t *p, const void *data, size_t len);
+void lk_db_param_i64(lk_db_params_t *p, int64_t v);
+void lk_db_param_null(lk_db_params_t *p);
+/* NULL when s is empty. */
+void lk_db_param_str_or_null(lk_db_params_t *p, lk_str_t s);
+
+/* conninfo: a libpq connection string (copied; may hold a password, never
+ * logged). statement_timeout_ms: 0 = none. Does not connect. */
+lk_db_t *lk_db_new(const char *conninfo, const char *app_name, int statement_timeout_ms);
+/* NULL-safe; nullifies *self_p. */
+void lk_db_destroy(lk_db_t **self_p);
+
+/* Registers a named statement (name and sql are borrowed: use literals).
+ * 0 / -1 (too many). */
+int lk_db_prepare(lk_db_t *self, const char *name, const char *sql) __attribute__((warn_unused_result));
+
+/* Connects now, retrying with backoff for up to wait_ms. 0 / -1. */
+int lk_db_connect(lk_db_t *self, int wait_ms) __attribute__((warn_unused_result));
+
+/* Runs a registered statement. On LK_DB_OK *res is the result (caller
+ * PQclears it); otherwise *res is NULL. p may be NULL (no parameters). */
+lk_db_rc_t lk_db_exec(lk_db_t *self, const char *name, const lk_db_params_t *p, PGresult **res)
+    __attribute__((warn_unused_result));
+
+/* Runs one SQL statement, not prepared. res may be NULL (result discarded). */
+lk_db_rc_t lk_db_query(lk_db_t *self, const char *sql, const lk_db_params_t *p, PGresult **res)
+    __attribute__((warn_unused_result));
+
+/* Runs a script of several statements (no parameters), e.g. a migration. */
+lk_db_rc_t lk_db_script(lk_db_t *self, const char *sql) __attribute__((warn_unused_result));
+
+/* Transactions. Statements inside one are never retried. After an error,
+ * call lk_db_rollback. */
+lk_db_rc_t lk_db_begin(lk_db_t *self) __attribute__((warn_unused_result));
+lk_db_rc_t lk_db_commit(lk_db_t *self) __attribute__((warn_unused_result));
+void lk_db_rollback(lk_db_t *self);
+
+/* SQLSTATE of the last failure ("" if none). */
+const char *lk_db_sqlstate(const lk_db_t *self);
+
+/* The protocol status for a failed call: UNAVAILABLE, CONFLICT, BAD_REQUEST, INTERNAL. */
+lk_status_t lk_db_status(lk_db_rc_t rc);
+/* A message safe for a client for a failed call ("database unavailable", ...). */
+const char *lk_db_message(lk_db_rc_t rc);
+
+/* --- reading text-format results ------------------------------------------ */
+/* The value (empty for NULL); borrowed from res. */
+lk_str_t lk_db_str(const PGresult *res, int row, int col);
+int lk_db_is_null(const PGresult *res, int row, int col);
+int64_t lk_db_i64(const PGresult *res, int row, int col);
+/* 1 for 't'. */
+int lk_db_bool(const PGresult *res, int row, int col);
+/* Decodes a bytea ("\x..." text) into out. 0 / -1 (not bytea hex, does not fit). */
+int lk_db_bytea(const PGresult *res, int row, int col, uint8_t *out, size_t cap, size_t *len)
+    __attribute__((warn_unused_result));
+
+#endif

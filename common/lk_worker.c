@@ -1,0 +1,469 @@
+/*  lk_worker - the worker side of the edge <-> service protocol. */
+#include "lk_worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "lk_config.h"
+#include "lk_log.h"
+#include "lk_util.h"
+
+#define CACHE_KEY_LEN 16
+#define BATCH_MAX     256 /* messages handled per wake-up before the tick is checked */
+
+/* ------------------------------------------------------------ the cache -- */
+
+typedef struct {
+    uint8_t key[CACHE_KEY_LEN];
+    int64_t expires_us;
+    uint8_t *data; /* encoded reply, malloc'd */
+    size_t len;
+    uint32_t next; /* bucket chain: index + 1, 0 = end */
+} cache_entry_t;
+
+typedef struct {
+    cache_entry_t *e;
+    uint32_t cap, head, count;
+    uint32_t *buckets; /* index + 1, 0 = empty */
+    uint32_t nbuckets; /* power of two */
+    int64_t ttl_us;
+} cache_t;
+
+static int cache_init(cache_t *c, size_t entries, int ttl_ms)
+{
+    memset(c, 0, sizeof *c);
+    if (ttl_ms < 0) return 0; /* disabled */
+    if (entries > (1u << 24)) entries = 1u << 24;
+    c->cap = (uint32_t)entries;
+    c->nbuckets = 1;
+    while (c->nbuckets < 2 * c->cap)
+        c->nbuckets <<= 1;
+    c->e = calloc(c->cap, sizeof *c->e);
+    c->buckets = calloc(c->nbuckets, sizeof *c->buckets);
+    c->ttl_us = (int64_t)ttl_ms * 1000;
+    return c->e && c->buckets ? 0 : -1;
+}
+
+static uint32_t *cache_bucket(cache_t *c, const uint8_t *key)
+{
+    uint32_t h;
+    memcpy(&h, key, sizeof h);
+    return &c->buckets[h & (c->nbuckets - 1)];
+}
+
+static void cache_evict_head(cache_t *c)
+{
+    uint32_t idx = c->head;
+    cache_entry_t *e = &c->e[idx];
+    for (uint32_t *p = cache_bucket(c, e->key); *p; p = &c->e[*p - 1].next) {
+        if (*p == idx + 1) {
+            *p = e->next;
+            break;
+        }
+    }
+    free(e->data);
+    memset(e, 0, sizeof *e);
+    c->head = (c->head + 1) % c->cap;
+    c->count--;
+}
+
+static const cache_entry_t *cache_find(cache_t *c, const uint8_t *key, int64_t now_us)
+{
+    if (!c->cap) return NULL;
+    for (uint32_t i = *cache_bucket(c, key); i; i = c->e[i - 1].next) {
+        const cache_entry_t *e = &c->e[i - 1];
+        if (memcmp(e->key, key, CACHE_KEY_LEN) == 0) return e->expires_us > now_us ? e : NULL;
+    }
+    return NULL;
+}
+
+static void cache_put(cache_t *c, const uint8_t *key, const uint8_t *data, size_t len, int64_t now_us)
+{
+    if (!c->cap) return;
+    while (c->count && (c->count == c->cap || c->e[c->head].expires_us <= now_us))
+        cache_evict_head(c);
+    uint8_t *copy = malloc(len);
+    if (!copy) return; /* a cache miss later is harmless */
+    memcpy(copy, data, len);
+    uint32_t idx = (c->head + c->count) % c->cap;
+    cache_entry_t *e = &c->e[idx];
+    memcpy(e->key, key, CACHE_KEY_LEN);
+    e->expires_us = now_us + c->ttl_us;
+    e->data = copy;
+    e->len = len;
+    uint32_t *b = cache_bucket(c, key);
+    e->next = *b;
+    *b = idx + 1;
+    c->count++;
+}
+
+static void cache_free(cache_t *c)
+{
+    while (c->count)
+        cache_evict_head(c);
+    free(c->e);
+    free(c->buckets);
+    memset(c, 0, sizeof *c);
+}
+
+/* ----------------------------------------------------------- the worker -- */
+
+struct lk_worker {
+    lk_worker_opts_t opts;
+    char endpoint[512];
+    void *zctx;
+    void *sock;
+    atomic_int stop;
+    cache_t cache;
+    lk_buf_t scratch;        /* plain */
+    lk_buf_t scratch_secure; /* sodium memory */
+    lk_buf_t out;            /* encoded non-secret replies */
+    lk_buf_t keybuf;         /* canonical request encoding for the cache key */
+    lk_worker_stats_t stats;
+    int64_t next_tick_us;
+};
+
+static volatile sig_atomic_t s_signalled;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    s_signalled = 1;
+}
+
+int lk_worker_error(lk_msg_t *rep, lk_status_t status, const char *message)
+{
+    rep->env.type = LK_MSG_ERROR;
+    memset(&rep->u, 0, sizeof rep->u);
+    rep->u.error.status = status;
+    rep->u.error.message = lk_str(message);
+    return 0;
+}
+
+int lk_worker_keep(lk_buf_t *scratch, lk_str_t *const strs[], size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += strs[i]->len;
+    if (lk_buf_reserve(scratch, total) != 0) return -1;
+    for (size_t i = 0; i < n; i++) {
+        lk_str_t *s = strs[i];
+        char *dst = (char *)scratch->data + scratch->len;
+        if (s->len) memcpy(dst, s->ptr, s->len);
+        scratch->len += s->len;
+        s->ptr = dst;
+    }
+    return 0;
+}
+
+lk_worker_t *lk_worker_new(const lk_worker_opts_t *opts)
+{
+    if (!opts || !opts->service || !opts->endpoint || !opts->handler || sodium_init() < 0) return NULL;
+    lk_worker_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    self->opts = *opts;
+    if (self->opts.tick_ms <= 0) self->opts.tick_ms = 1000;
+    snprintf(self->endpoint, sizeof self->endpoint, "%s", opts->endpoint);
+    self->opts.endpoint = self->endpoint;
+    lk_buf_init(&self->scratch, 0);
+    lk_buf_init(&self->scratch_secure, 1);
+    lk_buf_init(&self->out, 0);
+    lk_buf_init(&self->keybuf, 0);
+    if (cache_init(&self->cache, opts->cache_entries ? opts->cache_entries : 16384,
+                   opts->cache_ttl_ms ? opts->cache_ttl_ms : 5000) != 0) {
+        lk_log_error("out of memory for the idempotency cache");
+        goto fail;
+    }
+    if (lk_config_prepare_endpoint(self->endpoint) != 0) goto fail;
+    self->zctx = zmq_ctx_new();
+    if (!self->zctx) goto fail;
+    self->sock = zmq_socket(self->zctx, ZMQ_ROUTER);
+    if (!self->sock) goto fail;
+    int linger = 200, hwm = 100000;
+    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(self->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(self->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (zmq_bind(self->sock, self->endpoint) != 0) {
+        lk_log_error("cannot bind %s: %s", self->endpoint, zmq_strerror(errno));
+        goto fail;
+    }
+    lk_log_info("ready: %s bound to %s", opts->service, self->endpoint);
+    return self;
+fail:
+    lk_worker_destroy(&self);
+    return NULL;
+}
+
+void lk_worker_destroy(lk_worker_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    lk_worker_t *self = *self_p;
+    if (self->sock) zmq_close(self->sock);
+    if (self->zctx) zmq_ctx_term(self->zctx);
+    cache_free(&self->cache);
+    lk_buf_free(&self->scratch);
+    lk_buf_free(&self->scratch_secure);
+    lk_buf_free(&self->out);
+    lk_buf_free(&self->keybuf);
+    free(self);
+    *self_p = NULL;
+}
+
+void lk_worker_stop(lk_worker_t *self)
+{
+    if (self) atomic_store(&self->stop, 1);
+}
+
+lk_worker_stats_t lk_worker_stats(const lk_worker_t *self)
+{
+    return self->stats;
+}
+
+static void free_secure(void *data, void *hint)
+{
+    (void)hint;
+    sodium_free(data); /* wipes */
+}
+
+/* Sends [identity][data]. A secure buffer is handed to ZeroMQ and wiped when sent. */
+static void send_reply(lk_worker_t *self, zmq_msg_t *identity, lk_buf_t *buf, int secure)
+{
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_copy(&id, identity);
+    if (secure) {
+        if (zmq_msg_init_data(&body, buf->data, buf->len, free_secure, NULL) != 0) {
+            lk_buf_free(buf);
+            zmq_msg_close(&id);
+            return;
+        }
+        buf->data = NULL; /* now owned by body */
+        buf->len = buf->cap = 0;
+    } else if (zmq_msg_init_size(&body, buf->len) == 0) {
+        memcpy(zmq_msg_data(&body), buf->data, buf->len);
+    } else {
+        zmq_msg_close(&id);
+        return;
+    }
+    if (zmq_msg_send(&id, self->sock, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_msg_send(&body, self->sock, ZMQ_DONTWAIT) < 0) {
+        lk_log_warn("reply not sent: %s", zmq_strerror(errno));
+        zmq_msg_close(&id);
+        zmq_msg_close(&body); /* frees (and wipes) */
+        return;
+    }
+    self->stats.replied++;
+}
+
+/* Encodes rep and sends it. 0, or -1 if it could not be encoded (logged). */
+static int encode_and_send(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *rep)
+{
+    if (lk_proto_is_secret(rep->env.type)) {
+        lk_buf_t sb;
+        lk_buf_init(&sb, 1);
+        if (lk_proto_encode(rep, &sb) != 0) {
+            lk_buf_free(&sb);
+            lk_log_error("could not encode a %s reply", lk_proto_type_name(rep->env.type));
+            return -1;
+        }
+        send_reply(self, identity, &sb, 1);
+        lk_buf_free(&sb);
+        return 0;
+    }
+    self->out.len = 0;
+    if (lk_proto_encode(rep, &self->out) != 0) {
+        lk_log_error("could not encode a %s reply", lk_proto_type_name(rep->env.type));
+        return -1;
+    }
+    send_reply(self, identity, &self->out, 0);
+    return 0;
+}
+
+/* Digest of the request without its call id and deadline. 0 / -1. */
+static int request_key(lk_worker_t *self, const lk_msg_t *req, uint8_t key[CACHE_KEY_LEN])
+{
+    lk_msg_t canon = *req;
+    canon.env.call_id = 0;
+    canon.env.deadline_ms = 0;
+    self->keybuf.len = 0;
+    if (lk_proto_encode(&canon, &self->keybuf) != 0) return -1;
+    crypto_generichash(key, CACHE_KEY_LEN, self->keybuf.data, self->keybuf.len, NULL, 0);
+    return 0;
+}
+
+/* Answers a retried request from the cache. 1 = answered, 0 = not cached. */
+static int answer_from_cache(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *req, const uint8_t *key)
+{
+    const cache_entry_t *e = cache_find(&self->cache, key, lk_mono_us());
+    if (!e) return 0;
+    lk_msg_t rep;
+    if (lk_proto_decode(e->data, e->len, &rep) != 0) return 0;
+    rep.env.call_id = req->env.call_id;
+    rep.env.deadline_ms = req->env.deadline_ms;
+    self->stats.cache_hits++;
+    return encode_and_send(self, identity, &rep) == 0;
+}
+
+static void handle(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *req)
+{
+    lk_msg_t rep;
+    memset(&rep, 0, sizeof rep);
+    char rid[LK_PROTO_MAX_RID + 1];
+    lk_str_copy(rid, sizeof rid, req->env.rid);
+
+    if (req->env.type == LK_MSG_PING) {
+        lk_proto_reply_env(&rep, req, LK_MSG_PONG);
+        rep.u.ping.service = lk_str(self->opts.service);
+        (void)encode_and_send(self, identity, &rep);
+        return;
+    }
+    lk_msg_type_t rep_type = (lk_msg_type_t)(req->env.type + 1);
+    int secret = lk_proto_is_secret(req->env.type) || lk_proto_is_secret(rep_type);
+    uint8_t key[CACHE_KEY_LEN];
+    int cacheable = !secret && self->cache.cap && request_key(self, req, key) == 0;
+    if (cacheable && answer_from_cache(self, identity, req, key)) return;
+
+    lk_buf_t *scratch = secret ? &self->scratch_secure : &self->scratch;
+    lk_proto_reply_env(&rep, req, rep_type);
+    if (self->opts.handler(self->opts.ctx, req, &rep, scratch) != 0) {
+        lk_log(LK_LOG_ERROR, rid, "%s failed", lk_proto_type_name(req->env.type));
+        lk_worker_error(&rep, LK_ST_INTERNAL, "internal error");
+    }
+    if (rep.env.type == LK_MSG_ERROR) self->stats.errors++;
+    /* the handler may only choose its reply type or ERROR */
+    if (rep.env.type != rep_type && rep.env.type != LK_MSG_ERROR) {
+        lk_log(LK_LOG_ERROR, rid, "handler answered %s to %s", lk_proto_type_name(rep.env.type),
+               lk_proto_type_name(req->env.type));
+        lk_worker_error(&rep, LK_ST_INTERNAL, "internal error");
+    }
+    rep.env.rid = req->env.rid;
+    rep.env.call_id = req->env.call_id;
+    rep.env.deadline_ms = req->env.deadline_ms;
+    int sent = encode_and_send(self, identity, &rep);
+    if (sent != 0 && rep.env.type != LK_MSG_ERROR) {
+        /* e.g. a field over the codec's limits: the edge still gets an answer */
+        lk_worker_error(&rep, LK_ST_INTERNAL, "internal error");
+        self->stats.errors++;
+        (void)encode_and_send(self, identity, &rep);
+    } else if (sent == 0 && cacheable && rep.env.type != LK_MSG_ERROR)
+        cache_put(&self->cache, key, self->out.data, self->out.len, lk_mono_us());
+    lk_buf_reset(scratch);         /* wipes when secure */
+    if (scratch->cap > (1u << 20)) /* do not keep a huge buffer after one big request */
+        lk_buf_free(scratch);
+}
+
+/* Discards the rest of a multipart message. */
+static void drain_more(lk_worker_t *self, int more)
+{
+    while (more) {
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        if (zmq_msg_recv(&extra, self->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&extra);
+            return;
+        }
+        more = zmq_msg_more(&extra);
+        zmq_msg_close(&extra);
+    }
+}
+
+/* Receives and handles one message. 1 = handled one, 0 = nothing waiting, -1 = socket error. */
+static int receive_one(lk_worker_t *self)
+{
+    zmq_msg_t identity, frame;
+    zmq_msg_init(&identity);
+    if (zmq_msg_recv(&identity, self->sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&identity);
+        return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    }
+    if (!zmq_msg_more(&identity)) {
+        zmq_msg_close(&identity);
+        return 1;
+    }
+    zmq_msg_init(&frame);
+    if (zmq_msg_recv(&frame, self->sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&frame);
+        zmq_msg_close(&identity);
+        return 1;
+    }
+    self->stats.received++;
+    uint8_t *data = zmq_msg_data(&frame);
+    size_t len = zmq_msg_size(&frame);
+    int wipe = 1; /* unless known not to hold a secret */
+    lk_msg_t req;
+    if (zmq_msg_more(&frame)) {
+        drain_more(self, 1);
+        self->stats.malformed++;
+        lk_log_warn("a message with extra frames was dropped");
+    } else if (lk_proto_decode(data, len, &req) != 0) {
+        self->stats.malformed++;
+        lk_log_warn("an undecodable message (%zu bytes) was dropped", len);
+    } else {
+        wipe = lk_proto_is_secret(req.env.type);
+        if (req.env.deadline_ms > 0 && req.env.deadline_ms < lk_now_ms()) {
+            self->stats.expired++;
+            char rid[LK_PROTO_MAX_RID + 1];
+            lk_log(LK_LOG_DEBUG, lk_str_copy(rid, sizeof rid, req.env.rid), "%s past its deadline dropped",
+                   lk_proto_type_name(req.env.type));
+        } else {
+            handle(self, &identity, &req);
+        }
+    }
+    if (wipe && len) sodium_memzero(data, len);
+    zmq_msg_close(&frame);
+    zmq_msg_close(&identity);
+    return 1;
+}
+
+static void run_tick(lk_worker_t *self)
+{
+    int64_t now = lk_mono_us();
+    if (now < self->next_tick_us) return;
+    self->next_tick_us = now + (int64_t)self->opts.tick_ms * 1000;
+    if (self->opts.tick) self->opts.tick(self->opts.ctx);
+}
+
+int lk_worker_run(lk_worker_t *self)
+{
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int rc = 0;
+    self->next_tick_us = lk_mono_us() + (int64_t)self->opts.tick_ms * 1000;
+    while (!s_signalled && !atomic_load(&self->stop)) {
+        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
+        long wait_ms = (long)((self->next_tick_us - lk_mono_us()) / 1000);
+        if (wait_ms < 0) wait_ms = 0;
+        if (wait_ms > 100) wait_ms = 100; /* notice lk_worker_stop from another thread */
+        int n = zmq_poll(&item, 1, wait_ms);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            lk_log_error("poll failed: %s", zmq_strerror(errno));
+            rc = -1;
+            break;
+        }
+        for (int i = 0; n > 0 && i < BATCH_MAX; i++) {
+            int got = receive_one(self);
+            if (got < 0) {
+                lk_log_error("receive failed: %s", zmq_strerror(errno));
+                rc = -1;
+                goto out;
+            }
+            if (got == 0) break;
+        }
+        run_tick(self);
+    }
+out:
+    if (s_signalled) lk_log_info("stopping on a signal");
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return rc;
+}

@@ -1,0 +1,87 @@
+/*  lk_worker - the worker side of the edge <-> service protocol.
+ *
+ *  Binds the service's ROUTER socket ([identity][frame]), answers PING with
+ *  PONG, drops requests whose deadline has passed, and hands every other
+ *  decoded request to the service's handler; then encodes and sends the reply.
+ *  Knows the envelope (lk_proto), nothing of message bodies or databases.
+ *
+ *      handler(ctx, req, rep, scratch)
+ *          rep is pre-filled with the reply envelope (same rid / call id,
+ *          type = the request's _REP type); the handler fills the body, or
+ *          calls lk_worker_error() to answer ERROR. Strings in rep must stay
+ *          valid until the handler's next call: point them into scratch, into
+ *          req, or into memory owned by ctx. Return -1 for "could not do it
+ *          (bug, unexpected failure)": the worker answers ERROR INTERNAL.
+ *
+ *  scratch is emptied after every request. It is secure (sodium memory,
+ *  wiped) when the request or its reply is SECRET. It may move when it grows:
+ *  take pointers into it only after the last append.
+ *
+ *  Secrets: a SECRET request frame is wiped once handled; a SECRET reply is
+ *  encoded into sodium memory that is wiped when ZeroMQ has sent it; SECRET
+ *  replies (and replies to SECRET requests) are never cached.
+ *
+ *  Idempotency: successful replies to non-secret requests are kept for a few
+ *  seconds, keyed by a digest of the request without its call id and deadline
+ *  (so rid + type + content), and a retried request gets the same answer
+ *  without running the handler again. ERROR replies are not cached.
+ *
+ *  Undecodable frames cannot be answered (no trustworthy call id): they are
+ *  dropped with a warn log. lk_worker_run returns on SIGINT / SIGTERM.
+ */
+#ifndef LK_WORKER_H
+#define LK_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lk_buf.h"
+#include "lk_proto.h"
+
+typedef struct lk_worker lk_worker_t;
+
+typedef int (*lk_worker_handler_fn)(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch);
+typedef void (*lk_worker_tick_fn)(void *ctx);
+
+typedef struct {
+    const char *service;          /* "policy", "vault", ... : PONG svc; borrowed until destroy */
+    const char *endpoint;         /* where to bind; copied */
+    lk_worker_handler_fn handler; /* required */
+    void *ctx;                    /* handed to handler and tick; borrowed */
+    lk_worker_tick_fn tick;       /* optional, called about every tick_ms */
+    int tick_ms;                  /* 0 = 1000 */
+    size_t cache_entries;         /* idempotency cache capacity; 0 = 16384 */
+    int cache_ttl_ms;             /* 0 = 5000; < 0 disables the cache */
+} lk_worker_opts_t;
+
+typedef struct {
+    uint64_t received, replied, errors, expired, malformed, cache_hits;
+} lk_worker_stats_t;
+
+/* Creates the socket and binds it (an ipc:// directory is created if
+ * missing); logs "ready" once bound. NULL on failure (logged). */
+lk_worker_t *lk_worker_new(const lk_worker_opts_t *opts);
+
+/* Serves until SIGINT / SIGTERM or lk_worker_stop. 0 on a requested stop,
+ * -1 on a fatal socket error (logged). */
+int lk_worker_run(lk_worker_t *self) __attribute__((warn_unused_result));
+
+/* Makes lk_worker_run return soon; callable from another thread. */
+void lk_worker_stop(lk_worker_t *self);
+
+/* Closes the socket, wipes and frees everything. NULL-safe; nullifies *self_p. */
+void lk_worker_destroy(lk_worker_t **self_p);
+
+lk_worker_stats_t lk_worker_stats(const lk_worker_t *self);
+
+/* Copies the strings *strs[0..n) into scratch with one reservation and
+ * points them at their copies: the way to keep strings from a result that is
+ * freed before the handler returns. Call it once per request, after any other
+ * append to scratch (a later append may move scratch). 0 / -1 (no memory). */
+int lk_worker_keep(lk_buf_t *scratch, lk_str_t *const strs[], size_t n) __attribute__((warn_unused_result));
+
+/* Turns rep into ERROR {status, message}. message must be a static string
+ * (or outlive the reply) and never contain a secret. Returns 0. */
+int lk_worker_error(lk_msg_t *rep, lk_status_t status, const char *message);
+
+#endif

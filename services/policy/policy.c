@@ -1,0 +1,148 @@
+/*  policy - authenticate, scope-check and route one request. */
+#include "policy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lk_log.h"
+#include "lk_worker.h"
+
+#define MAX_MODEL 256
+
+/* $1 key hash, $2 model. Route: the key's tenant's providers serving the
+ * model (explicitly first, then those serving any model; oldest first) that
+ * have a credential (the newest one). */
+static const char SQL_DECIDE[] =
+    "SELECT k.id, k.tenant_id, k.user_id, k.revoked_at IS NOT NULL, "
+    "       k.expires_at IS NOT NULL AND k.expires_at <= now(), "
+    "       cardinality(k.allowed_models) = 0 OR $2::text = ANY (k.allowed_models), "
+    "       r.id, r.kind, r.base_url, r.cred_id "
+    "FROM api_keys k "
+    "LEFT JOIN LATERAL ("
+    "    SELECT p.id, p.kind, p.base_url, c.id AS cred_id "
+    "    FROM providers p "
+    "    JOIN LATERAL (SELECT c.id FROM credentials c "
+    "                  WHERE c.provider_id = p.id AND c.tenant_id = p.tenant_id "
+    "                  ORDER BY c.created_at DESC, c.id DESC LIMIT 1) c ON true "
+    "    WHERE p.tenant_id = k.tenant_id AND ($2::text = ANY (p.models) OR cardinality(p.models) = 0) "
+    "    ORDER BY ($2::text = ANY (p.models)) DESC, p.created_at, p.id "
+    "    LIMIT 1) r ON true "
+    "WHERE k.hash = $1::bytea";
+
+enum { C_KEY, C_TENANT, C_USER, C_REVOKED, C_EXPIRED, C_MODEL_OK, C_PROV, C_KIND, C_URL, C_CRED };
+
+policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout_ms)
+{
+    policy_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    self->db = lk_db_new(conninfo, "lumkey-policy", statement_timeout_ms);
+    if (!self->db || lk_db_prepare(self->db, "decide", SQL_DECIDE) != 0) {
+        policy_destroy(&self);
+        return NULL;
+    }
+    if (lk_db_connect(self->db, db_wait_ms) != 0) lk_log_warn("database not reachable yet; will keep trying");
+    return self;
+}
+
+void policy_destroy(policy_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    lk_db_destroy(&(*self_p)->db);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+static int valid_utf8(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t len = c < 0x80             ? 1
+                     : (c & 0xe0) == 0xc0 ? 2
+                     : (c & 0xf0) == 0xe0 ? 3
+                     : (c & 0xf8) == 0xf0 ? 4
+                                          : 0;
+        if (!len || i + len > n || (len == 2 && c < 0xc2) || (len == 4 && c > 0xf4) || c == 0) return 0;
+        for (size_t j = 1; j < len; j++)
+            if ((s[i + j] & 0xc0) != 0x80) return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* A decided refusal: DECIDE_REP with status, code and message (identity kept if known). */
+static void refuse(lk_decide_rep_t *d, lk_status_t st, const char *code, const char *message)
+{
+    d->status = st;
+    d->error_code = lk_str(code);
+    d->message = lk_str(message);
+}
+
+/* A refusal whose message names the model (already checked: <= MAX_MODEL bytes of UTF-8). */
+static void refuse_model(policy_t *self, lk_decide_rep_t *d, lk_status_t st, const char *code,
+                         const char *before, lk_str_t model, const char *after)
+{
+    snprintf(self->msg, sizeof self->msg, "%s%.*s%s", before, (int)model.len, model.ptr, after);
+    refuse(d, st, code, self->msg);
+}
+
+static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    const lk_decide_t *q = &req->u.decide;
+    lk_decide_rep_t *d = &rep->u.decide_rep;
+    if (q->model.len == 0) {
+        refuse(d, LK_ST_BAD_REQUEST, "missing_model", "You must provide a model parameter.");
+        return 0;
+    }
+    /* a model name the database cannot hold is a model nobody serves */
+    int model_ok = q->model.len <= MAX_MODEL && valid_utf8((const unsigned char *)q->model.ptr, q->model.len);
+
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_bytes(&p, q->key_hash, sizeof q->key_hash);
+    lk_db_param_str(&p, model_ok ? q->model : LK_STR_NULL);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_exec(self->db, "decide", &p, &res);
+    if (rc != LK_DB_OK) return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
+    int ret = 0;
+    if (PQntuples(res) != 1) {
+        refuse(d, LK_ST_UNAUTHORIZED, "invalid_api_key", "Incorrect API key provided.");
+        goto cleanup;
+    }
+    d->key_id = lk_db_str(res, 0, C_KEY);
+    d->tenant = lk_db_str(res, 0, C_TENANT);
+    d->user = lk_db_str(res, 0, C_USER);
+    if (lk_db_bool(res, 0, C_REVOKED)) {
+        refuse(d, LK_ST_UNAUTHORIZED, "key_revoked", "This API key has been revoked.");
+    } else if (lk_db_bool(res, 0, C_EXPIRED)) {
+        refuse(d, LK_ST_UNAUTHORIZED, "key_expired", "This API key has expired.");
+    } else if (!model_ok) {
+        refuse(d, LK_ST_NOT_FOUND, "model_not_found",
+               "The model does not exist or you do not have access to it.");
+    } else if (!lk_db_bool(res, 0, C_MODEL_OK)) {
+        refuse_model(self, d, LK_ST_FORBIDDEN, "model_not_allowed",
+                     "This API key is not allowed to use the model `", q->model, "`.");
+    } else if (lk_db_is_null(res, 0, C_PROV)) {
+        refuse_model(self, d, LK_ST_NOT_FOUND, "model_not_found", "The model `", q->model,
+                     "` does not exist or you do not have access to it.");
+    } else {
+        d->status = LK_ST_OK;
+        d->decision = LK_DECISION_ALLOW;
+        d->provider_id = lk_db_str(res, 0, C_PROV);
+        d->provider_kind = lk_db_str(res, 0, C_KIND);
+        d->base_url = lk_db_str(res, 0, C_URL);
+        d->cred_id = lk_db_str(res, 0, C_CRED);
+        d->upstream_model = q->model; /* points into the request frame: stays valid */
+    }
+    lk_str_t *keep[] = {&d->key_id,        &d->tenant,   &d->user,   &d->provider_id,
+                        &d->provider_kind, &d->base_url, &d->cred_id};
+    ret = lk_worker_keep(scratch, keep, sizeof keep / sizeof keep[0]);
+cleanup:
+    PQclear(res);
+    return ret;
+}
+
+int policy_handle(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    if (req->env.type == LK_MSG_DECIDE) return on_decide(ctx, req, rep, scratch);
+    return lk_worker_error(rep, LK_ST_BAD_REQUEST, "policy does not handle this message type");
+}

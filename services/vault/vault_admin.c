@@ -1,0 +1,735 @@
+/*  vault_admin - the keys.* and providers.* admin operations (ADMIN_REQ).
+ *
+ *      providers.create {name, kind, base_url, api_key, models?}
+ *      providers.list
+ *      keys.create      {name, user?, env?, models?, expires_at?, metadata?}
+ *      keys.list
+ *
+ *  Bodies are JSON (jansson, with an allocator that wipes what it frees:
+ *  bodies carry provider secrets and new keys). Answers are ADMIN_REP with a
+ *  status and a JSON body; refusals use {"error":{"message","type","code"}}.
+ *  A provider secret is sealed at once and never appears in an answer; a new
+ *  key appears once, in the answer to keys.create. Messages never quote a
+ *  value from the body, only field names.
+ */
+#include <ctype.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lk_key.h"
+#include "lk_log.h"
+#include "lk_util.h"
+#include "lk_worker.h"
+#include "vault.h"
+
+#define MAX_NAME     200
+#define MAX_URL      2048
+#define MAX_MODELS   256
+#define MAX_METADATA 8192
+#define TS_FMT       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'"
+#define TS(col)      "to_char(" col " AT TIME ZONE 'UTC', " TS_FMT ")"
+
+typedef struct {
+    lk_status_t st;
+    const char *type;
+    const char *code;
+    char msg[300];
+} admin_err_t;
+
+/* ---------------------------------------------------------------- json -- */
+
+static void *wipe_malloc(size_t n)
+{
+    size_t *p = malloc(n + 2 * sizeof(size_t));
+    if (!p) return NULL;
+    p[0] = n;
+    return p + 2;
+}
+
+static void wipe_free(void *ptr)
+{
+    if (!ptr) return;
+    size_t *p = (size_t *)ptr - 2;
+    sodium_memzero(ptr, p[0]);
+    free(p);
+}
+
+void vault_admin_init_json(void)
+{
+    json_set_alloc_funcs(wipe_malloc, wipe_free);
+}
+
+/* Puts body (taken) into rep as ADMIN_REP {st, json}. 0 / -1. */
+static int reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, json_t *body)
+{
+    int rc = -1;
+    if (!body) return -1;
+    size_t n = json_dumpb(body, NULL, 0, JSON_COMPACT);
+    lk_buf_reset(scratch);
+    if (n && lk_buf_reserve(scratch, n) == 0 &&
+        json_dumpb(body, (char *)scratch->data, n, JSON_COMPACT) == n) {
+        scratch->len = n;
+        rep->u.admin_rep.status = st;
+        rep->u.admin_rep.json = (lk_str_t){(const char *)scratch->data, n};
+        rc = 0;
+    }
+    json_decref(body);
+    return rc;
+}
+
+static void set_err(admin_err_t *e, lk_status_t st, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_err(admin_err_t *e, lk_status_t st, const char *code, const char *fmt, ...)
+{
+    e->st = st;
+    e->code = code;
+    e->type = st == LK_ST_INTERNAL || st == LK_ST_UNAVAILABLE ? "api_error" : "invalid_request_error";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+}
+
+static int reply_err(lk_msg_t *rep, lk_buf_t *scratch, const admin_err_t *e)
+{
+    json_t *body =
+        json_pack("{s:{s:s,s:s,s:s}}", "error", "message", e->msg, "type", e->type, "code", e->code);
+    return reply_json(rep, scratch, e->st, body);
+}
+
+/* A database failure: ERROR for "retry later" / bugs, ADMIN_REP for decided refusals. */
+static int reply_db(lk_msg_t *rep, lk_buf_t *scratch, lk_db_rc_t rc, const char *conflict_msg)
+{
+    admin_err_t e;
+    if (rc == LK_DB_CONFLICT) {
+        set_err(&e, LK_ST_CONFLICT, "already_exists", "%s", conflict_msg);
+        return reply_err(rep, scratch, &e);
+    }
+    if (rc == LK_DB_BAD_INPUT) {
+        set_err(&e, LK_ST_BAD_REQUEST, "invalid_value",
+                "A value in the request was refused by the database.");
+        return reply_err(rep, scratch, &e);
+    }
+    return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
+}
+
+/* ----------------------------------------------------------- validation -- */
+
+static const char *const NOT_SETTABLE[] = {
+    "id",        "hash",        "key_hash",       "ciphertext",  "wrapped_dek", "nonce",       "dek",
+    "kek_id",    "kek_version", "format_version", "fingerprint", "credential",  "credentials", "tenant",
+    "tenant_id", "created_at",  "revoked_at",     "secret",      "key",         NULL};
+
+static int in_list(const char *const *list, const char *s)
+{
+    for (; *list; list++)
+        if (strcmp(*list, s) == 0) return 1;
+    return 0;
+}
+
+/* Every field must be allowed; secret-looking ones are refused by name. 0 / -1. */
+static int check_fields(json_t *body, const char *const *allowed, admin_err_t *e)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        (void)v;
+        if (in_list(allowed, k)) continue;
+        if (in_list(NOT_SETTABLE, k))
+            set_err(e, LK_ST_BAD_REQUEST, "field_not_settable", "The field `%.64s` cannot be set.", k);
+        else
+            set_err(e, LK_ST_BAD_REQUEST, "unknown_field", "Unknown field `%.64s`.", k);
+        return -1;
+    }
+    return 0;
+}
+
+static int printable(const char *s, size_t n, int allow_space)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f || (!allow_space && c == ' ')) return 0;
+    }
+    return 1;
+}
+
+/* A string field: absent (and optional) leaves *out NULL. 0 / -1. */
+static int get_str(json_t *body, const char *name, int required, size_t max, const char **out, admin_err_t *e)
+{
+    *out = NULL;
+    json_t *v = json_object_get(body, name);
+    if (!v || json_is_null(v)) {
+        if (!required) return 0;
+        set_err(e, LK_ST_BAD_REQUEST, "missing_field", "The field `%s` is required.", name);
+        return -1;
+    }
+    size_t n = json_string_length(v);
+    if (!json_is_string(v) || n == 0 || n > max || strlen(json_string_value(v)) != n ||
+        !printable(json_string_value(v), n, 1)) {
+        set_err(e, LK_ST_BAD_REQUEST, "invalid_field",
+                "The field `%s` must be a non-empty string of at most %zu bytes without control characters.",
+                name, max);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* models: absent = [] (any). Returns a new array of strings, or NULL with e set. */
+static json_t *get_models(json_t *body, admin_err_t *e)
+{
+    json_t *v = json_object_get(body, "models");
+    if (!v || json_is_null(v)) return json_array();
+    if (!json_is_array(v) || json_array_size(v) > MAX_MODELS) goto bad;
+    size_t i;
+    json_t *m;
+    json_array_foreach(v, i, m)
+    {
+        size_t n = json_string_length(m);
+        if (!json_is_string(m) || n == 0 || n > MAX_NAME || strlen(json_string_value(m)) != n ||
+            !printable(json_string_value(m), n, 0))
+            goto bad;
+    }
+    return json_deep_copy(v);
+bad:
+    set_err(e, LK_ST_BAD_REQUEST, "invalid_field",
+            "The field `models` must be an array of at most %d model names (strings without spaces).",
+            MAX_MODELS);
+    return NULL;
+}
+
+static int all_digits(const char *s, size_t n)
+{
+    if (!n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i])) return 0;
+    return 1;
+}
+
+/* A host that is a number in disguise (decimal, octal, hex, short forms) or a
+ * link-local / unspecified address. Dotted quads otherwise pass (loopback and
+ * private upstreams are legitimate when self-hosting). */
+static int numeric_host_refused(const char *h, size_t n)
+{
+    int labels = 0, numeric = 1;
+    unsigned vals[8];
+    for (size_t i = 0; i <= n;) {
+        size_t j = i;
+        while (j < n && h[j] != '.')
+            j++;
+        size_t ln = j - i;
+        if (ln >= 2 && h[i] == '0' && (h[i + 1] == 'x' || h[i + 1] == 'X')) return 1; /* hex label */
+        if (!all_digits(h + i, ln))
+            numeric = 0;
+        else if (labels < 8)
+            vals[labels] = ln > 3 ? 1000 : (unsigned)atoi(h + i);
+        if (numeric && ln > 1 && h[i] == '0') return 1; /* octal-looking label */
+        labels++;
+        i = j + 1;
+    }
+    if (!numeric) return 0;
+    if (labels != 4) return 1; /* 2130706433, 127.1, ... */
+    for (int i = 0; i < 4; i++)
+        if (vals[i] > 255) return 1;
+    return (vals[0] == 169 && vals[1] == 254) || vals[0] == 0;
+}
+
+static int ipv6_refused(const char *h, size_t n)
+{
+    char low[64];
+    if (n == 0 || n >= sizeof low) return 1;
+    for (size_t i = 0; i < n; i++) {
+        char c = (char)tolower((unsigned char)h[i]);
+        if (!isxdigit((unsigned char)c) && c != ':' && c != '.') return 1; /* zone ids and anything else */
+        low[i] = c;
+    }
+    low[n] = '\0';
+    return strstr(low, "::ffff:") || strncmp(low, "fe8", 3) == 0 || strncmp(low, "fe9", 3) == 0 ||
+           strncmp(low, "fea", 3) == 0 || strncmp(low, "feb", 3) == 0 || strcmp(low, "::") == 0 ||
+           strcmp(low, "::1") == 0 || strchr(low, '.') != NULL;
+}
+
+/* http(s)://host[:port][/path], no userinfo, query or fragment. 0 / -1 (e set). */
+static int check_base_url(const char *url, admin_err_t *e)
+{
+    size_t n = strlen(url);
+    const char *why = NULL;
+    size_t scheme = strncmp(url, "https://", 8) == 0 ? 8 : strncmp(url, "http://", 7) == 0 ? 7 : 0;
+    if (!scheme)
+        why = "must start with http:// or https://";
+    else if (!printable(url, n, 0) || strpbrk(url, "\\\"<>^`{|}"))
+        why = "must not contain spaces, control or unsafe characters";
+    else if (strpbrk(url, "?#"))
+        why = "must not have a query or a fragment";
+    if (why) goto bad;
+    const char *auth = url + scheme, *slash = strchr(auth, '/');
+    size_t alen = slash ? (size_t)(slash - auth) : strlen(auth);
+    if (memchr(auth, '@', alen)) {
+        why = "must not carry credentials (user@host)";
+        goto bad;
+    }
+    const char *host = auth, *port = NULL;
+    size_t hlen;
+    if (alen && auth[0] == '[') {
+        const char *close = memchr(auth, ']', alen);
+        if (!close) {
+            why = "has a malformed IPv6 address";
+            goto bad;
+        }
+        host = auth + 1;
+        hlen = (size_t)(close - host);
+        if (ipv6_refused(host, hlen)) {
+            why = "names an IPv6 address that is not allowed (mapped, link-local or loopback)";
+            goto bad;
+        }
+        if (close + 1 < auth + alen) {
+            if (close[1] != ':') {
+                why = "has a malformed host";
+                goto bad;
+            }
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(auth, ':', alen);
+        hlen = colon ? (size_t)(colon - auth) : alen;
+        port = colon ? colon + 1 : NULL;
+        if (hlen == 0 || hlen > 253) {
+            why = "must name a host";
+            goto bad;
+        }
+        for (size_t i = 0; i < hlen; i++) {
+            char c = host[i];
+            if (!isalnum((unsigned char)c) && c != '-' && c != '.') {
+                why = "has a host with characters other than letters, digits, '-' and '.'";
+                goto bad;
+            }
+            if (c == '.' && (i == 0 || host[i - 1] == '.')) {
+                why = "has a malformed host";
+                goto bad;
+            }
+        }
+        if (numeric_host_refused(host, hlen)) {
+            why = "names a numeric host that is not a plain dotted address, or a link-local one";
+            goto bad;
+        }
+    }
+    if (port) {
+        size_t plen = (size_t)(auth + alen - port);
+        if (!all_digits(port, plen) || plen > 5 || atoi(port) < 1 || atoi(port) > 65535) {
+            why = "has an invalid port";
+            goto bad;
+        }
+    }
+    return 0;
+bad:
+    set_err(e, LK_ST_BAD_REQUEST, "invalid_base_url", "The field `base_url` %s.", why);
+    return -1;
+}
+
+static int two_digits(const char *s, int *v)
+{
+    if (!isdigit((unsigned char)s[0]) || !isdigit((unsigned char)s[1])) return -1;
+    *v = (s[0] - '0') * 10 + (s[1] - '0');
+    return 0;
+}
+
+/* Strict RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM). 0 / -1. */
+static int parse_rfc3339(const char *s, int64_t *out)
+{
+    size_t n = strlen(s);
+    int y1, y2, mo, d, h, mi, sec, oh = 0, om = 0;
+    if (n < 20 || two_digits(s, &y1) || two_digits(s + 2, &y2) || s[4] != '-' || two_digits(s + 5, &mo) ||
+        s[7] != '-' || two_digits(s + 8, &d) || (s[10] != 'T' && s[10] != 't') || two_digits(s + 11, &h) ||
+        s[13] != ':' || two_digits(s + 14, &mi) || s[16] != ':' || two_digits(s + 17, &sec))
+        return -1;
+    size_t i = 19;
+    if (s[i] == '.') {
+        size_t start = ++i;
+        while (i < n && isdigit((unsigned char)s[i]))
+            i++;
+        if (i == start) return -1;
+    }
+    int sign = 0;
+    if ((s[i] == 'Z' || s[i] == 'z') && i + 1 == n) {
+        sign = 0;
+    } else if ((s[i] == '+' || s[i] == '-') && i + 6 == n && !two_digits(s + i + 1, &oh) && s[i + 3] == ':' &&
+               !two_digits(s + i + 4, &om) && oh < 24 && om < 60) {
+        sign = s[i] == '+' ? 1 : -1;
+    } else {
+        return -1;
+    }
+    struct tm tm = {0};
+    tm.tm_year = y1 * 100 + y2 - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return -1;
+    time_t t = timegm(&tm);
+    struct tm back;
+    if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != d || back.tm_mon != mo - 1)
+        return -1; /* e.g. February 30 */
+    *out = (int64_t)t - sign * (oh * 3600 + om * 60);
+    return 0;
+}
+
+/* expires_at: absent/null = never (*has = 0). Unix seconds or RFC 3339, in the future. 0 / -1. */
+static int get_expiry(json_t *body, int *has, int64_t *at, admin_err_t *e)
+{
+    *has = 0;
+    json_t *v = json_object_get(body, "expires_at");
+    if (!v || json_is_null(v)) return 0;
+    int ok = 0;
+    if (json_is_integer(v)) {
+        *at = (int64_t)json_integer_value(v);
+        ok = *at > 0 && *at < 253402300800LL; /* year 10000 */
+    } else if (json_is_string(v)) {
+        ok = parse_rfc3339(json_string_value(v), at) == 0;
+    }
+    if (!ok) {
+        set_err(
+            e, LK_ST_BAD_REQUEST, "invalid_field",
+            "The field `expires_at` must be unix seconds or an RFC 3339 time such as 2030-01-31T12:00:00Z.");
+        return -1;
+    }
+    if (*at <= lk_now_ms() / 1000) {
+        set_err(e, LK_ST_BAD_REQUEST, "invalid_field", "The field `expires_at` must be in the future.");
+        return -1;
+    }
+    *has = 1;
+    return 0;
+}
+
+/* Parses the request body as a JSON object. NULL with e set. */
+static json_t *load_body(lk_str_t text, admin_err_t *e)
+{
+    if (text.len == 0) {
+        set_err(e, LK_ST_BAD_REQUEST, "invalid_json", "A JSON object body is required.");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *body = json_loadb(text.ptr, text.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!body || !json_is_object(body)) {
+        /* jerr.text may quote the body (a secret): only its position is shown */
+        if (body)
+            set_err(e, LK_ST_BAD_REQUEST, "invalid_json", "The request body must be a JSON object.");
+        else
+            set_err(e, LK_ST_BAD_REQUEST, "invalid_json",
+                    "The request body is not valid JSON (line %d, column %d), or repeats a field.", jerr.line,
+                    jerr.column);
+        json_decref(body);
+        sodium_memzero(&jerr, sizeof jerr);
+        return NULL;
+    }
+    return body;
+}
+
+/* ------------------------------------------------------------ providers -- */
+
+static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    static const char *const allowed[] = {"name", "kind", "base_url", "api_key", "models", NULL};
+    admin_err_t e;
+    json_t *models = NULL, *out = NULL;
+    char *models_text = NULL;
+    PGresult *res = NULL;
+    uint8_t *ct = NULL;
+    int ret = -1;
+    const char *name, *kind, *url, *key;
+    json_t *body = load_body(q->json, &e);
+    if (!body || check_fields(body, allowed, &e) != 0 || get_str(body, "name", 1, MAX_NAME, &name, &e) != 0 ||
+        get_str(body, "kind", 1, 32, &kind, &e) != 0 ||
+        get_str(body, "base_url", 1, MAX_URL, &url, &e) != 0 ||
+        get_str(body, "api_key", 1, VAULT_MAX_SECRET, &key, &e) != 0 || !(models = get_models(body, &e)))
+        goto refuse;
+    if (strcmp(kind, "openai") != 0 && strcmp(kind, "anthropic") != 0 &&
+        strcmp(kind, "openai-compatible") != 0) {
+        set_err(&e, LK_ST_BAD_REQUEST, "invalid_field",
+                "The field `kind` must be one of openai, anthropic, openai-compatible.");
+        goto refuse;
+    }
+    if (check_base_url(url, &e) != 0) goto refuse;
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < klen; i++)
+        if ((unsigned char)key[i] <= 0x20 || (unsigned char)key[i] >= 0x7f) {
+            set_err(
+                &e, LK_ST_BAD_REQUEST, "invalid_field",
+                "The field `api_key` must be printable ASCII without spaces (it goes into an HTTP header).");
+            goto refuse;
+        }
+
+    char prov_id[32], cred_id[32], fingerprint[16];
+    vault_new_id(prov_id, "prov_");
+    vault_new_id(cred_id, "cred_");
+    size_t show = klen >= 16 ? 4 : klen >= 8 ? 2 : 0; /* never most of a short secret */
+    snprintf(fingerprint, sizeof fingerprint, "\xe2\x80\xa6%s", key + klen - show);
+    uint8_t wrapped[VAULT_WRAPPED_DEK_LEN], nonce[VAULT_NONCE_LEN];
+    vault_ad_t ad = {VAULT_FORMAT_VERSION,     q->tenant,        lk_str(cred_id), lk_str(prov_id),
+                     LK_STR_LIT(VAULT_KEK_ID), VAULT_KEK_VERSION};
+    ct = malloc(klen + VAULT_TAG_LEN);
+    if (!ct || vault_seal(self->keys->kek, &ad, (const uint8_t *)key, klen, wrapped, nonce, ct) != 0) {
+        lk_log_error("could not seal a new credential");
+        goto cleanup;
+    }
+    json_object_del(body, "api_key"); /* wiped by the allocator */
+    key = NULL;
+    models_text = json_dumps(models, JSON_COMPACT);
+    if (!models_text) goto cleanup;
+
+    lk_db_rc_t rc = lk_db_begin(self->db);
+    lk_db_params_t p;
+    if (rc == LK_DB_OK) {
+        lk_db_params_init(&p);
+        lk_db_param_cstr(&p, prov_id);
+        lk_db_param_str(&p, q->tenant);
+        lk_db_param_cstr(&p, name);
+        lk_db_param_cstr(&p, kind);
+        lk_db_param_cstr(&p, url);
+        lk_db_param_cstr(&p, models_text);
+        rc = lk_db_exec(self->db, "prov_insert", &p, &res);
+    }
+    if (rc == LK_DB_OK) {
+        lk_db_params_init(&p);
+        lk_db_param_cstr(&p, cred_id);
+        lk_db_param_str(&p, q->tenant);
+        lk_db_param_cstr(&p, prov_id);
+        lk_db_param_i64(&p, VAULT_FORMAT_VERSION);
+        lk_db_param_cstr(&p, VAULT_KEK_ID);
+        lk_db_param_i64(&p, VAULT_KEK_VERSION);
+        lk_db_param_bytes(&p, wrapped, sizeof wrapped);
+        lk_db_param_bytes(&p, nonce, sizeof nonce);
+        lk_db_param_bytes(&p, ct, klen + VAULT_TAG_LEN);
+        lk_db_param_cstr(&p, fingerprint);
+        rc = lk_db_exec(self->db, "cred_insert", &p, NULL);
+    }
+    if (rc == LK_DB_OK) rc = lk_db_commit(self->db);
+    if (rc != LK_DB_OK) {
+        lk_db_rollback(self->db);
+        char msg[300];
+        snprintf(msg, sizeof msg, "A provider with this name already exists.");
+        ret = reply_db(rep, scratch, rc, msg);
+        goto cleanup;
+    }
+    lk_log_info("provider %s created with credential %s", prov_id, cred_id);
+    out = json_pack("{s:s,s:s,s:s,s:s,s:O,s:{s:s,s:s},s:s%}", "id", prov_id, "name", name, "kind", kind,
+                    "base_url", url, "models", models, "credential", "id", cred_id, "fingerprint",
+                    fingerprint, "created_at", PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+    ret = reply_json(rep, scratch, LK_ST_OK, out);
+    goto cleanup;
+refuse:
+    ret = reply_err(rep, scratch, &e);
+cleanup:
+    PQclear(res);
+    free(ct);
+    if (models_text) wipe_free(models_text);
+    json_decref(models);
+    json_decref(body);
+    return ret;
+}
+
+static int providers_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->tenant);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_exec(self->db, "prov_list", &p, &res);
+    if (rc != LK_DB_OK) return reply_db(rep, scratch, rc, "");
+    json_t *data = json_array();
+    for (int i = 0; data && i < PQntuples(res); i++) {
+        json_t *models = json_loads(PQgetvalue(res, i, 4), 0, NULL);
+        json_t *cred = lk_db_is_null(res, i, 6) ? json_null()
+                                                : json_pack("{s:s,s:s}", "id", PQgetvalue(res, i, 6),
+                                                            "fingerprint", PQgetvalue(res, i, 7));
+        json_t *row = json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:s}", "id", PQgetvalue(res, i, 0), "name",
+                                PQgetvalue(res, i, 1), "kind", PQgetvalue(res, i, 2), "base_url",
+                                PQgetvalue(res, i, 3), "models", models ? models : json_array(), "credential",
+                                cred, "created_at", PQgetvalue(res, i, 5));
+        if (!row || json_array_append_new(data, row) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+    PQclear(res);
+    return data ? reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
+}
+
+/* ----------------------------------------------------------------- keys -- */
+
+static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    static const char *const allowed[] = {"name", "user", "env", "models", "expires_at", "metadata", NULL};
+    admin_err_t e;
+    json_t *models = NULL;
+    char *models_text = NULL, *meta_text = NULL, *key = NULL;
+    PGresult *res = NULL;
+    int ret = -1, has_exp = 0;
+    int64_t exp = 0;
+    const char *name, *user, *env;
+    json_t *body = load_body(q->json, &e);
+    if (!body || check_fields(body, allowed, &e) != 0 || get_str(body, "name", 1, MAX_NAME, &name, &e) != 0 ||
+        get_str(body, "user", 0, MAX_NAME, &user, &e) != 0 || get_str(body, "env", 0, 8, &env, &e) != 0 ||
+        !(models = get_models(body, &e)) || get_expiry(body, &has_exp, &exp, &e) != 0)
+        goto refuse;
+    env = env ? env : "live";
+    if (strcmp(env, "live") != 0 && strcmp(env, "test") != 0) {
+        set_err(&e, LK_ST_BAD_REQUEST, "invalid_field", "The field `env` must be live or test.");
+        goto refuse;
+    }
+    json_t *meta = json_object_get(body, "metadata");
+    if (meta && !json_is_null(meta) && !json_is_object(meta)) {
+        set_err(&e, LK_ST_BAD_REQUEST, "invalid_field", "The field `metadata` must be an object.");
+        goto refuse;
+    }
+    json_t *empty = json_object();
+    meta_text = json_dumps(meta && json_is_object(meta) ? meta : empty, JSON_COMPACT);
+    json_decref(empty);
+    if (meta_text && strlen(meta_text) > MAX_METADATA) {
+        set_err(&e, LK_ST_BAD_REQUEST, "invalid_field", "The field `metadata` is larger than %d bytes.",
+                MAX_METADATA);
+        goto refuse;
+    }
+    models_text = json_dumps(models, JSON_COMPACT);
+    key = sodium_malloc(LK_KEY_MAX_LEN);
+    if (!meta_text || !models_text || !key) goto cleanup;
+
+    char pub[LK_KEY_ID_LEN + 1], key_id[LK_KEY_ID_LEN + 8];
+    lk_key_generate(strcmp(env, "test") == 0 ? LK_KEY_TEST : LK_KEY_LIVE, key, pub);
+    snprintf(key_id, sizeof key_id, "key_%s", pub);
+    uint8_t hash[32];
+    vault_hash_key(self->keys->pepper, key, strlen(key), hash);
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_cstr(&p, key_id);
+    lk_db_param_str(&p, q->tenant);
+    lk_db_param_bytes(&p, hash, sizeof hash);
+    lk_db_param_cstr(&p, env);
+    lk_db_param_cstr(&p, name);
+    lk_db_param_cstr(&p, user ? user : "");
+    lk_db_param_cstr(&p, meta_text);
+    lk_db_param_cstr(&p, models_text);
+    if (has_exp)
+        lk_db_param_i64(&p, exp);
+    else
+        lk_db_param_null(&p);
+    lk_db_rc_t rc = lk_db_exec(self->db, "key_insert", &p, &res);
+    if (rc != LK_DB_OK) {
+        ret = reply_db(rep, scratch, rc, "A key with this id already exists; please retry.");
+        goto cleanup;
+    }
+    lk_log_info("key %s created", key_id);
+    json_t *meta_out = json_loads(meta_text, 0, NULL);
+    json_t *out =
+        json_pack("{s:s,s:s,s:s,s:s?,s:s,s:O,s:o,s:o,s:s}", "id", key_id, "key", key, "name", name, "user",
+                  user, "env", env, "models", models, "expires_at",
+                  lk_db_is_null(res, 0, 1) ? json_null() : json_string(PQgetvalue(res, 0, 1)), "metadata",
+                  meta_out ? meta_out : json_object(), "created_at", PQgetvalue(res, 0, 0));
+    ret = reply_json(rep, scratch, LK_ST_OK, out);
+    goto cleanup;
+refuse:
+    ret = reply_err(rep, scratch, &e);
+cleanup:
+    PQclear(res);
+    if (key) sodium_free(key);
+    if (models_text) wipe_free(models_text);
+    if (meta_text) wipe_free(meta_text);
+    json_decref(models);
+    json_decref(body);
+    return ret;
+}
+
+static int keys_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->tenant);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_exec(self->db, "key_list", &p, &res);
+    if (rc != LK_DB_OK) return reply_db(rep, scratch, rc, "");
+    json_t *data = json_array();
+    for (int i = 0; data && i < PQntuples(res); i++) {
+        json_t *models = json_loads(PQgetvalue(res, i, 4), 0, NULL);
+        json_t *meta = json_loads(PQgetvalue(res, i, 6), 0, NULL);
+        lk_str_t user = lk_db_str(res, i, 2);
+        json_t *row =
+            json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:s,s:o}", "id", PQgetvalue(res, i, 0), "name",
+                      PQgetvalue(res, i, 1), "user", user.len ? json_string(user.ptr) : json_null(), "env",
+                      PQgetvalue(res, i, 3), "models", models ? models : json_array(), "expires_at",
+                      lk_db_is_null(res, i, 5) ? json_null() : json_string(PQgetvalue(res, i, 5)), "metadata",
+                      meta ? meta : json_object(), "created_at", PQgetvalue(res, i, 7), "revoked_at",
+                      lk_db_is_null(res, i, 8) ? json_null() : json_string(PQgetvalue(res, i, 8)));
+        if (!row || json_array_append_new(data, row) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+    PQclear(res);
+    return data ? reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
+}
+
+/* ------------------------------------------------------------- dispatch -- */
+
+int vault_admin_prepare(lk_db_t *db)
+{
+    return lk_db_prepare(
+               db, "prov_insert",
+               "INSERT INTO providers (id, tenant_id, name, kind, base_url, models) "
+               "VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, "
+               "ARRAY(SELECT json_array_elements_text($6::text::json))) RETURNING " TS("created_at")) |
+           lk_db_prepare(
+               db, "cred_insert",
+               "INSERT INTO credentials (id, tenant_id, provider_id, format_version, kek_id, kek_version, "
+               "wrapped_dek, nonce, ciphertext, fingerprint) VALUES ($1::text, $2::text, $3::text, "
+               "$4::int, $5::text, $6::int, $7::bytea, $8::bytea, $9::bytea, $10::text)") |
+           lk_db_prepare(db, "prov_list",
+                         "SELECT p.id, p.name, p.kind, p.base_url, array_to_json(p.models)::text, " TS(
+                             "p.created_at") ", c.id, c.fingerprint FROM providers p LEFT JOIN LATERAL "
+                                             "(SELECT id, fingerprint "
+                                             "FROM credentials c WHERE c.provider_id = p.id AND c.tenant_id "
+                                             "= p.tenant_id "
+                                             "ORDER BY c.created_at DESC, c.id DESC LIMIT 1) c ON true "
+                                             "WHERE p.tenant_id = $1::text ORDER BY p.created_at, p.id") |
+           lk_db_prepare(
+               db, "key_insert",
+               "INSERT INTO api_keys (id, tenant_id, hash, env, name, user_id, metadata, allowed_models, "
+               "expires_at) VALUES ($1::text, $2::text, $3::bytea, $4::text, $5::text, $6::text, "
+               "$7::text::jsonb, ARRAY(SELECT json_array_elements_text($8::text::json)), "
+               "to_timestamp($9::bigint)) RETURNING " TS("created_at") ", " TS("expires_at")) |
+           lk_db_prepare(
+               db, "key_list",
+               "SELECT id, name, user_id, env, array_to_json(allowed_models)::text, " TS(
+                   "expires_at") ", metadata::text, " TS("created_at") ", " TS("revoked_at") " FROM api_keys "
+                                                                                             "WHERE "
+                                                                                             "tenant_id = "
+                                                                                             "$1::text ORDER "
+                                                                                             "BY created_at, "
+                                                                                             "id");
+}
+
+int vault_admin_handle(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    const lk_admin_req_t *q = &req->u.admin_req;
+    admin_err_t e;
+    if (q->tenant.len == 0) {
+        set_err(&e, LK_ST_BAD_REQUEST, "missing_tenant", "The operation has no tenant.");
+        return reply_err(rep, scratch, &e);
+    }
+    if (!lk_str_eq(q->role, "admin")) {
+        set_err(&e, LK_ST_FORBIDDEN, "insufficient_role", "This operation needs an admin token.");
+        return reply_err(rep, scratch, &e);
+    }
+    if (lk_str_eq(q->op, "providers.create")) return providers_create(self, q, rep, scratch);
+    if (lk_str_eq(q->op, "providers.list")) return providers_list(self, q, rep, scratch);
+    if (lk_str_eq(q->op, "keys.create")) return keys_create(self, q, rep, scratch);
+    if (lk_str_eq(q->op, "keys.list")) return keys_list(self, q, rep, scratch);
+    set_err(&e, LK_ST_NOT_FOUND, "unknown_operation", "The vault has no operation `%.*s`.",
+            (int)(q->op.len > 64 ? 64 : q->op.len), q->op.ptr);
+    return reply_err(rep, scratch, &e);
+}
