@@ -18,13 +18,13 @@
 #include "lk_util.h"
 
 typedef struct {
-    const char *path;   /* exact path */
+    const char *path; /* exact path */
     const char *method;
     const char *op;
     edge_svc_t svc;
-    int created;        /* answer 201 on success */
-    int secret_answer;  /* the answer shows a secret once */
-    const char *role;   /* required role */
+    int created;       /* answer 201 on success */
+    int secret_answer; /* the answer shows a secret once */
+    const char *role;  /* required role */
 } route_t;
 
 static const route_t ROUTES[] = {
@@ -49,8 +49,7 @@ static void on_admin_dispose(void *p)
 
 static void wipe_entity(h2o_req_t *req)
 {
-    if (req->entity.base && req->entity.len)
-        sodium_memzero((void *)req->entity.base, req->entity.len);
+    if (req->entity.base && req->entity.len) sodium_memzero((void *)req->entity.base, req->entity.len);
 }
 
 static void on_admin_rep(void *data, const lk_msg_t *reply)
@@ -75,8 +74,7 @@ static void on_admin_rep(void *data, const lk_msg_t *reply)
     }
     const lk_admin_rep_t *r = &reply->u.admin_rep;
     int status = edge_http_status_of(r->status);
-    if (status == 200 && a->route->created)
-        status = 201;
+    if (status == 200 && a->route->created) status = 201;
     const char *body = r->json.len ? r->json.ptr : "{}";
     size_t len = r->json.len ? r->json.len : 2;
     if (a->route->secret_answer)
@@ -104,7 +102,8 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
         wipe_entity(a->req);
         int st = reply->env.type == LK_MSG_ERROR ? edge_http_status_of(reply->u.error.status) : 500;
         edge_http_send_error(a->req, st, a->rid, NULL, st == 401 ? "invalid_admin_token" : NULL,
-                             st == 401 ? "The admin token is not valid." : "The admin token could not be checked.");
+                             st == 401 ? "The admin token is not valid."
+                                       : "The admin token could not be checked.");
         return;
     }
     const lk_admin_auth_rep_t *au = &reply->u.admin_auth_rep;
@@ -139,7 +138,8 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
     const route_t *route = NULL;
     int path_known = 0;
     for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++) {
-        if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, ROUTES[i].path, strlen(ROUTES[i].path)))
+        if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, ROUTES[i].path,
+                       strlen(ROUTES[i].path)))
             continue;
         path_known = 1;
         if (h2o_memis(req->method.base, req->method.len, ROUTES[i].method, strlen(ROUTES[i].method)))
@@ -147,11 +147,18 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
     }
     if (!route) {
         wipe_entity(req);
-        edge_http_send_error(req, path_known ? 405 : 404, a->rid, NULL, path_known ? "method_not_allowed" : "not_found",
+        edge_http_send_error(req, path_known ? 405 : 404, a->rid, NULL,
+                             path_known ? "method_not_allowed" : "not_found",
                              path_known ? "This method is not allowed here." : "No such admin endpoint.");
         return 0;
     }
     a->route = route;
+    const char *framing = edge_http_framing_error(req);
+    if (framing) {
+        wipe_entity(req);
+        edge_http_send_error(req, 400, a->rid, NULL, "malformed_request", framing);
+        return 0;
+    }
     if (req->entity.len > g_edge->cfg.max_body_bytes) {
         wipe_entity(req);
         edge_http_send_error(req, 413, a->rid, NULL, "request_too_large", "The request body is too large.");
@@ -173,7 +180,8 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
     a->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_VAULT, &m, on_admin_auth, a);
     if (!a->call) {
         wipe_entity(req);
-        edge_http_send_error(req, 503, a->rid, NULL, "service_unavailable", "The vault is unavailable; please retry.");
+        edge_http_send_error(req, 503, a->rid, NULL, "service_unavailable",
+                             "The vault is unavailable; please retry.");
     }
     return 0;
 }
@@ -196,8 +204,9 @@ int edge_health_on_req(h2o_handler_t *handler, h2o_req_t *req)
         ready &= up;
         json_object_set_new(svcs, edge_svc_name((edge_svc_t)i), json_string(up ? "up" : "down"));
     }
-    json_t *body = json_pack("{s:s,s:o}", "status",
-                             g_edge->stopping ? "stopping" : (ready ? "ready" : "not ready"), "services", svcs);
+    json_t *body =
+        json_pack("{s:s,s:o}", "status", g_edge->stopping ? "stopping" : (ready ? "ready" : "not ready"),
+                  "services", svcs);
     char *s = json_dumps(body, JSON_COMPACT);
     edge_http_send_json(req, ready ? 200 : 503, rid, s, strlen(s));
     free(s);
@@ -210,7 +219,8 @@ int edge_notfound_on_req(h2o_handler_t *handler, h2o_req_t *req)
     char rid[LK_RID_LEN + 1], msg[300];
     lk_rid_new(rid);
     snprintf(msg, sizeof msg, "Unknown request URL: %.*s %.*s.", (int)req->method.len, req->method.base,
-             (int)(req->path_normalized.len > 200 ? 200 : req->path_normalized.len), req->path_normalized.base);
+             (int)(req->path_normalized.len > 200 ? 200 : req->path_normalized.len),
+             req->path_normalized.base);
     edge_http_send_error(req, 404, rid, NULL, "unknown_url", msg);
     return 0;
 }

@@ -108,8 +108,7 @@ static void on_closing_audit(void *data, const lk_msg_t *reply)
  * once; fire and forget (the accept event, which gates forwarding, is awaited). */
 static void audit_close(chat_t *c, const char *kind)
 {
-    if (c->audited)
-        return;
+    if (c->audited) return;
     c->audited = 1;
     char event_id[LK_UUID_LEN + 1];
     lk_msg_t m;
@@ -124,8 +123,7 @@ static void deny(chat_t *c, int status, const char *code, const char *message)
 {
     c->http_status = status;
     c->error_code = code;
-    if (!c->decision)
-        c->decision = status >= 500 ? "error" : "deny";
+    if (!c->decision) c->decision = status >= 500 ? "error" : "deny";
     g_edge->stats.denied++;
     audit_close(c, "request.denied");
     edge_http_send_error(c->req, status, c->rid, NULL, code, message);
@@ -168,8 +166,7 @@ static void worker_failed(chat_t *c, const lk_msg_t *reply, const char *what)
 
 static const char *pool_str(chat_t *c, lk_str_t s)
 {
-    if (!s.len)
-        return NULL;
+    if (!s.len) return NULL;
     return h2o_strdup(&c->req->pool, s.ptr, s.len).base;
 }
 
@@ -192,17 +189,14 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
         edge_upstream_cancel(c->up);
         c->up = NULL;
     }
-    if (!c->error_code)
-        c->error_code = "client_closed";
+    if (!c->error_code) c->error_code = "client_closed";
 }
 
 static void chat_flush(chat_t *c)
 {
-    if (c->sending || c->final_sent)
-        return;
+    if (c->sending || c->final_sent) return;
     int final = c->upstream_done;
-    if (c->pending.len == 0 && !final)
-        return;
+    if (c->pending.len == 0 && !final) return;
     lk_buf_t t = c->inflight;
     c->inflight = c->pending;
     c->pending = t;
@@ -224,8 +218,7 @@ static int append(lk_buf_t *b, const char *s, size_t n)
 /* Ends the stream with an error event the SDKs raise on. */
 static void stream_error(chat_t *c, const char *code, const char *message)
 {
-    if (!c->error_code || strcmp(c->error_code, "client_closed") == 0)
-        c->error_code = code;
+    if (!c->error_code || strcmp(c->error_code, "client_closed") == 0) c->error_code = code;
     json_t *ev = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", message, "type", "api_error", "param",
                            "code", code);
     char *s = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
@@ -240,23 +233,18 @@ static void stream_error(chat_t *c, const char *code, const char *message)
 static void take_usage(chat_t *c, json_t *obj)
 {
     json_t *u = json_object_get(obj, "usage");
-    if (!json_is_object(u))
-        return;
+    if (!json_is_object(u)) return;
     json_t *p = json_object_get(u, "prompt_tokens"), *q = json_object_get(u, "completion_tokens"),
            *t = json_object_get(u, "total_tokens");
-    if (json_is_integer(p))
-        c->prompt_tokens = json_integer_value(p);
-    if (json_is_integer(q))
-        c->completion_tokens = json_integer_value(q);
-    if (json_is_integer(t))
-        c->total_tokens = json_integer_value(t);
+    if (json_is_integer(p)) c->prompt_tokens = json_integer_value(p);
+    if (json_is_integer(q)) c->completion_tokens = json_integer_value(q);
+    if (json_is_integer(t)) c->total_tokens = json_integer_value(t);
 }
 
 static int on_sse_event(void *ctx, const char *event, size_t event_len, const char *data, size_t data_len)
 {
     chat_t *c = ctx;
-    if (c->saw_done)
-        return -1; /* nothing may follow [DONE] */
+    if (c->saw_done) return -1; /* nothing may follow [DONE] */
     if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         c->saw_done = 1;
         return append(&c->pending, "data: [DONE]\n\n", 14);
@@ -268,8 +256,7 @@ static int on_sse_event(void *ctx, const char *event, size_t event_len, const ch
         c->sse.error = "an event's data is not a JSON object";
         return -1;
     }
-    if (memmem(data, data_len, "\"usage\"", 7))
-        take_usage(c, obj);
+    if (memmem(data, data_len, "\"usage\"", 7)) take_usage(c, obj);
     json_decref(obj);
     if (event_len && (append(&c->pending, "event: ", 7) != 0 || append(&c->pending, event, event_len) != 0 ||
                       append(&c->pending, "\n", 1) != 0))
@@ -282,8 +269,7 @@ static int on_sse_event(void *ctx, const char *event, size_t event_len, const ch
         if (append(&c->pending, "data: ", 6) != 0 || append(&c->pending, p, n) != 0 ||
             append(&c->pending, "\n", 1) != 0)
             return -1;
-        if (!nl)
-            break;
+        if (!nl) break;
         p = nl + 1;
     }
     return append(&c->pending, "\n", 1);
@@ -303,7 +289,8 @@ static int up_on_head(void *data, int status, h2o_iovec_t ctype)
         lk_sse_init(&c->sse, 0);
         req->res.status = 200;
         req->res.reason = "OK";
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT("text/event-stream"));
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
         edge_http_add_common_headers(req, 200, c->rid);
         c->gen.proceed = on_proceed;
@@ -348,10 +335,10 @@ static void scrub_secrets(char *s)
     size_t n = strlen(s), i = 0;
     while (i < n) {
         size_t j = i;
-        while (j < n && (isalnum((unsigned char)s[j]) || s[j] == '-' || s[j] == '_' || s[j] == '*' || s[j] == '.'))
+        while (j < n &&
+               (isalnum((unsigned char)s[j]) || s[j] == '-' || s[j] == '_' || s[j] == '*' || s[j] == '.'))
             j++;
-        if (j - i >= 16)
-            memset(s + i, '*', j - i);
+        if (j - i >= 16) memset(s + i, '*', j - i);
         i = j + 1;
     }
 }
@@ -366,13 +353,13 @@ static void relay_upstream_error(chat_t *c)
     if (json_is_object(err)) {
         const char *m = json_string_value(json_object_get(err, "message"));
         type = json_string_value(json_object_get(err, "type"));
-        if (m)
-            snprintf(msg, sizeof msg, "%s", m);
+        if (m) snprintf(msg, sizeof msg, "%s", m);
     }
     char full[800];
     if (st == 401 || st == 403) {
         /* the provider refused Lumkey's stored credential: not the agent's fault */
-        snprintf(full, sizeof full, "The provider rejected the credential Lumkey holds for it (HTTP %d).", st);
+        snprintf(full, sizeof full, "The provider rejected the credential Lumkey holds for it (HTTP %d).",
+                 st);
         json_decref(root);
         fail_after_accept(c, 502, "upstream_auth_failed", full);
         return;
@@ -406,7 +393,8 @@ static void up_on_done(void *data, const char *err, int before_head)
         int timeout = strstr(err, "timeout") != NULL;
         lk_log(LK_LOG_WARN, c->rid, "provider call failed: %s", err);
         fail_after_accept(c, timeout ? 504 : 502, timeout ? "upstream_timeout" : "upstream_unreachable",
-                          timeout ? "The provider did not answer in time." : "Lumkey could not reach the provider.");
+                          timeout ? "The provider did not answer in time."
+                                  : "Lumkey could not reach the provider.");
         return;
     }
     if (c->upstream_status < 200 || c->upstream_status >= 300) {
@@ -416,7 +404,8 @@ static void up_on_done(void *data, const char *err, int before_head)
     json_t *root = json_loadb((const char *)c->resp.data, c->resp.len, 0, NULL);
     if (!json_is_object(root)) {
         json_decref(root);
-        fail_after_accept(c, 502, "upstream_malformed_response", "The provider sent an answer that is not JSON.");
+        fail_after_accept(c, 502, "upstream_malformed_response",
+                          "The provider sent an answer that is not JSON.");
         return;
     }
     take_usage(c, root);
@@ -445,17 +434,15 @@ static void forward(chat_t *c)
             return;
         }
     }
-    c->up = edge_upstream_post(g_edge->upstreams, &origin, "/chat/completions", (const char *)c->cred_head.data,
-                               c->cred_head.len, c->req->entity, &UP_CBS, c);
+    c->up = edge_upstream_post(g_edge->upstreams, &origin, "/chat/completions",
+                               (const char *)c->cred_head.data, c->cred_head.len, c->req->entity, &UP_CBS, c);
     lk_buf_free(&c->cred_head); /* wiped: the upstream module holds its own copy until sent */
-    if (!c->up)
-        fail_after_accept(c, 502, "upstream_unreachable", "Lumkey could not reach the provider.");
+    if (!c->up) fail_after_accept(c, 502, "upstream_unreachable", "Lumkey could not reach the provider.");
 }
 
 static void maybe_forward(chat_t *c)
 {
-    if (c->accept_done && c->cred_done)
-        forward(c);
+    if (c->accept_done && c->cred_done) forward(c);
 }
 
 /* ----------------------------------------------------- worker replies -- */
@@ -497,8 +484,8 @@ static void on_cred(void *data, const lk_msg_t *reply)
     int anthropic = c->provider_kind && strcmp(c->provider_kind, "anthropic") == 0;
     const char *pre = anthropic ? "x-api-key: " : "Authorization: Bearer ";
     if (memchr(s.ptr, '\r', s.len) || memchr(s.ptr, '\n', s.len) || s.len == 0 ||
-        lk_buf_append(&c->cred_head, pre, strlen(pre)) != 0 || lk_buf_append(&c->cred_head, s.ptr, s.len) != 0 ||
-        lk_buf_append(&c->cred_head, "\r\n", 2) != 0) {
+        lk_buf_append(&c->cred_head, pre, strlen(pre)) != 0 ||
+        lk_buf_append(&c->cred_head, s.ptr, s.len) != 0 || lk_buf_append(&c->cred_head, "\r\n", 2) != 0) {
         edge_rpc_cancel(g_edge->rpc, c->call);
         c->call = NULL;
         lk_buf_free(&c->cred_head);
@@ -514,8 +501,7 @@ static void start_accept(chat_t *c)
 {
     char event_id[LK_UUID_LEN + 1];
     lk_msg_t m;
-    if (!c->decision)
-        c->decision = "allow";
+    if (!c->decision) c->decision = "allow";
     fill_audit(c, &m, "request.accepted", event_id);
     c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_accept, c);
     if (!c->call) {
@@ -560,7 +546,8 @@ static void on_hold(void *data, const lk_msg_t *reply)
         return;
     case LK_HOLD_TIMED_OUT:
         c->decision = "timed_out";
-        deny(c, 403, "approval_timed_out", "This request was held for approval and nobody approved it in time.");
+        deny(c, 403, "approval_timed_out",
+             "This request was held for approval and nobody approved it in time.");
         return;
     }
     deny(c, 500, "internal_error", "Unexpected answer from the approval service.");
@@ -617,8 +604,7 @@ static void on_decide(void *data, const lk_msg_t *reply)
         m.u.hold.rule_id = lk_str(c->rule_id);
         m.u.hold.reason = d->message;
         c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_APPROVAL, &m, on_hold, c);
-        if (!c->call)
-            unavailable(c, "approval");
+        if (!c->call) unavailable(c, "approval");
         return;
     }
     case LK_DECISION_LOG:
@@ -654,8 +640,7 @@ static void on_key_hash(void *data, const lk_msg_t *reply)
     m.u.decide.source_ip = lk_str(c->source_ip);
     m.u.decide.body = (lk_str_t){c->req->entity.base, c->req->entity.len};
     c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_POLICY, &m, on_decide, c);
-    if (!c->call)
-        unavailable(c, "policy");
+    if (!c->call) unavailable(c, "policy");
 }
 
 /* ------------------------------------------------------------- request -- */
@@ -668,8 +653,7 @@ static void on_dispose(void *p)
     if (c->up) {
         edge_upstream_cancel(c->up);
         c->up = NULL;
-        if (!c->error_code)
-            c->error_code = "client_closed";
+        if (!c->error_code) c->error_code = "client_closed";
     }
     if (!c->audited && c->accept_done) {
         c->http_status = c->http_status ? c->http_status : 499;
@@ -679,8 +663,7 @@ static void on_dispose(void *p)
     lk_buf_free(&c->resp);
     lk_buf_free(&c->pending);
     lk_buf_free(&c->inflight);
-    if (c->streaming)
-        lk_sse_free(&c->sse);
+    if (c->streaming) lk_sse_free(&c->sse);
 }
 
 /* Reads model / stream from the body. 0, or -1 after answering 400. */
@@ -730,14 +713,11 @@ static void read_traceparent(chat_t *c)
 {
     h2o_iovec_t tp = edge_http_header(c->req, "traceparent", NULL);
     /* version-traceid-parentid-flags: 00-<32 hex>-<16 hex>-<2 hex> */
-    if (tp.len != 55 || tp.base[2] != '-' || tp.base[35] != '-' || tp.base[52] != '-')
-        return;
+    if (tp.len != 55 || tp.base[2] != '-' || tp.base[35] != '-' || tp.base[52] != '-') return;
     for (size_t i = 0; i < 55; i++) {
         char ch = tp.base[i];
-        if (i == 2 || i == 35 || i == 52)
-            continue;
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-            return;
+        if (i == 2 || i == 35 || i == 52) continue;
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return;
     }
     memcpy(c->traceparent, tp.base, 55);
     c->traceparent[55] = '\0';
@@ -763,6 +743,13 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
 
     if (g_edge->stopping) {
         unavailable(c, "edge (shutting down)");
+        return 0;
+    }
+    const char *framing = edge_http_framing_error(req);
+    if (framing) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "Malformed request framing: %s.", framing);
+        deny(c, 400, "malformed_request", msg);
         return 0;
     }
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
@@ -797,8 +784,7 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
         return 0;
     }
     lk_key_public_id(&info, c->key_pub_id, sizeof c->key_pub_id);
-    if (parse_view(c) != 0)
-        return 0;
+    if (parse_view(c) != 0) return 0;
 
     lk_msg_t m = {0};
     m.env.type = LK_MSG_KEY_HASH;
@@ -806,7 +792,6 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
     m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
     m.u.key_hash.key = (lk_str_t){key.base, key.len};
     c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_VAULT, &m, on_key_hash, c);
-    if (!c->call)
-        unavailable(c, "vault");
+    if (!c->call) unavailable(c, "vault");
     return 0;
 }

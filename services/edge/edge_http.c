@@ -9,6 +9,17 @@
 
 #include "lk_util.h"
 
+#include <h2o/version.h>
+#if H2O_VERSION_MAJOR != 2 || H2O_VERSION_MINOR != 2
+#error "edge_http_framing_error reads h2o 2.2's HTTP/1 connection layout; check it against this h2o version"
+#endif
+
+/* The public prefix of h2o 2.2's private struct st_h2o_http1_conn_t (lib/http1.c). */
+struct http1_conn_prefix {
+    h2o_conn_t super;
+    h2o_socket_t *sock;
+};
+
 static int should_retry(int status)
 {
     return status == 408 || status == 409 || status == 429 || status >= 500;
@@ -197,4 +208,54 @@ void edge_http_peer(h2o_req_t *req, char *buf, size_t cap)
         inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)cap);
     else if (ss.ss_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)cap);
+}
+
+static int name_is(const char *p, size_t n, const char *lc)
+{
+    return n == strlen(lc) && strncasecmp(p, lc, n) == 0;
+}
+
+const char *edge_http_framing_error(h2o_req_t *req)
+{
+    if (req->version >= 0x200) return NULL; /* HTTP/2 frames bodies itself */
+    h2o_socket_t *sock = ((struct http1_conn_prefix *)req->conn)->sock;
+    if (!sock || !sock->input) return NULL;
+    /* the request head is still at the start of the input buffer while the handler runs */
+    const char *p = sock->input->bytes, *end = p + sock->input->size;
+    const char *eol = memchr(p, '\n', (size_t)(end - p)); /* skip the request line */
+    if (!eol) return NULL;
+    int n_cl = 0, n_te = 0;
+    const char *why = NULL;
+    for (p = eol + 1; p < end && !why;) {
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) break;
+        size_t len = (size_t)(eol - p);
+        if (len && p[len - 1] == '\r') len--;
+        if (len == 0) break; /* end of the head */
+        if (p[0] == ' ' || p[0] == '\t') {
+            why = "folded header lines are not accepted";
+            break;
+        }
+        const char *colon = memchr(p, ':', len);
+        if (!colon) break; /* h2o would not have accepted this; not a head line */
+        size_t nlen = (size_t)(colon - p);
+        for (const char *v = colon + 1; v < p + len; v++)
+            if ((unsigned char)*v < 0x20 && *v != '\t') {
+                why = "control characters are not allowed in header values";
+                break;
+            }
+        if (name_is(p, nlen, "content-length"))
+            n_cl++;
+        else if (name_is(p, nlen, "transfer-encoding"))
+            n_te++;
+        p = eol + 1;
+    }
+    if (!why && n_cl > 1)
+        why = "more than one Content-Length header";
+    else if (!why && n_cl && n_te)
+        why = "both Content-Length and Transfer-Encoding";
+    else if (!why && n_te > 1)
+        why = "more than one Transfer-Encoding header";
+    if (why) req->http1_is_persistent = 0;
+    return why;
 }

@@ -30,6 +30,13 @@ const char *edge_http_error_type(int status);
 /* Returns the value of the header name (lower case), or {NULL,0}. Rejects
  * (returns {NULL,0} and sets *dup) when the header appears more than once. */
 h2o_iovec_t edge_http_header(h2o_req_t *req, const char *name, int *dup);
+/* HTTP/1 framing check on the raw request head (h2o drops Content-Length and
+ * Transfer-Encoding from req->headers, taking the first or last one): refuses
+ * a duplicate Content-Length, Content-Length together with Transfer-Encoding,
+ * more than one Transfer-Encoding, folded lines, and control characters in
+ * header values. Returns NULL when the head is clean, else a reason (static
+ * string) and marks the connection to close after the answer. */
+const char *edge_http_framing_error(h2o_req_t *req);
 /* Extracts the presented key from Authorization: Bearer or x-api-key. */
 h2o_iovec_t edge_http_bearer(h2o_req_t *req);
 /* The peer address as text into buf. */
