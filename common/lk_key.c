@@ -39,8 +39,7 @@ static int is_b62(char c)
 
 lk_key_err_t lk_key_parse(const char *s, size_t len, lk_key_info_t *info)
 {
-    if (!s || len == 0)
-        return LK_KEY_ERR_EMPTY;
+    if (!s || len == 0) return LK_KEY_ERR_EMPTY;
     size_t plen = 0;
     lk_key_kind_t kind = 0;
     for (size_t i = 0; i < sizeof PREFIXES / sizeof PREFIXES[0]; i++) {
@@ -51,17 +50,13 @@ lk_key_err_t lk_key_parse(const char *s, size_t len, lk_key_info_t *info)
             break;
         }
     }
-    if (!kind)
-        return LK_KEY_ERR_PREFIX;
-    if (len != plen + LK_KEY_ID_LEN + LK_KEY_SECRET_LEN + LK_KEY_CRC_LEN)
-        return LK_KEY_ERR_LENGTH;
+    if (!kind) return LK_KEY_ERR_PREFIX;
+    if (len != plen + LK_KEY_ID_LEN + LK_KEY_SECRET_LEN + LK_KEY_CRC_LEN) return LK_KEY_ERR_LENGTH;
     for (size_t i = plen; i < len; i++)
-        if (!is_b62(s[i]))
-            return LK_KEY_ERR_CHARSET;
+        if (!is_b62(s[i])) return LK_KEY_ERR_CHARSET;
     char want[LK_KEY_CRC_LEN];
     crc_b62(crc32(s, len - LK_KEY_CRC_LEN), want);
-    if (memcmp(want, s + len - LK_KEY_CRC_LEN, LK_KEY_CRC_LEN) != 0)
-        return LK_KEY_ERR_CHECKSUM;
+    if (memcmp(want, s + len - LK_KEY_CRC_LEN, LK_KEY_CRC_LEN) != 0) return LK_KEY_ERR_CHECKSUM;
     if (info) {
         info->kind = kind;
         memcpy(info->id, s + plen, LK_KEY_ID_LEN);
@@ -93,8 +88,7 @@ void lk_key_generate(lk_key_kind_t kind, char *out, char *id)
 {
     const char *prefix = "lk_live_";
     for (size_t i = 0; i < sizeof PREFIXES / sizeof PREFIXES[0]; i++)
-        if (PREFIXES[i].kind == kind)
-            prefix = PREFIXES[i].prefix;
+        if (PREFIXES[i].kind == kind) prefix = PREFIXES[i].prefix;
     size_t p = strlen(prefix);
     memcpy(out, prefix, p);
     for (int i = 0; i < LK_KEY_ID_LEN + LK_KEY_SECRET_LEN; i++)

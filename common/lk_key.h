@@ -14,10 +14,10 @@
 
 #include <stddef.h>
 
-#define LK_KEY_ID_LEN 16
+#define LK_KEY_ID_LEN     16
 #define LK_KEY_SECRET_LEN 43
-#define LK_KEY_CRC_LEN 6
-#define LK_KEY_MAX_LEN 80 /* longest key + NUL, with room */
+#define LK_KEY_CRC_LEN    6
+#define LK_KEY_MAX_LEN    80 /* longest key + NUL, with room */
 
 typedef enum { LK_KEY_LIVE = 1, LK_KEY_TEST = 2, LK_KEY_ADMIN = 3 } lk_key_kind_t;
 

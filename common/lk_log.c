@@ -18,8 +18,7 @@ void lk_log_init(const char *service)
     const char *lv = getenv("LK_LOG_LEVEL");
     if (lv)
         for (int i = 0; i < 4; i++)
-            if (strcmp(lv, s_names[i]) == 0)
-                s_level = (lk_log_level_t)i;
+            if (strcmp(lv, s_names[i]) == 0) s_level = (lk_log_level_t)i;
 }
 
 void lk_log_set_level(lk_log_level_t level)
@@ -46,8 +45,7 @@ static size_t escape(char *out, size_t pos, size_t cap, const char *s)
 
 void lk_log(lk_log_level_t level, const char *rid, const char *fmt, ...)
 {
-    if (level < s_level)
-        return;
+    if (level < s_level) return;
     char msg[2048], line[4400];
     va_list ap;
     va_start(ap, fmt);
@@ -58,10 +56,10 @@ void lk_log(lk_log_level_t level, const char *rid, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
-    size_t pos = (size_t)snprintf(line, sizeof line,
-                                  "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"svc\":\"%s\"",
-                                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                                  (long)(tv.tv_usec / 1000), s_names[level], s_service);
+    size_t pos = (size_t)snprintf(
+        line, sizeof line, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"svc\":\"%s\"",
+        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        (long)(tv.tv_usec / 1000), s_names[level], s_service);
     if (rid) {
         pos += (size_t)snprintf(line + pos, sizeof line - pos, ",\"rid\":\"");
         pos = escape(line, pos, sizeof line - 8, rid);

@@ -14,11 +14,12 @@ void lk_log_init(const char *service);
 void lk_log_set_level(lk_log_level_t level);
 
 /* rid may be NULL. */
-void lk_log(lk_log_level_t level, const char *rid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void lk_log(lk_log_level_t level, const char *rid, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #define lk_log_debug(...) lk_log(LK_LOG_DEBUG, NULL, __VA_ARGS__)
-#define lk_log_info(...) lk_log(LK_LOG_INFO, NULL, __VA_ARGS__)
-#define lk_log_warn(...) lk_log(LK_LOG_WARN, NULL, __VA_ARGS__)
+#define lk_log_info(...)  lk_log(LK_LOG_INFO, NULL, __VA_ARGS__)
+#define lk_log_warn(...)  lk_log(LK_LOG_WARN, NULL, __VA_ARGS__)
 #define lk_log_error(...) lk_log(LK_LOG_ERROR, NULL, __VA_ARGS__)
 
 #endif

@@ -17,15 +17,16 @@
 #define LK_SSE_DEFAULT_MAX_EVENT (1u << 20)
 
 /* Returns 0 to go on, -1 to stop parsing (lk_sse_feed then returns -1). */
-typedef int (*lk_sse_event_cb)(void *ctx, const char *event, size_t event_len, const char *data, size_t data_len);
+typedef int (*lk_sse_event_cb)(void *ctx, const char *event, size_t event_len, const char *data,
+                               size_t data_len);
 
 typedef struct {
-    lk_buf_t line;   /* current partial line */
-    lk_buf_t data;   /* data lines of the current event, joined with \n */
-    char event[64];  /* event name of the current event */
+    lk_buf_t line;  /* current partial line */
+    lk_buf_t data;  /* data lines of the current event, joined with \n */
+    char event[64]; /* event name of the current event */
     size_t event_len;
-    int has_data;    /* a data field was seen in the current event */
-    int last_cr;     /* previous chunk ended in CR: swallow a following LF */
+    int has_data; /* a data field was seen in the current event */
+    int last_cr;  /* previous chunk ended in CR: swallow a following LF */
     size_t max_event;
     const char *error; /* why parsing stopped, static string */
 } lk_sse_t;

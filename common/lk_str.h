@@ -14,7 +14,7 @@ typedef struct {
     size_t len;
 } lk_str_t;
 
-#define LK_STR_NULL ((lk_str_t){NULL, 0})
+#define LK_STR_NULL   ((lk_str_t){NULL, 0})
 #define LK_STR_LIT(s) ((lk_str_t){(s), sizeof(s) - 1})
 
 static inline lk_str_t lk_str(const char *s)
@@ -37,8 +37,7 @@ static inline int lk_str_empty(lk_str_t a)
 static inline char *lk_str_copy(char *dst, size_t cap, lk_str_t s)
 {
     size_t n = s.len < cap - 1 ? s.len : cap - 1;
-    if (n)
-        memcpy(dst, s.ptr, n);
+    if (n) memcpy(dst, s.ptr, n);
     dst[n] = '\0';
     return dst;
 }

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LK_RID_LEN 28  /* "req_" + 24 hex chars */
+#define LK_RID_LEN  28 /* "req_" + 24 hex chars */
 #define LK_UUID_LEN 36 /* 8-4-4-4-12 */
 
 /* Wall clock, milliseconds since the epoch. */

@@ -22,72 +22,72 @@
 #include "lk_buf.h"
 #include "lk_str.h"
 
-#define LK_PROTO_VERSION 1
-#define LK_PROTO_MAX_LIST 32     /* max entries in any string list */
-#define LK_PROTO_MAX_RID 64      /* max request id length accepted */
-#define LK_PROTO_HASH_LEN 32     /* keyed BLAKE2b of a key */
-#define LK_PROTO_DIGEST_LEN 32   /* request digest */
+#define LK_PROTO_VERSION    1
+#define LK_PROTO_MAX_LIST   32 /* max entries in any string list */
+#define LK_PROTO_MAX_RID    64 /* max request id length accepted */
+#define LK_PROTO_HASH_LEN   32 /* keyed BLAKE2b of a key */
+#define LK_PROTO_DIGEST_LEN 32 /* request digest */
 
 typedef enum {
     LK_MSG_NONE = 0,
     /* any service */
-    LK_MSG_PING = 1,   /* edge -> worker: health check */
-    LK_MSG_PONG = 2,   /* worker -> edge */
-    LK_MSG_ERROR = 3,  /* worker -> edge: any request failed */
+    LK_MSG_PING = 1,  /* edge -> worker: health check */
+    LK_MSG_PONG = 2,  /* worker -> edge */
+    LK_MSG_ERROR = 3, /* worker -> edge: any request failed */
     /* vault */
-    LK_MSG_KEY_HASH = 10,       /* edge -> vault: keyed hash of a presented key (SECRET) */
+    LK_MSG_KEY_HASH = 10, /* edge -> vault: keyed hash of a presented key (SECRET) */
     LK_MSG_KEY_HASH_REP = 11,
-    LK_MSG_CRED_GET = 12,       /* edge -> vault: decrypt the credential of a route */
-    LK_MSG_CRED_GET_REP = 13,   /* SECRET */
-    LK_MSG_ADMIN_AUTH = 14,     /* edge -> vault: check an admin token (SECRET) */
+    LK_MSG_CRED_GET = 12,     /* edge -> vault: decrypt the credential of a route */
+    LK_MSG_CRED_GET_REP = 13, /* SECRET */
+    LK_MSG_ADMIN_AUTH = 14,   /* edge -> vault: check an admin token (SECRET) */
     LK_MSG_ADMIN_AUTH_REP = 15,
     /* admin operations, routed by the edge to the owning service by op name */
-    LK_MSG_ADMIN_REQ = 20,      /* edge -> worker (may be SECRET: provider secret on create) */
-    LK_MSG_ADMIN_REP = 21,      /* worker -> edge (may be SECRET: key shown once on create) */
+    LK_MSG_ADMIN_REQ = 20, /* edge -> worker (may be SECRET: provider secret on create) */
+    LK_MSG_ADMIN_REP = 21, /* worker -> edge (may be SECRET: key shown once on create) */
     /* policy */
-    LK_MSG_DECIDE = 30,         /* edge -> policy: authenticate + decide */
+    LK_MSG_DECIDE = 30, /* edge -> policy: authenticate + decide */
     LK_MSG_DECIDE_REP = 31,
     /* approval */
-    LK_MSG_HOLD = 40,           /* edge -> approval: open or join a hold */
+    LK_MSG_HOLD = 40, /* edge -> approval: open or join a hold */
     LK_MSG_HOLD_REP = 41,
     /* audit */
-    LK_MSG_AUDIT = 50,          /* edge -> audit: record one event */
+    LK_MSG_AUDIT = 50, /* edge -> audit: record one event */
     LK_MSG_AUDIT_REP = 51,
 } lk_msg_type_t;
 
 /* Outcome codes carried by ERROR, ADMIN_REP and DECIDE_REP. */
 typedef enum {
     LK_ST_OK = 0,
-    LK_ST_BAD_REQUEST = 1,   /* malformed or invalid input (HTTP 400) */
-    LK_ST_UNAUTHORIZED = 2,  /* key/token unknown, revoked or expired (401) */
-    LK_ST_FORBIDDEN = 3,     /* authenticated but not allowed (403) */
-    LK_ST_NOT_FOUND = 4,     /* no such model / route / object (404) */
-    LK_ST_CONFLICT = 5,      /* already exists (409) */
-    LK_ST_UNAVAILABLE = 6,   /* sealed, database down: retry later (503) */
-    LK_ST_INTERNAL = 7,      /* bug or unexpected failure (500) */
+    LK_ST_BAD_REQUEST = 1,  /* malformed or invalid input (HTTP 400) */
+    LK_ST_UNAUTHORIZED = 2, /* key/token unknown, revoked or expired (401) */
+    LK_ST_FORBIDDEN = 3,    /* authenticated but not allowed (403) */
+    LK_ST_NOT_FOUND = 4,    /* no such model / route / object (404) */
+    LK_ST_CONFLICT = 5,     /* already exists (409) */
+    LK_ST_UNAVAILABLE = 6,  /* sealed, database down: retry later (503) */
+    LK_ST_INTERNAL = 7,     /* bug or unexpected failure (500) */
 } lk_status_t;
 
 typedef struct {
-    uint32_t version;   /* LK_PROTO_VERSION */
+    uint32_t version; /* LK_PROTO_VERSION */
     lk_msg_type_t type;
-    lk_str_t rid;       /* request id, <= LK_PROTO_MAX_RID bytes */
-    uint64_t call_id;   /* echoed in the reply */
-    int64_t deadline_ms;/* unix ms; 0 = none */
+    lk_str_t rid;        /* request id, <= LK_PROTO_MAX_RID bytes */
+    uint64_t call_id;    /* echoed in the reply */
+    int64_t deadline_ms; /* unix ms; 0 = none */
 } lk_envelope_t;
 
 /* --- generic ------------------------------------------------------------ */
 typedef struct {
-    lk_str_t service;   /* "policy", "vault", ... (PONG only) */
+    lk_str_t service; /* "policy", "vault", ... (PONG only) */
 } lk_ping_t;
 
 typedef struct {
     lk_status_t status;
-    lk_str_t message;   /* safe to show to a client: never a secret */
+    lk_str_t message; /* safe to show to a client: never a secret */
 } lk_error_t;
 
 /* --- vault ---------------------------------------------------------------- */
 typedef struct {
-    lk_str_t key;       /* SECRET: the presented key, already format-checked */
+    lk_str_t key; /* SECRET: the presented key, already format-checked */
 } lk_key_hash_t;
 
 typedef struct {
@@ -100,16 +100,16 @@ typedef struct {
 } lk_cred_get_t;
 
 typedef struct {
-    lk_str_t secret;    /* SECRET: the provider credential, plaintext */
+    lk_str_t secret; /* SECRET: the provider credential, plaintext */
 } lk_cred_get_rep_t;
 
 typedef struct {
-    lk_str_t token;     /* SECRET: the presented admin token */
+    lk_str_t token; /* SECRET: the presented admin token */
 } lk_admin_auth_t;
 
 typedef struct {
     lk_str_t tenant;
-    lk_str_t role;      /* "admin", "approver", "auditor" */
+    lk_str_t role; /* "admin", "approver", "auditor" */
     lk_str_t token_id;
 } lk_admin_auth_rep_t;
 
@@ -127,7 +127,7 @@ typedef struct {
 
 typedef struct {
     lk_status_t status;
-    lk_str_t json;      /* response body (JSON text). May be SECRET (key shown once) */
+    lk_str_t json; /* response body (JSON text). May be SECRET (key shown once) */
 } lk_admin_rep_t;
 
 /* --- policy --------------------------------------------------------------- */
@@ -135,23 +135,23 @@ typedef enum {
     LK_DECISION_ALLOW = 1,
     LK_DECISION_BLOCK = 2,
     LK_DECISION_HOLD = 3,
-    LK_DECISION_LOG = 4,   /* dry run: would-be decision recorded, request allowed */
+    LK_DECISION_LOG = 4, /* dry run: would-be decision recorded, request allowed */
 } lk_decision_t;
 
 typedef struct {
     uint8_t key_hash[LK_PROTO_HASH_LEN];
-    lk_str_t key_id;       /* public id from the key format ("key_...") */
-    lk_str_t endpoint;     /* "chat.completions", "messages", ... */
-    lk_str_t model;        /* as requested */
-    int stream;            /* 0/1 */
+    lk_str_t key_id;   /* public id from the key format ("key_...") */
+    lk_str_t endpoint; /* "chat.completions", "messages", ... */
+    lk_str_t model;    /* as requested */
+    int stream;        /* 0/1 */
     lk_str_t source_ip;
-    lk_str_t body;         /* the full request body (JSON text) */
+    lk_str_t body; /* the full request body (JSON text) */
 } lk_decide_t;
 
 typedef struct {
-    lk_status_t status;    /* OK: see decision. UNAUTHORIZED / NOT_FOUND / ... : refuse */
-    lk_str_t error_code;   /* machine code: "invalid_api_key", "key_revoked", "model_not_found", ... */
-    lk_str_t message;      /* safe for the client */
+    lk_status_t status;  /* OK: see decision. UNAUTHORIZED / NOT_FOUND / ... : refuse */
+    lk_str_t error_code; /* machine code: "invalid_api_key", "key_revoked", "model_not_found", ... */
+    lk_str_t message;    /* safe for the client */
     lk_decision_t decision;
     /* identity */
     lk_str_t tenant;
@@ -171,7 +171,7 @@ typedef struct {
 
 /* --- approval --------------------------------------------------------------- */
 typedef enum {
-    LK_HOLD_NO_HOLD = 1,   /* nothing to hold: go on */
+    LK_HOLD_NO_HOLD = 1, /* nothing to hold: go on */
     LK_HOLD_APPROVED = 2,
     LK_HOLD_REJECTED = 3,
     LK_HOLD_TIMED_OUT = 4,
@@ -197,18 +197,18 @@ typedef struct {
 
 /* --- audit ------------------------------------------------------------------ */
 typedef struct {
-    lk_str_t event_id;       /* UUID, derived from rid + kind so retries de-duplicate */
-    lk_str_t kind;           /* "request.accepted", "request.completed", "request.denied" */
+    lk_str_t event_id; /* UUID, derived from rid + kind so retries de-duplicate */
+    lk_str_t kind;     /* "request.accepted", "request.completed", "request.denied" */
     int64_t time_ms;
-    lk_str_t tenant;         /* empty if the key was not authenticated */
+    lk_str_t tenant; /* empty if the key was not authenticated */
     lk_str_t key_id;
     lk_str_t user;
     lk_str_t source_ip;
     lk_str_t endpoint;
     lk_str_t provider_id;
-    lk_str_t model;          /* as requested */
+    lk_str_t model; /* as requested */
     lk_str_t upstream_model;
-    lk_str_t decision;       /* "allow", "block", "hold", "log", "error" */
+    lk_str_t decision; /* "allow", "block", "hold", "log", "error" */
     lk_str_t policy_id;
     int64_t policy_version;
     lk_str_t rule_id;
@@ -218,21 +218,21 @@ typedef struct {
     int64_t prompt_tokens;   /* -1 if unknown */
     int64_t completion_tokens;
     int64_t total_tokens;
-    lk_str_t error_code;     /* machine code when the request failed, else empty */
-    lk_str_t trace_id;       /* from traceparent, if any */
+    lk_str_t error_code; /* machine code when the request failed, else empty */
+    lk_str_t trace_id;   /* from traceparent, if any */
     int stream;
 } lk_audit_t;
 
 typedef struct {
-    int64_t seq;             /* the stored event's sequence number */
+    int64_t seq; /* the stored event's sequence number */
 } lk_audit_rep_t;
 
 /* --- one decoded or to-be-encoded message ------------------------------------ */
 typedef struct {
     lk_envelope_t env;
     union {
-        lk_ping_t ping;          /* PING, PONG */
-        lk_error_t error;        /* ERROR */
+        lk_ping_t ping;   /* PING, PONG */
+        lk_error_t error; /* ERROR */
         lk_key_hash_t key_hash;
         lk_key_hash_rep_t key_hash_rep;
         lk_cred_get_t cred_get;

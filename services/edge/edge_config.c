@@ -56,7 +56,8 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv)
     env_str(cfg->tls_key, sizeof cfg->tls_key, "LUMKEY_TLS_KEY", "");
     env_str(cfg->upstream_ca_file, sizeof cfg->upstream_ca_file, "LUMKEY_UPSTREAM_CA_FILE", "");
     for (int i = 0; i < EDGE_SVC_COUNT; i++) {
-        if (lk_config_endpoint(edge_svc_name((edge_svc_t)i), cfg->endpoints[i], sizeof cfg->endpoints[i]) != 0) {
+        if (lk_config_endpoint(edge_svc_name((edge_svc_t)i), cfg->endpoints[i], sizeof cfg->endpoints[i]) !=
+            0) {
             lk_log_error("bad endpoint for %s", edge_svc_name((edge_svc_t)i));
             return -1;
         }

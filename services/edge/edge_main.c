@@ -40,12 +40,10 @@ static void on_signal(int sig)
 
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
-    if (err)
-        return;
+    if (err) return;
     listener_t *l = listener->data;
     h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-    if (sock)
-        h2o_accept(&l->accept, sock);
+    if (sock) h2o_accept(&l->accept, sock);
 }
 
 /* Only the exact path: h2o matches path prefixes. */
@@ -89,8 +87,7 @@ static int open_listener(listener_t *l, const char *hostport)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
         lk_log_error("cannot listen on %s: %s", hostport, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         freeaddrinfo(res);
         return -1;
     }
@@ -104,8 +101,7 @@ static int open_listener(listener_t *l, const char *hostport)
 static int setup_tls(listener_t *l, const char *cert, const char *key)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (!ctx)
-        return -1;
+    if (!ctx) return -1;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
@@ -131,8 +127,7 @@ int main(int argc, char **argv)
     static listener_t api, admin;
     g_edge = &edge;
     lk_log_init("edge");
-    if (sodium_init() < 0 || edge_config_load(&edge.cfg, argc, argv) != 0)
-        return 2;
+    if (sodium_init() < 0 || edge_config_load(&edge.cfg, argc, argv) != 0) return 2;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
@@ -167,14 +162,12 @@ int main(int argc, char **argv)
         eps[i] = edge.cfg.endpoints[i];
     edge.rpc = edge_rpc_new(edge.loop, eps, edge.cfg.hop_timeout_ms);
     edge.upstreams = edge_upstreams_new(&api.ctx, edge.cfg.upstream_timeout_ms, edge.cfg.upstream_ca_file);
-    if (!edge.rpc || !edge.upstreams)
-        return 1;
-    if (edge.cfg.tls_cert[0] && setup_tls(&api, edge.cfg.tls_cert, edge.cfg.tls_key) != 0)
-        return 1;
+    if (!edge.rpc || !edge.upstreams) return 1;
+    if (edge.cfg.tls_cert[0] && setup_tls(&api, edge.cfg.tls_cert, edge.cfg.tls_key) != 0) return 1;
     if (open_listener(&api, edge.cfg.listen) != 0 || open_listener(&admin, edge.cfg.admin_listen) != 0)
         return 1;
-    lk_log_info("ready: agent API on %s%s, admin API on %s", edge.cfg.listen, edge.cfg.tls_cert[0] ? " (TLS)" : "",
-                edge.cfg.admin_listen);
+    lk_log_info("ready: agent API on %s%s, admin API on %s", edge.cfg.listen,
+                edge.cfg.tls_cert[0] ? " (TLS)" : "", edge.cfg.admin_listen);
 
     int64_t drain_until = 0;
     for (;;) {
@@ -186,11 +179,11 @@ int main(int argc, char **argv)
             h2o_socket_close(admin.listener);
             drain_until = lk_now_ms() + 2000;
         }
-        if (edge.stopping && lk_now_ms() >= drain_until)
-            break;
+        if (edge.stopping && lk_now_ms() >= drain_until) break;
     }
     edge_rpc_stats_t st = edge_rpc_stats(edge.rpc);
-    lk_log_info("stopped: %llu requests, %llu worker calls, %llu timeouts", (unsigned long long)edge.stats.requests,
-                (unsigned long long)st.calls, (unsigned long long)st.timeouts);
+    lk_log_info("stopped: %llu requests, %llu worker calls, %llu timeouts",
+                (unsigned long long)edge.stats.requests, (unsigned long long)st.calls,
+                (unsigned long long)st.timeouts);
     return 0;
 }

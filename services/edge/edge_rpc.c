@@ -11,8 +11,8 @@
 #include "lk_log.h"
 #include "lk_util.h"
 
-#define SLOT_BITS 16
-#define SLOT_COUNT (1u << SLOT_BITS)
+#define SLOT_BITS        16
+#define SLOT_COUNT       (1u << SLOT_BITS)
 #define PING_INTERVAL_MS 1000
 
 struct edge_call {
@@ -55,11 +55,9 @@ const char *edge_svc_name(edge_svc_t svc)
     return svc < EDGE_SVC_COUNT ? SVC_NAMES[svc] : "unknown";
 }
 
-
 static void free_slot(edge_rpc_t *self, edge_call_t *call)
 {
-    if (h2o_timeout_is_linked(&call->timer))
-        h2o_timeout_unlink(&call->timer);
+    if (h2o_timeout_is_linked(&call->timer)) h2o_timeout_unlink(&call->timer);
     call->call_id = 0;
     call->cb = NULL;
     call->data = NULL;
@@ -75,8 +73,7 @@ static void on_call_timeout(h2o_timeout_entry_t *entry)
     void *data = call->data;
     self->stats.timeouts++;
     free_slot(self, call);
-    if (cb)
-        cb(data, NULL);
+    if (cb) cb(data, NULL);
 }
 
 static void dispatch_reply(edge_rpc_t *self, svc_conn_t *conn, zmq_msg_t *frame)
@@ -103,11 +100,9 @@ static void dispatch_reply(edge_rpc_t *self, svc_conn_t *conn, zmq_msg_t *frame)
         void *data = call->data;
         self->stats.replies++;
         free_slot(self, call);
-        if (cb)
-            cb(data, &msg);
+        if (cb) cb(data, &msg);
     }
-    if (lk_proto_is_secret(msg.env.type))
-        sodium_memzero(buf, len);
+    if (lk_proto_is_secret(msg.env.type)) sodium_memzero(buf, len);
 }
 
 static void drain(edge_rpc_t *self, svc_conn_t *conn)
@@ -115,8 +110,7 @@ static void drain(edge_rpc_t *self, svc_conn_t *conn)
     for (;;) {
         int events = 0;
         size_t sz = sizeof events;
-        if (zmq_getsockopt(conn->zsock, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN))
-            return;
+        if (zmq_getsockopt(conn->zsock, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return;
         zmq_msg_t frame;
         zmq_msg_init(&frame);
         if (zmq_msg_recv(&frame, conn->zsock, ZMQ_DONTWAIT) < 0) {
@@ -154,8 +148,7 @@ static void on_recheck(h2o_timeout_entry_t *entry)
 
 static void schedule_recheck(edge_rpc_t *self)
 {
-    if (!h2o_timeout_is_linked(&self->recheck))
-        h2o_timeout_link(self->loop, &self->zero, &self->recheck);
+    if (!h2o_timeout_is_linked(&self->recheck)) h2o_timeout_link(self->loop, &self->zero, &self->recheck);
 }
 
 static int send_msg(edge_rpc_t *self, svc_conn_t *conn, lk_msg_t *msg)
@@ -173,14 +166,12 @@ static int send_msg(edge_rpc_t *self, svc_conn_t *conn, lk_msg_t *msg)
         goto cleanup;
     }
     if (zmq_send(conn->zsock, out->data, out->len, ZMQ_DONTWAIT) < 0) {
-        if (errno != EAGAIN)
-            lk_log_warn("send to %s failed: %s", SVC_NAMES[conn->svc], zmq_strerror(errno));
+        if (errno != EAGAIN) lk_log_warn("send to %s failed: %s", SVC_NAMES[conn->svc], zmq_strerror(errno));
         goto cleanup;
     }
     rc = 0;
 cleanup:
-    if (out != &self->out)
-        lk_buf_free(out); /* wipes */
+    if (out != &self->out) lk_buf_free(out); /* wipes */
     schedule_recheck(self);
     return rc;
 }
@@ -203,13 +194,11 @@ static void on_ping(h2o_timeout_entry_t *entry)
 edge_rpc_t *edge_rpc_new(h2o_loop_t *loop, const char *const endpoints[EDGE_SVC_COUNT], uint64_t timeout_ms)
 {
     edge_rpc_t *self = calloc(1, sizeof *self);
-    if (!self)
-        return NULL;
+    if (!self) return NULL;
     self->loop = loop;
     self->zctx = zmq_ctx_new();
     self->slots = calloc(SLOT_COUNT, sizeof(edge_call_t));
-    if (!self->zctx || !self->slots)
-        goto fail;
+    if (!self->zctx || !self->slots) goto fail;
     /* slot 0 is never used, so call id 0 means "no call" */
     self->free_head = 1;
     for (uint32_t i = 1; i < SLOT_COUNT; i++) {
@@ -227,8 +216,7 @@ edge_rpc_t *edge_rpc_new(h2o_loop_t *loop, const char *const endpoints[EDGE_SVC_
         c->rpc = self;
         c->svc = (edge_svc_t)i;
         c->zsock = zmq_socket(self->zctx, ZMQ_DEALER);
-        if (!c->zsock)
-            goto fail;
+        if (!c->zsock) goto fail;
         int one = 1, zero = 0, hwm = 100000, ivl = 100, ivl_max = 1000;
         zmq_setsockopt(c->zsock, ZMQ_IMMEDIATE, &one, sizeof one);
         zmq_setsockopt(c->zsock, ZMQ_LINGER, &zero, sizeof zero);
@@ -238,8 +226,7 @@ edge_rpc_t *edge_rpc_new(h2o_loop_t *loop, const char *const endpoints[EDGE_SVC_
         zmq_setsockopt(c->zsock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
         /* endpoints may be a comma-separated list of replicas */
         char *list = strdup(endpoints[i]), *save = NULL;
-        if (!list)
-            goto fail;
+        if (!list) goto fail;
         for (char *ep = strtok_r(list, ",", &save); ep; ep = strtok_r(NULL, ",", &save)) {
             if (zmq_connect(c->zsock, ep) != 0) {
                 lk_log_error("cannot connect to %s at %s: %s", SVC_NAMES[i], ep, zmq_strerror(errno));
@@ -250,8 +237,7 @@ edge_rpc_t *edge_rpc_new(h2o_loop_t *loop, const char *const endpoints[EDGE_SVC_
         free(list);
         int fd;
         size_t fdsz = sizeof fd;
-        if (zmq_getsockopt(c->zsock, ZMQ_FD, &fd, &fdsz) != 0)
-            goto fail;
+        if (zmq_getsockopt(c->zsock, ZMQ_FD, &fd, &fdsz) != 0) goto fail;
         /* DONT_READ: h2o must not consume libzmq's signalling fd; dup: h2o closes its own */
         c->hsock = h2o_evloop_socket_create(loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
         c->hsock->data = c;
@@ -269,24 +255,17 @@ fail:
 void edge_rpc_destroy(edge_rpc_t **self_p)
 {
     edge_rpc_t *self = *self_p;
-    if (!self)
-        return;
-    if (h2o_timeout_is_linked(&self->ping_timer))
-        h2o_timeout_unlink(&self->ping_timer);
-    if (h2o_timeout_is_linked(&self->recheck))
-        h2o_timeout_unlink(&self->recheck);
+    if (!self) return;
+    if (h2o_timeout_is_linked(&self->ping_timer)) h2o_timeout_unlink(&self->ping_timer);
+    if (h2o_timeout_is_linked(&self->recheck)) h2o_timeout_unlink(&self->recheck);
     if (self->slots)
         for (uint32_t i = 0; i < SLOT_COUNT; i++)
-            if (h2o_timeout_is_linked(&self->slots[i].timer))
-                h2o_timeout_unlink(&self->slots[i].timer);
+            if (h2o_timeout_is_linked(&self->slots[i].timer)) h2o_timeout_unlink(&self->slots[i].timer);
     for (int i = 0; i < EDGE_SVC_COUNT; i++) {
-        if (self->svcs[i].hsock)
-            h2o_socket_close(self->svcs[i].hsock);
-        if (self->svcs[i].zsock)
-            zmq_close(self->svcs[i].zsock);
+        if (self->svcs[i].hsock) h2o_socket_close(self->svcs[i].hsock);
+        if (self->svcs[i].zsock) zmq_close(self->svcs[i].zsock);
     }
-    if (self->zctx)
-        zmq_ctx_term(self->zctx);
+    if (self->zctx) zmq_ctx_term(self->zctx);
     lk_buf_free(&self->out);
     free(self->slots);
     free(self);
@@ -321,8 +300,7 @@ edge_call_t *edge_rpc_call(edge_rpc_t *self, edge_svc_t svc, lk_msg_t *msg, edge
 
 void edge_rpc_cancel(edge_rpc_t *self, edge_call_t *call)
 {
-    if (call && call->call_id)
-        free_slot(self, call);
+    if (call && call->call_id) free_slot(self, call);
 }
 
 int64_t edge_rpc_last_pong_ms(edge_rpc_t *self, edge_svc_t svc)

@@ -14,7 +14,13 @@
 
 #include "lk_proto.h"
 
-typedef enum { EDGE_SVC_POLICY = 0, EDGE_SVC_VAULT, EDGE_SVC_APPROVAL, EDGE_SVC_AUDIT, EDGE_SVC_COUNT } edge_svc_t;
+typedef enum {
+    EDGE_SVC_POLICY = 0,
+    EDGE_SVC_VAULT,
+    EDGE_SVC_APPROVAL,
+    EDGE_SVC_AUDIT,
+    EDGE_SVC_COUNT
+} edge_svc_t;
 
 typedef struct edge_rpc edge_rpc_t;
 typedef struct edge_call edge_call_t;

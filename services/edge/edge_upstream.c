@@ -35,15 +35,14 @@ struct edge_upstream_req {
     void *data;
     lk_buf_t head; /* secret: carries the credential */
     h2o_iovec_t bufs[2];
-    int starting;           /* inside edge_upstream_post: report failures by return value */
+    int starting; /* inside edge_upstream_post: report failures by return value */
     const char *start_error;
 };
 
 edge_upstreams_t *edge_upstreams_new(h2o_context_t *ctx, uint64_t io_timeout_ms, const char *ca_file)
 {
     edge_upstreams_t *self = calloc(1, sizeof *self);
-    if (!self)
-        return NULL;
+    if (!self) return NULL;
     self->ctx = ctx;
     h2o_timeout_init(ctx->loop, &self->io_timeout, io_timeout_ms);
     snprintf(self->ca_file, sizeof self->ca_file, "%s", ca_file ? ca_file : "");
@@ -53,12 +52,10 @@ edge_upstreams_t *edge_upstreams_new(h2o_context_t *ctx, uint64_t io_timeout_ms,
 void edge_upstreams_destroy(edge_upstreams_t **self_p)
 {
     edge_upstreams_t *self = *self_p;
-    if (!self)
-        return;
+    if (!self) return;
     for (size_t i = 0; i < self->n_origins; i++) {
         h2o_socketpool_dispose(&self->origins[i]->pool);
-        if (self->origins[i]->ssl_ctx)
-            SSL_CTX_free(self->origins[i]->ssl_ctx);
+        if (self->origins[i]->ssl_ctx) SSL_CTX_free(self->origins[i]->ssl_ctx);
         free(self->origins[i]);
     }
     free(self);
@@ -84,8 +81,7 @@ int edge_origin_parse(const char *base_url, edge_origin_t *out)
         return -1;
     if (p[0] == '[') { /* IPv6 literal */
         const char *rb = strchr(p, ']');
-        if (!rb || (size_t)(rb - p) >= sizeof out->host)
-            return -1;
+        if (!rb || (size_t)(rb - p) >= sizeof out->host) return -1;
         hlen = (size_t)(rb - p) + 1;
     }
     memcpy(out->host, p, hlen);
@@ -93,20 +89,16 @@ int edge_origin_parse(const char *base_url, edge_origin_t *out)
     if (*p == ':') {
         char *end;
         unsigned long port = strtoul(p + 1, &end, 10);
-        if (end == p + 1 || port == 0 || port > 65535)
-            return -1;
+        if (end == p + 1 || port == 0 || port > 65535) return -1;
         out->port = (uint16_t)port;
         p = end;
     }
-    if (*p && *p != '/')
-        return -1;
+    if (*p && *p != '/') return -1;
     size_t plen = strcspn(p, "?#");
-    if (p[plen])
-        return -1;
+    if (p[plen]) return -1;
     while (plen > 0 && p[plen - 1] == '/')
         plen--;
-    if (plen >= sizeof out->path)
-        return -1;
+    if (plen >= sizeof out->path) return -1;
     memcpy(out->path, p, plen);
     return 0;
 }
@@ -114,12 +106,10 @@ int edge_origin_parse(const char *base_url, edge_origin_t *out)
 static SSL_CTX *make_ssl_ctx(edge_upstreams_t *self, const char *host)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (!ctx)
-        return NULL;
+    if (!ctx) return NULL;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    if (SSL_CTX_set_default_verify_paths(ctx) != 1)
-        lk_log_warn("could not load the system CA store");
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1) lk_log_warn("could not load the system CA store");
     if (self->ca_file[0] && SSL_CTX_load_verify_locations(ctx, self->ca_file, NULL) != 1) {
         lk_log_error("could not load LUMKEY_UPSTREAM_CA_FILE %s", self->ca_file);
         SSL_CTX_free(ctx);
@@ -132,8 +122,7 @@ static SSL_CTX *make_ssl_ctx(edge_upstreams_t *self, const char *host)
     snprintf(bare, sizeof bare, "%s", host);
     if (bare[0] == '[') { /* IPv6 literal: check as an IP address */
         bare[strlen(bare) - 1] = '\0';
-        if (X509_VERIFY_PARAM_set1_ip_asc(param, bare + 1) != 1)
-            goto fail;
+        if (X509_VERIFY_PARAM_set1_ip_asc(param, bare + 1) != 1) goto fail;
     } else if (X509_VERIFY_PARAM_set1_host(param, bare, 0) != 1) {
         goto fail;
     }
@@ -148,15 +137,13 @@ static origin_entry_t *get_origin(edge_upstreams_t *self, const edge_origin_t *o
     char key[300];
     snprintf(key, sizeof key, "%s://%s:%u", o->tls ? "https" : "http", o->host, (unsigned)o->port);
     for (size_t i = 0; i < self->n_origins; i++)
-        if (strcmp(self->origins[i]->key, key) == 0)
-            return self->origins[i];
+        if (strcmp(self->origins[i]->key, key) == 0) return self->origins[i];
     if (self->n_origins == MAX_ORIGINS) {
         lk_log_error("too many provider origins");
         return NULL;
     }
     origin_entry_t *e = calloc(1, sizeof *e);
-    if (!e)
-        return NULL;
+    if (!e) return NULL;
     snprintf(e->key, sizeof e->key, "%s", key);
     if (o->tls && !(e->ssl_ctx = make_ssl_ctx(self, o->host))) {
         free(e);
@@ -212,8 +199,9 @@ static int on_body(h2o_http1client_t *client, const char *errstr)
     return 0;
 }
 
-static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *errstr, int minor_version, int status,
-                                       h2o_iovec_t msg, h2o_header_t *headers, size_t num_headers, int rlen)
+static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *errstr, int minor_version,
+                                       int status, h2o_iovec_t msg, h2o_header_t *headers, size_t num_headers,
+                                       int rlen)
 {
     edge_upstream_req_t *u = client->data;
     wipe_head(u); /* the request is on the wire */
@@ -225,8 +213,7 @@ static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *er
     }
     h2o_iovec_t ctype = h2o_iovec_init(NULL, 0);
     for (size_t i = 0; i < num_headers; i++)
-        if (headers[i].name == &H2O_TOKEN_CONTENT_TYPE->buf)
-            ctype = headers[i].value;
+        if (headers[i].name == &H2O_TOKEN_CONTENT_TYPE->buf) ctype = headers[i].value;
     if (u->cbs.on_head(u->data, status, ctype) != 0) {
         u->client = NULL;
         free_ureq(u);
@@ -241,8 +228,8 @@ static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *er
     return on_body;
 }
 
-static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
-                                          size_t *reqbufcnt, int *method_is_head)
+static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char *errstr,
+                                          h2o_iovec_t **reqbufs, size_t *reqbufcnt, int *method_is_head)
 {
     edge_upstream_req_t *u = client->data;
     if (errstr) {
@@ -266,11 +253,9 @@ edge_upstream_req_t *edge_upstream_post(edge_upstreams_t *self, const edge_origi
                                         const edge_upstream_cbs_t *cbs, void *data)
 {
     origin_entry_t *e = get_origin(self, origin);
-    if (!e)
-        return NULL;
+    if (!e) return NULL;
     edge_upstream_req_t *u = calloc(1, sizeof *u);
-    if (!u)
-        return NULL;
+    if (!u) return NULL;
     u->cbs = *cbs;
     u->data = data;
     lk_buf_init(&u->head, 1);
@@ -301,9 +286,7 @@ edge_upstream_req_t *edge_upstream_post(edge_upstreams_t *self, const edge_origi
 
 void edge_upstream_cancel(edge_upstream_req_t *u)
 {
-    if (!u)
-        return;
-    if (u->client)
-        h2o_http1client_cancel(u->client);
+    if (!u) return;
+    if (u->client) h2o_http1client_cancel(u->client);
     free_ureq(u);
 }

@@ -17,7 +17,7 @@ static int lk_test_passed, lk_test_failed;
             lk_test_passed++;                                                                                \
         } else {                                                                                             \
             lk_test_failed++;                                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                 \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                  \
         }                                                                                                    \
     } while (0)
 

@@ -30,26 +30,25 @@ static void refuses(void)
 {
     edge_origin_t o;
     const char *bad[] = {
-        "",                               /* empty */
-        "ftp://host/v1",                  /* scheme */
-        "//host/v1",                      /* no scheme */
-        "https://",                       /* no host */
-        "https:///v1",                    /* no host */
-        "https://user:pw@host/v1",        /* userinfo */
-        "https://host@evil.example/v1",   /* userinfo trick */
-        "https://host:80@evil.example/",  /* port followed by userinfo */
-        "https://host:0/v1",              /* port 0 */
-        "https://host:65536/v1",          /* port range */
-        "https://host:/v1",               /* empty port */
-        "https://host:12ab/v1",           /* junk port */
-        "https://host/v1?api_base=x",     /* query */
-        "https://host/v1#frag",           /* fragment */
-        "https://[::1/v1",                /* unclosed IPv6 */
+        "",                              /* empty */
+        "ftp://host/v1",                 /* scheme */
+        "//host/v1",                     /* no scheme */
+        "https://",                      /* no host */
+        "https:///v1",                   /* no host */
+        "https://user:pw@host/v1",       /* userinfo */
+        "https://host@evil.example/v1",  /* userinfo trick */
+        "https://host:80@evil.example/", /* port followed by userinfo */
+        "https://host:0/v1",             /* port 0 */
+        "https://host:65536/v1",         /* port range */
+        "https://host:/v1",              /* empty port */
+        "https://host:12ab/v1",          /* junk port */
+        "https://host/v1?api_base=x",    /* query */
+        "https://host/v1#frag",          /* fragment */
+        "https://[::1/v1",               /* unclosed IPv6 */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = edge_origin_parse(bad[i], &o);
-        if (rc != -1)
-            fprintf(stderr, "accepted: %s\n", bad[i]);
+        if (rc != -1) fprintf(stderr, "accepted: %s\n", bad[i]);
         LK_CHECK(rc == -1);
     }
     char longhost[400] = "https://";

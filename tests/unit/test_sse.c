@@ -49,10 +49,10 @@ static void every_split(void)
             sink_t s = {{0}, 0};
             lk_sse_t p;
             lk_sse_init(&p, 0);
-            int rc = lk_sse_feed(&p, STREAM, i, on_event, &s) | lk_sse_feed(&p, STREAM + i, j - i, on_event, &s) |
+            int rc = lk_sse_feed(&p, STREAM, i, on_event, &s) |
+                     lk_sse_feed(&p, STREAM + i, j - i, on_event, &s) |
                      lk_sse_feed(&p, STREAM + j, n - j, on_event, &s);
-            if (rc != 0 || strcmp(s.log, EXPECT) != 0)
-                bad++;
+            if (rc != 0 || strcmp(s.log, EXPECT) != 0) bad++;
             lk_sse_free(&p);
         }
     }
