@@ -10,6 +10,7 @@
 #include <h2o.h>
 #include <stdint.h>
 
+#include "edge_keycache.h"
 #include "edge_rpc.h"
 
 typedef struct edge_upstreams edge_upstreams_t;
@@ -24,6 +25,7 @@ typedef struct {
     uint64_t upstream_timeout_ms;
     size_t max_body_bytes;
     size_t max_response_bytes;
+    uint64_t keycache_ttl_ms; /* 0 = off */
 } edge_config_t;
 
 typedef struct {
@@ -31,9 +33,10 @@ typedef struct {
     h2o_loop_t *loop;
     edge_rpc_t *rpc;
     edge_upstreams_t *upstreams;
+    edge_keycache_t *keycache;
     volatile int stopping;
     struct {
-        uint64_t requests, denied, upstream_errors;
+        uint64_t requests, denied, upstream_errors, keycache_hits;
     } stats;
 } edge_t;
 

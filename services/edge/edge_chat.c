@@ -38,6 +38,7 @@ typedef struct {
     int stream, include_usage;
     char key_pub_id[32];
     uint8_t key_hash[LK_PROTO_HASH_LEN];
+    uint8_t key_tag[EDGE_KEYCACHE_TAG_LEN]; /* cache tag of the presented key */
     char source_ip[64];
     char trace_id[33];
     char traceparent[64];
@@ -579,6 +580,7 @@ static void on_decide(void *data, const lk_msg_t *reply)
     lk_str_copy(code, sizeof code, d->error_code);
     if (d->status != LK_ST_OK) {
         int st = edge_http_status_of(d->status);
+        if (st == 401) edge_keycache_drop(g_edge->keycache, c->key_tag);
         deny(c, st, code[0] ? pool_str(c, d->error_code) : NULL,
              msg[0] ? msg : (st == 401 ? "Incorrect API key provided." : "The request was refused."));
         return;
@@ -619,6 +621,8 @@ static void on_decide(void *data, const lk_msg_t *reply)
     deny(c, 500, "internal_error", "Unexpected decision from the policy service.");
 }
 
+static void send_decide(chat_t *c);
+
 static void on_key_hash(void *data, const lk_msg_t *reply)
 {
     chat_t *c = data;
@@ -628,6 +632,12 @@ static void on_key_hash(void *data, const lk_msg_t *reply)
         return;
     }
     memcpy(c->key_hash, reply->u.key_hash_rep.hash, sizeof c->key_hash);
+    edge_keycache_put(g_edge->keycache, c->key_tag, c->key_hash, lk_now_ms());
+    send_decide(c);
+}
+
+static void send_decide(chat_t *c)
+{
     lk_msg_t m = {0};
     m.env.type = LK_MSG_DECIDE;
     m.env.rid = lk_str(c->rid);
@@ -786,6 +796,12 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
     lk_key_public_id(&info, c->key_pub_id, sizeof c->key_pub_id);
     if (parse_view(c) != 0) return 0;
 
+    edge_keycache_tag(g_edge->keycache, key.base, key.len, c->key_tag);
+    if (edge_keycache_get(g_edge->keycache, c->key_tag, lk_now_ms(), c->key_hash)) {
+        g_edge->stats.keycache_hits++;
+        send_decide(c);
+        return 0;
+    }
     lk_msg_t m = {0};
     m.env.type = LK_MSG_KEY_HASH;
     m.env.rid = lk_str(c->rid);

@@ -44,6 +44,7 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv)
                    "  LUMKEY_HOP_TIMEOUT_MS    per worker call (2000)\n"
                    "  LUMKEY_UPSTREAM_TIMEOUT_MS  provider I/O timeout (600000)\n"
                    "  LUMKEY_MAX_BODY_BYTES    request body limit (4194304)\n"
+                   "  LUMKEY_KEYCACHE_TTL_MS   how long a key's vault hash is reused (60000; 0 = off)\n"
                    "  LUMKEY_RUN_DIR, LUMKEY_{POLICY,VAULT,APPROVAL,AUDIT}_ENDPOINT  worker endpoints\n");
             exit(0);
         }
@@ -63,6 +64,12 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv)
         }
     }
     uint64_t body;
+    const char *kc = getenv("LUMKEY_KEYCACHE_TTL_MS");
+    cfg->keycache_ttl_ms = 60000;
+    if (kc && strcmp(kc, "0") == 0)
+        cfg->keycache_ttl_ms = 0;
+    else if (env_u64(&cfg->keycache_ttl_ms, "LUMKEY_KEYCACHE_TTL_MS", 60000) != 0)
+        return -1;
     if (env_u64(&cfg->hop_timeout_ms, "LUMKEY_HOP_TIMEOUT_MS", 2000) != 0 ||
         env_u64(&cfg->upstream_timeout_ms, "LUMKEY_UPSTREAM_TIMEOUT_MS", 600000) != 0 ||
         env_u64(&body, "LUMKEY_MAX_BODY_BYTES", 4u << 20) != 0)

@@ -162,7 +162,8 @@ int main(int argc, char **argv)
         eps[i] = edge.cfg.endpoints[i];
     edge.rpc = edge_rpc_new(edge.loop, eps, edge.cfg.hop_timeout_ms);
     edge.upstreams = edge_upstreams_new(&api.ctx, edge.cfg.upstream_timeout_ms, edge.cfg.upstream_ca_file);
-    if (!edge.rpc || !edge.upstreams) return 1;
+    edge.keycache = edge_keycache_new(8192, (int64_t)edge.cfg.keycache_ttl_ms);
+    if (!edge.rpc || !edge.upstreams || !edge.keycache) return 1;
     if (edge.cfg.tls_cert[0] && setup_tls(&api, edge.cfg.tls_cert, edge.cfg.tls_key) != 0) return 1;
     if (open_listener(&api, edge.cfg.listen) != 0 || open_listener(&admin, edge.cfg.admin_listen) != 0)
         return 1;
