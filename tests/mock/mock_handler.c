@@ -549,7 +549,19 @@ int mock_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     atomic_fetch_add_explicit(&mock_total_requests, 1, memory_order_relaxed);
     mock_record_add(req);
     if (mock_cfg.expect_auth && !authorized(req)) {
-        send_error(req, 401, "Incorrect API key provided.", NULL);
+        /* Like OpenAI, name the key that was refused, but in full (OpenAI masks the
+         * middle): the worst case for a gateway that must not pass it on. */
+        ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+        h2o_iovec_t presented = ai >= 0 ? req->headers.entries[ai].value : h2o_iovec_init(NULL, 0);
+        if (presented.len > 7 && strncasecmp(presented.base, "Bearer ", 7) == 0) {
+            presented.base += 7;
+            presented.len -= 7;
+        }
+        if (presented.len > 512) presented.len = 512;
+        char *msg = h2o_mem_alloc_pool(&req->pool, presented.len + 64);
+        snprintf(msg, presented.len + 64, "Incorrect API key provided: %.*s.", (int)presented.len,
+                 presented.base ? presented.base : "");
+        send_error(req, 401, msg, NULL);
         return 0;
     }
     mock_directive_t d;
