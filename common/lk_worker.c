@@ -113,8 +113,23 @@ static void cache_free(cache_t *c)
 
 /* ----------------------------------------------------------- the worker -- */
 
+/* A reply held back until its batch commits. */
+typedef struct {
+    zmq_msg_t identity;
+    lk_buf_t encoded;
+    char rid[LK_PROTO_MAX_RID + 1];
+    uint64_t call_id;
+    int64_t deadline_ms;
+    int is_error;
+    int cacheable;
+    uint8_t key[CACHE_KEY_LEN];
+} held_t;
+
 struct lk_worker {
     lk_worker_opts_t opts;
+    held_t *held; /* BATCH_MAX entries when group commit is on */
+    size_t n_held;
+    int batch_open; /* batch_begin succeeded for the current wake-up */
     char endpoint[512];
     void *zctx;
     void *sock;
@@ -179,6 +194,12 @@ lk_worker_t *lk_worker_new(const lk_worker_opts_t *opts)
         lk_log_error("out of memory for the idempotency cache");
         goto fail;
     }
+    if (opts->batch_begin && opts->batch_commit) {
+        self->held = calloc(BATCH_MAX, sizeof(held_t));
+        if (!self->held) goto fail;
+        for (size_t i = 0; i < BATCH_MAX; i++)
+            lk_buf_init(&self->held[i].encoded, 0);
+    }
     if (lk_config_prepare_endpoint(self->endpoint) != 0) goto fail;
     self->zctx = zmq_ctx_new();
     if (!self->zctx) goto fail;
@@ -206,6 +227,11 @@ void lk_worker_destroy(lk_worker_t **self_p)
     if (self->sock) zmq_close(self->sock);
     if (self->zctx) zmq_ctx_term(self->zctx);
     cache_free(&self->cache);
+    if (self->held) {
+        for (size_t i = 0; i < BATCH_MAX; i++)
+            lk_buf_free(&self->held[i].encoded);
+        free(self->held);
+    }
     lk_buf_free(&self->scratch);
     lk_buf_free(&self->scratch_secure);
     lk_buf_free(&self->out);
@@ -309,6 +335,68 @@ static int answer_from_cache(lk_worker_t *self, zmq_msg_t *identity, const lk_ms
     return encode_and_send(self, identity, &rep) == 0;
 }
 
+/* Whether another message is already queued on the socket. */
+static int more_waiting(lk_worker_t *self)
+{
+    int events = 0;
+    size_t sz = sizeof events;
+    return zmq_getsockopt(self->sock, ZMQ_EVENTS, &events, &sz) == 0 && (events & ZMQ_POLLIN);
+}
+
+/* Encodes rep and keeps it until the batch commits. 0, or -1 (send it now instead). */
+static int hold_reply(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *rep, int cacheable,
+                      const uint8_t *key)
+{
+    if (self->n_held == BATCH_MAX) return -1;
+    held_t *h = &self->held[self->n_held];
+    h->encoded.len = 0;
+    if (lk_proto_encode(rep, &h->encoded) != 0) return -1;
+    zmq_msg_init(&h->identity);
+    zmq_msg_copy(&h->identity, identity);
+    lk_str_copy(h->rid, sizeof h->rid, rep->env.rid);
+    h->call_id = rep->env.call_id;
+    h->deadline_ms = rep->env.deadline_ms;
+    h->is_error = rep->env.type == LK_MSG_ERROR;
+    h->cacheable = cacheable && !h->is_error;
+    if (h->cacheable) memcpy(h->key, key, CACHE_KEY_LEN);
+    self->n_held++;
+    return 0;
+}
+
+/* Commits the open batch and sends its replies, or turns them into ERROR UNAVAILABLE. */
+static void flush_batch(lk_worker_t *self)
+{
+    if (!self->batch_open) return;
+    self->batch_open = 0;
+    int ok = self->opts.batch_commit(self->opts.ctx) == 0;
+    self->stats.batches++;
+    if (!ok) {
+        self->stats.batch_failures++;
+        lk_log_error("group commit failed: %zu replies turned into errors", self->n_held);
+    }
+    for (size_t i = 0; i < self->n_held; i++) {
+        held_t *h = &self->held[i];
+        if (ok || h->is_error) {
+            send_reply(self, &h->identity, &h->encoded, 0);
+            if (ok && h->cacheable)
+                cache_put(&self->cache, h->key, h->encoded.data, h->encoded.len, lk_mono_us());
+        } else {
+            lk_msg_t err;
+            memset(&err, 0, sizeof err);
+            err.env.version = LK_PROTO_VERSION;
+            err.env.rid = lk_str(h->rid);
+            err.env.call_id = h->call_id;
+            err.env.deadline_ms = h->deadline_ms;
+            lk_worker_error(&err, LK_ST_UNAVAILABLE, "not committed; please retry");
+            self->stats.errors++;
+            (void)encode_and_send(self, &h->identity, &err);
+        }
+        zmq_msg_close(&h->identity);
+        h->encoded.len = 0;
+    }
+    self->n_held = 0;
+}
+
 static void handle(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *req)
 {
     lk_msg_t rep;
@@ -329,6 +417,11 @@ static void handle(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *req)
     if (cacheable && answer_from_cache(self, identity, req, key)) return;
 
     lk_buf_t *scratch = secret ? &self->scratch_secure : &self->scratch;
+    /* group commit only when more requests are already waiting: alone, a request
+     * is cheaper as one statement than as BEGIN + statement + COMMIT */
+    if (self->held && !secret && !self->batch_open && more_waiting(self) &&
+        self->opts.batch_begin(self->opts.ctx) == 0)
+        self->batch_open = 1;
     lk_proto_reply_env(&rep, req, rep_type);
     if (self->opts.handler(self->opts.ctx, req, &rep, scratch) != 0) {
         lk_log(LK_LOG_ERROR, rid, "%s failed", lk_proto_type_name(req->env.type));
@@ -344,6 +437,10 @@ static void handle(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *req)
     rep.env.rid = req->env.rid;
     rep.env.call_id = req->env.call_id;
     rep.env.deadline_ms = req->env.deadline_ms;
+    if (self->batch_open && !secret && hold_reply(self, identity, &rep, cacheable, key) == 0) {
+        lk_buf_reset(scratch);
+        return;
+    }
     int sent = encode_and_send(self, identity, &rep);
     if (sent != 0 && rep.env.type != LK_MSG_ERROR) {
         /* e.g. a field over the codec's limits: the edge still gets an answer */
@@ -459,9 +556,11 @@ int lk_worker_run(lk_worker_t *self)
             }
             if (got == 0) break;
         }
+        flush_batch(self);
         run_tick(self);
     }
 out:
+    flush_batch(self);
     if (s_signalled) lk_log_info("stopping on a signal");
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

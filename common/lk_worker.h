@@ -52,10 +52,22 @@ typedef struct {
     int tick_ms;                  /* 0 = 1000 */
     size_t cache_entries;         /* idempotency cache capacity; 0 = 16384 */
     int cache_ttl_ms;             /* 0 = 5000; < 0 disables the cache */
+    /* Optional group commit. When both are set and requests are queued
+     * behind the one being handled, the requests that arrive together (one
+     * wake-up, up to 256) are handled between one batch_begin and one
+     * batch_commit, and their replies are held back until batch_commit
+     * returns 0: an answer is never sent for work that was not committed. If
+     * batch_commit returns -1, every reply of the batch that was not already an
+     * ERROR becomes ERROR UNAVAILABLE. If batch_begin returns -1, the batch's
+     * requests are handled one by one as without these hooks. SECRET replies
+     * are never held (a service that batches should not have any). */
+    int (*batch_begin)(void *ctx);
+    int (*batch_commit)(void *ctx);
 } lk_worker_opts_t;
 
 typedef struct {
     uint64_t received, replied, errors, expired, malformed, cache_hits;
+    uint64_t batches, batch_failures; /* group commits, and those that failed */
 } lk_worker_stats_t;
 
 /* Creates the socket and binds it (an ipc:// directory is created if

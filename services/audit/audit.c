@@ -55,9 +55,37 @@ static void param_i64_or_null(lk_db_params_t *p, int64_t v, int present)
         lk_db_param_null(p);
 }
 
+int audit_batch_begin(void *ctx)
+{
+    audit_t *self = ctx;
+    return lk_db_begin(self->db) == LK_DB_OK ? 0 : -1;
+}
+
+int audit_batch_commit(void *ctx)
+{
+    audit_t *self = ctx;
+    return lk_db_commit(self->db) == LK_DB_OK ? 0 : -1;
+}
+
+/* 8-4-4-4-12 hex: checked here so that one bad id cannot abort a whole batch's transaction. */
+static int is_uuid(lk_str_t s)
+{
+    if (s.len != 36) return 0;
+    for (size_t i = 0; i < 36; i++) {
+        char c = s.ptr[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-') return 0;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int on_audit(audit_t *self, const lk_msg_t *req, lk_msg_t *rep)
 {
     const lk_audit_t *a = &req->u.audit;
+    if (!is_uuid(a->event_id)) return lk_worker_error(rep, LK_ST_BAD_REQUEST, "event_id is not a UUID");
     lk_db_params_t p;
     lk_db_params_init(&p);
     lk_db_param_str(&p, a->event_id);

@@ -37,8 +37,12 @@ int main(int argc, char **argv)
     lk_worker_t *worker = NULL;
     audit_t *audit = audit_new(cfg.db, cfg.db_wait_ms, cfg.statement_timeout_ms);
     if (!audit) goto cleanup;
-    lk_worker_opts_t opts = {
-        .service = "audit", .endpoint = cfg.endpoint, .handler = audit_handle, .ctx = audit};
+    lk_worker_opts_t opts = {.service = "audit",
+                             .endpoint = cfg.endpoint,
+                             .handler = audit_handle,
+                             .ctx = audit,
+                             .batch_begin = audit_batch_begin,
+                             .batch_commit = audit_batch_commit};
     worker = lk_worker_new(&opts);
     if (worker && lk_worker_run(worker) == 0) rc = 0;
 cleanup:
