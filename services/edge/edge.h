@@ -51,5 +51,7 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req);
 int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req);
 int edge_health_on_req(h2o_handler_t *handler, h2o_req_t *req);
 int edge_notfound_on_req(h2o_handler_t *handler, h2o_req_t *req);
+/* edge_metrics.c: GET /metrics on the admin listener */
+int edge_metrics_on_req(h2o_handler_t *handler, h2o_req_t *req);
 
 #endif

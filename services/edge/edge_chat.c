@@ -20,6 +20,7 @@
 
 #include "edge.h"
 #include "edge_http.h"
+#include "edge_metrics.h"
 #include "edge_upstream.h"
 #include "lk_key.h"
 #include "lk_log.h"
@@ -51,9 +52,10 @@ typedef struct {
     lk_buf_t cred_head; /* secret: the provider auth header line */
     /* the provider's answer */
     int upstream_status;
-    int streaming;   /* response headers sent, SSE relay mode */
-    int http_status; /* what the agent got */
-    lk_buf_t resp;   /* buffered body (JSON answers, errors) */
+    int64_t up_t0_us; /* when the provider request was started */
+    int streaming;    /* response headers sent, SSE relay mode */
+    int http_status;  /* what the agent got */
+    lk_buf_t resp;    /* buffered body (JSON answers, errors) */
     lk_sse_t sse;
     lk_buf_t pending, inflight;
     int sending, upstream_done, final_sent, saw_done;
@@ -282,6 +284,7 @@ static int up_on_head(void *data, int status, h2o_iovec_t ctype)
 {
     chat_t *c = data;
     c->upstream_status = status;
+    edge_metrics_upstream((double)(lk_mono_us() - c->up_t0_us) / 1e6);
     int is_sse = ctype.len >= 17 && strncasecmp(ctype.base, "text/event-stream", 17) == 0;
     if (status == 200 && c->stream && is_sse) {
         h2o_req_t *req = c->req;
@@ -435,6 +438,7 @@ static void forward(chat_t *c)
             return;
         }
     }
+    c->up_t0_us = lk_mono_us();
     c->up = edge_upstream_post(g_edge->upstreams, &origin, "/chat/completions",
                                (const char *)c->cred_head.data, c->cred_head.len, c->req->entity, &UP_CBS, c);
     lk_buf_free(&c->cred_head); /* wiped: the upstream module holds its own copy until sent */
@@ -658,6 +662,8 @@ static void send_decide(chat_t *c)
 static void on_dispose(void *p)
 {
     chat_t *c = p;
+    edge_metrics_request("chat.completions", c->decision, c->http_status ? c->http_status : 499,
+                         (double)(lk_mono_us() - c->t0_us) / 1e6);
     edge_rpc_cancel(g_edge->rpc, c->call);
     edge_rpc_cancel(g_edge->rpc, c->call2);
     if (c->up) {

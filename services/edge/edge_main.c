@@ -149,6 +149,7 @@ int main(int argc, char **argv)
     init_listener(&admin, edge.loop, entity_limit);
     host = h2o_config_register_host(&admin.conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     route(host, "/admin/", edge_admin_on_req);
+    route(host, "/metrics", edge_metrics_on_req);
     route(host, "/livez", edge_health_on_req);
     route(host, "/readyz", edge_health_on_req);
     route(host, "/healthz", edge_health_on_req);

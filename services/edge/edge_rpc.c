@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "edge_metrics.h"
 #include "lk_log.h"
 #include "lk_util.h"
 
@@ -22,6 +23,8 @@ struct edge_call {
     h2o_timeout_entry_t timer;
     edge_rpc_t *rpc;
     uint32_t next_free;
+    edge_svc_t svc;
+    int64_t start_us;
 };
 
 typedef struct {
@@ -72,6 +75,7 @@ static void on_call_timeout(h2o_timeout_entry_t *entry)
     edge_rpc_cb cb = call->cb;
     void *data = call->data;
     self->stats.timeouts++;
+    edge_metrics_call(call->svc, -1);
     free_slot(self, call);
     if (cb) cb(data, NULL);
 }
@@ -99,6 +103,7 @@ static void dispatch_reply(edge_rpc_t *self, svc_conn_t *conn, zmq_msg_t *frame)
         edge_rpc_cb cb = call->cb;
         void *data = call->data;
         self->stats.replies++;
+        edge_metrics_call(call->svc, (double)(lk_mono_us() - call->start_us) / 1e6);
         free_slot(self, call);
         if (cb) cb(data, &msg);
     }
@@ -293,6 +298,8 @@ edge_call_t *edge_rpc_call(edge_rpc_t *self, edge_svc_t svc, lk_msg_t *msg, edge
     call->call_id = id;
     call->cb = cb;
     call->data = data;
+    call->svc = svc;
+    call->start_us = lk_mono_us();
     h2o_timeout_link(self->loop, &self->timeout, &call->timer);
     self->stats.calls++;
     return call;

@@ -1,0 +1,27 @@
+/*  edge_metrics - the edge's Prometheus metrics (text exposition format 0.0.4).
+ *
+ *  One prefix (lumkey_edge_), base units (seconds), _total counters, _seconds
+ *  histograms, low-cardinality labels only (endpoint, decision, status code,
+ *  service). Single-threaded like the rest of the edge loop.
+ */
+#ifndef EDGE_METRICS_H
+#define EDGE_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edge_rpc.h"
+#include "lk_buf.h"
+
+/* A finished agent request: endpoint ("chat.completions"), decision ("allow",
+ * "deny", ...; NULL = "none"), HTTP status, and its duration. */
+void edge_metrics_request(const char *endpoint, const char *decision, int status, double seconds);
+/* Time from sending the provider request to its response head. */
+void edge_metrics_upstream(double seconds);
+/* A worker call: its reply time, or a timeout (seconds < 0). */
+void edge_metrics_call(edge_svc_t svc, double seconds);
+
+/* Appends the whole exposition to out. 0 / -1 (out of memory). */
+int edge_metrics_render(lk_buf_t *out) __attribute__((warn_unused_result));
+
+#endif
