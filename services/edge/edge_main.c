@@ -114,11 +114,30 @@ static int setup_tls(listener_t *l, const char *cert, const char *key)
     return 0;
 }
 
-static void init_listener(listener_t *l, h2o_loop_t *loop, size_t max_entity)
+typedef struct {
+    const char *path;
+    int (*on_req)(h2o_handler_t *, h2o_req_t *);
+} route_t;
+
+/* on every listener; "/" last of all answers 404 in the API's shape */
+#define HEALTH_ROUTES                                                                                        \
+    {"/livez", edge_health_on_req}, {"/readyz", edge_health_on_req}, {"/healthz", edge_health_on_req},       \
+    {                                                                                                        \
+        "/", edge_notfound_on_req                                                                            \
+    }
+
+/* One h2o configuration and context per listener, with its routes (NULL-terminated). */
+static void init_listener(listener_t *l, h2o_loop_t *loop, size_t max_entity, const route_t *routes)
 {
     h2o_config_init(&l->conf);
     l->conf.max_request_entity_size = max_entity;
     l->conf.server_name = h2o_iovec_init(H2O_STRLIT("lumkey"));
+    h2o_hostconf_t *host = h2o_config_register_host(&l->conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    for (const route_t *r = routes; r->path; r++)
+        route(host, r->path, r->on_req);
+    h2o_context_init(&l->ctx, loop, &l->conf);
+    l->accept.ctx = &l->ctx;
+    l->accept.hosts = l->conf.hosts;
 }
 
 int main(int argc, char **argv)
@@ -135,28 +154,11 @@ int main(int argc, char **argv)
     /* h2o buffers bodies up to this; our own limit answers in OpenAI's shape below it */
     size_t entity_limit = edge.cfg.max_body_bytes * 2 + 65536;
     edge.loop = h2o_evloop_create();
-    init_listener(&api, edge.loop, entity_limit);
-    h2o_hostconf_t *host = h2o_config_register_host(&api.conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    route(host, "/v1/chat/completions", on_chat);
-    route(host, "/livez", edge_health_on_req);
-    route(host, "/readyz", edge_health_on_req);
-    route(host, "/healthz", edge_health_on_req);
-    route(host, "/", edge_notfound_on_req);
-    h2o_context_init(&api.ctx, edge.loop, &api.conf);
-    api.accept.ctx = &api.ctx;
-    api.accept.hosts = api.conf.hosts;
-
-    init_listener(&admin, edge.loop, entity_limit);
-    host = h2o_config_register_host(&admin.conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    route(host, "/admin/", edge_admin_on_req);
-    route(host, "/metrics", edge_metrics_on_req);
-    route(host, "/livez", edge_health_on_req);
-    route(host, "/readyz", edge_health_on_req);
-    route(host, "/healthz", edge_health_on_req);
-    route(host, "/", edge_notfound_on_req);
-    h2o_context_init(&admin.ctx, edge.loop, &admin.conf);
-    admin.accept.ctx = &admin.ctx;
-    admin.accept.hosts = admin.conf.hosts;
+    static const route_t API_ROUTES[] = {{"/v1/chat/completions", on_chat}, HEALTH_ROUTES, {NULL, NULL}};
+    static const route_t ADMIN_ROUTES[] = {
+        {"/admin/", edge_admin_on_req}, {"/metrics", edge_metrics_on_req}, HEALTH_ROUTES, {NULL, NULL}};
+    init_listener(&api, edge.loop, entity_limit, API_ROUTES);
+    init_listener(&admin, edge.loop, entity_limit, ADMIN_ROUTES);
 
     const char *eps[EDGE_SVC_COUNT];
     for (int i = 0; i < EDGE_SVC_COUNT; i++)
