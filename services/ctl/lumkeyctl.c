@@ -7,11 +7,16 @@
  *      lumkeyctl keys create --name N [--user U] [--env live|test] [--models a,b]
  *                            [--expires-at UNIX] [--meta k=v ...]
  *      lumkeyctl keys list
+ *      lumkeyctl keys get ID
+ *      lumkeyctl keys update ID [--name N] [--user U] [--models a,b] [--expires-at UNIX] [--meta k=v ...]
+ *      lumkeyctl keys rotate ID [--overlap SECONDS]
+ *      lumkeyctl keys revoke ID
+ *      lumkeyctl providers get ID
  *
  *  Address: --addr or LUMKEY_ADDR (default http://127.0.0.1:8081). Admin
  *  token: LUMKEY_TOKEN or --token-file F, never argv (argv shows in ps).
  *  Secrets (the admin token, a provider key) are never printed; a new agent
- *  key is printed once, as the result of `keys create`.
+ *  key is printed once, as the result of `keys create` or `keys rotate`.
  *  Exit: 0 ok, 1 the server or the network said no, 2 usage.
  */
 #include <errno.h>
@@ -60,9 +65,15 @@ static const char usage_text[] =
     "  providers create --name N --kind openai|anthropic|openai-compatible --base-url URL\n"
     "                   [--models a,b] (--api-key-stdin | --api-key-file F)\n"
     "  providers list\n"
+    "  providers get ID\n"
     "  keys create --name N [--user U] [--env live|test] [--models a,b]\n"
     "              [--expires-at UNIX] [--meta k=v ...]\n"
     "  keys list\n"
+    "  keys get ID\n"
+    "  keys update ID [--name N] [--user U] [--models a,b] [--expires-at UNIX] [--meta k=v ...]\n"
+    "  keys rotate ID [--overlap SECONDS]   new key (shown once); the old one works SECONDS more\n"
+    "                                       (default 86400)\n"
+    "  keys revoke ID                       the key stops working at once\n"
     "  help\n"
     "\n"
     "environment:\n"
@@ -467,17 +478,19 @@ static int cmd_providers_list(ctl_t *c)
 static int cmd_keys_list(ctl_t *c)
 {
     static const ctl_column_t cols[] = {
-        {"ID", "id"},         {"NAME", "name"},          {"USER", "user"},         {"ENV", "env"},
-        {"MODELS", "models"}, {"EXPIRES", "expires_at"}, {"CREATED", "created_at"}};
+        {"ID", "id"},         {"NAME", "name"},          {"USER", "user"},     {"ENV", "env"},
+        {"MODELS", "models"}, {"EXPIRES", "expires_at"}, {"STATUS", "status"}, {"CREATED", "created_at"}};
     return cmd_list(c, "/admin/v1/keys", cols, sizeof(cols) / sizeof(cols[0]));
 }
 
 /* Builds the keys create body from the options; NULL after a usage message. */
 static json_t *keys_create_body(const ctl_t *c)
 {
-    json_t *meta = NULL, *req = json_pack("{s:s}", "name", opt(c, "name"));
-    if (req == NULL) {
+    json_t *meta = NULL, *req = json_object();
+    if (req == NULL) return NULL;
+    if (opt(c, "name") && json_object_set_new(req, "name", json_string(opt(c, "name"))) != 0) {
         usage_error("%s", "--name is not valid UTF-8");
+        json_decref(req);
         return NULL;
     }
     const char *user = opt(c, "user"), *env = opt(c, "env"), *models = opt(c, "models"),
@@ -568,6 +581,152 @@ static int cmd_keys_create(ctl_t *c)
     return rc;
 }
 
+/* The id word of `keys get ID` etc.: prefix + letters and digits only (it
+ * goes into the URL path). NULL after a usage message. */
+static const char *object_id(const ctl_t *c, const char *prefix)
+{
+    const char *id = c->nwords > 2 ? c->words[2] : NULL;
+    if (id == NULL) {
+        usage_error("missing the %s... id", prefix);
+        return NULL;
+    }
+    size_t n = strlen(id), pl = strlen(prefix);
+    int ok = n > pl && n <= 64 && strncmp(id, prefix, pl) == 0;
+    for (size_t i = pl; ok && i < n; i++)
+        ok = (id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'z') ||
+             (id[i] >= 'A' && id[i] <= 'Z');
+    if (!ok) {
+        usage_error("'%s' is not a %s... id", id, prefix);
+        return NULL;
+    }
+    return id;
+}
+
+/* One call on one object; shows the answer (or its "key" member) as an object. */
+static int object_call(ctl_t *c, const char *method, const char *path, json_t *req, const char *const *fields)
+{
+    int rc = load_token(c);
+    if (rc != EXIT_OK) return rc;
+    ctl_http_response_t res;
+    json_t *out;
+    rc = admin_call(c, method, path, req, &res, &out);
+    if (rc == EXIT_OK) {
+        static const char *const skip[] = {"key", NULL};
+        if (c->json)
+            print_raw(&res);
+        else
+            ctl_out_object(stdout, out, fields, skip);
+    }
+    json_decref(out);
+    ctl_http_response_free(&res);
+    return rc;
+}
+
+static const char *const key_fields[] = {"id",         "name",       "user",     "env",
+                                         "models",     "expires_at", "metadata", "created_at",
+                                         "revoked_at", "status",     NULL};
+
+static int cmd_keys_get(ctl_t *c)
+{
+    const char *id = object_id(c, "key_");
+    if (id == NULL || check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/keys/%s", id);
+    return object_call(c, "GET", path, NULL, key_fields);
+}
+
+static int cmd_providers_get(ctl_t *c)
+{
+    static const char *const fields[] = {"id",     "name",       "kind",       "base_url",
+                                         "models", "credential", "created_at", NULL};
+    const char *id = object_id(c, "prov_");
+    if (id == NULL || check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/providers/%s", id);
+    return object_call(c, "GET", path, NULL, fields);
+}
+
+static int cmd_keys_update(ctl_t *c)
+{
+    static const char *const allowed[] = {"name", "user", "models", "expires-at", "meta", NULL};
+    const char *id = object_id(c, "key_");
+    if (id == NULL || check_opts(c, allowed) != EXIT_OK) return EXIT_USAGE;
+    json_t *req = keys_create_body(c);
+    if (req == NULL) return EXIT_USAGE;
+    if (json_object_size(req) == 0) {
+        json_decref(req);
+        return usage_error("%s", "nothing to update: give --name, --user, --models, --expires-at or --meta");
+    }
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/keys/%s", id);
+    int rc = object_call(c, "PATCH", path, req, key_fields);
+    json_decref(req);
+    return rc;
+}
+
+static int cmd_keys_revoke(ctl_t *c)
+{
+    const char *id = object_id(c, "key_");
+    if (id == NULL || check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/keys/%s/revoke", id);
+    return object_call(c, "POST", path, NULL, key_fields);
+}
+
+static int cmd_keys_rotate(ctl_t *c)
+{
+    static const char *const allowed[] = {"overlap", NULL};
+    const char *id = object_id(c, "key_");
+    if (id == NULL || check_opts(c, allowed) != EXIT_OK) return EXIT_USAGE;
+    json_t *req = json_object();
+    const char *ov = opt(c, "overlap");
+    if (ov) {
+        char *end;
+        errno = 0;
+        long long t = strtoll(ov, &end, 10);
+        if (errno || *ov == '\0' || *end != '\0' || t < 0) {
+            json_decref(req);
+            return usage_error("--overlap wants seconds, not '%s'", ov);
+        }
+        json_object_set_new(req, "overlap_seconds", json_integer(t));
+    }
+    int rc = load_token(c);
+    if (rc != EXIT_OK) {
+        json_decref(req);
+        return rc;
+    }
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/keys/%s/rotate", id);
+    ctl_http_response_t res;
+    json_t *out;
+    rc = admin_call(c, "POST", path, req, &res, &out);
+    json_decref(req);
+    if (rc == EXIT_OK) {
+        static const char *const skip[] = {"key", NULL};
+        json_t *key = json_object_get(out, "key");
+        const char *secret = json_string_value(json_object_get(key, "key"));
+        if (c->json) {
+            print_raw(&res);
+        } else {
+            fputs("New key:\n", stdout);
+            ctl_out_object(stdout, key, key_fields, skip);
+            fputs("\nPrevious key (works until its expiry):\n", stdout);
+            ctl_out_object(stdout, json_object_get(out, "previous"), NULL, NULL);
+            if (secret) {
+                fputs("\nNEW API key (shown once, store it now: it cannot be retrieved again):\n\n    ",
+                      stdout);
+                ctl_out_safe(stdout, secret);
+                fputs("\n", stdout);
+            } else {
+                fputs("\nlumkeyctl: warning: the server returned no key\n", stderr);
+            }
+        }
+    }
+    json_decref(out);
+    ctl_http_response_free(&res);
+    return rc;
+}
+
 /* ----------------------------------------------------------------- main */
 
 /* jansson memory is wiped when freed: request bodies carry provider keys,
@@ -601,15 +760,24 @@ static int dispatch(ctl_t *c)
     }
     int rc = configure(c);
     if (rc != EXIT_OK) return rc;
-    size_t want = strcmp(a, "status") == 0 ? 1 : 2;
+    int with_id = b && (strcmp(b, "get") == 0 || strcmp(b, "update") == 0 || strcmp(b, "rotate") == 0 ||
+                        strcmp(b, "revoke") == 0);
+    size_t want = strcmp(a, "status") == 0 ? 1 : with_id ? 3 : 2;
     if (c->nwords > want) return usage_error("unexpected argument '%s'", c->words[want]);
     if (strcmp(a, "status") == 0) return cmd_status(c);
     if (strcmp(a, "providers") == 0 && b && strcmp(b, "create") == 0) return cmd_providers_create(c);
     if (strcmp(a, "providers") == 0 && b && strcmp(b, "list") == 0) return cmd_providers_list(c);
     if (strcmp(a, "keys") == 0 && b && strcmp(b, "create") == 0) return cmd_keys_create(c);
     if (strcmp(a, "keys") == 0 && b && strcmp(b, "list") == 0) return cmd_keys_list(c);
+    if (strcmp(a, "keys") == 0 && b && strcmp(b, "get") == 0) return cmd_keys_get(c);
+    if (strcmp(a, "keys") == 0 && b && strcmp(b, "update") == 0) return cmd_keys_update(c);
+    if (strcmp(a, "keys") == 0 && b && strcmp(b, "rotate") == 0) return cmd_keys_rotate(c);
+    if (strcmp(a, "keys") == 0 && b && strcmp(b, "revoke") == 0) return cmd_keys_revoke(c);
+    if (strcmp(a, "providers") == 0 && b && strcmp(b, "get") == 0) return cmd_providers_get(c);
     if ((strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0) && b == NULL)
-        return usage_error("'%s' needs a subcommand: create or list", a);
+        return usage_error("'%s' needs a subcommand: %s", a,
+                           strcmp(a, "keys") == 0 ? "create, list, get, update, rotate or revoke"
+                                                  : "create, list or get");
     return usage_error("unknown command '%s'",
                        b && (strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0) ? b : a);
 }

@@ -22,6 +22,7 @@ CTL = sys.argv[1] if len(sys.argv) > 1 else "lumkeyctl"
 TOKEN = "lk_adm_TESTTOKEN0000000secretsecretsecretsecretsecret000000"
 PROVIDER_SECRET = "sk-provider-very-secret-123"
 NEW_KEY = "lk_live_0123456789abcdefNEWKEYSECRETxxxxxxxxxxxxxxxxxxxxxxxxxxxxx00000"
+ROTATED_KEY = "lk_live_fedcba9876543210ROTATEDKEYxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx00000"
 FAILS = []
 
 
@@ -104,6 +105,28 @@ class Admin(BaseHTTPRequestHandler):
             return self.reply(201, k)
         if self.path == "/admin/v1/keys" and method == "GET":
             return self.reply(200, {"data": [{f: v for f, v in k.items() if f != "key"} for k in STATE.keys]})
+        parts = self.path.split("/")  # "", admin, v1, keys, ID[, verb]
+        if len(parts) in (5, 6) and parts[3] in ("keys", "providers"):
+            coll = STATE.keys if parts[3] == "keys" else STATE.providers
+            found = [o for o in coll if o["id"] == parts[4]]
+            if not found:
+                return self.error(404, "No such object.", "not_found")
+            obj = {f: v for f, v in found[0].items() if f != "key"}
+            verb = parts[5] if len(parts) == 6 else None
+            if verb is None and method == "GET":
+                return self.reply(200, obj)
+            if verb is None and method == "PATCH" and parts[3] == "keys":
+                found[0].update(body)
+                obj.update(body)
+                return self.reply(200, obj)
+            if verb == "revoke" and method == "POST":
+                found[0]["revoked_at"] = 1764195100
+                found[0]["status"] = "revoked"
+                return self.reply(200, {f: v for f, v in found[0].items() if f != "key"})
+            if verb == "rotate" and method == "POST":
+                nk = dict(obj, id="key_%016d" % (len(STATE.keys) + 1), key=ROTATED_KEY)
+                STATE.keys.append(nk)
+                return self.reply(201, {"key": nk, "previous": {"id": obj["id"], "expires_at": 1764281500}})
         return self.error(404, "no route", "not_found")
 
     def do_GET(self):
@@ -111,6 +134,9 @@ class Admin(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.handle_any("POST")
+
+    def do_PATCH(self):
+        self.handle_any("PATCH")
 
 
 def run(args, stdin=None, env_extra=None, token=True, addr=None):
@@ -269,6 +295,45 @@ def tests(tmp):
     check("ci-bot" in p.stdout and "never" in lines[2] and NEW_KEY not in p.stdout, "keys list: rows, no secrets")
     p = run(["keys", "list", "--format=json"])
     check(p.returncode == 0 and len(json.loads(p.stdout)["data"]) == 2, "keys list: json")
+
+    # --- one key: get, update, rotate, revoke; one provider: get
+    kid = STATE.keys[0]["id"]
+    p = run(["keys", "get", kid])
+    req = last_request()
+    check(p.returncode == 0 and req["method"] == "GET" and req["path"] == "/admin/v1/keys/" + kid and
+          "ci-bot" in p.stdout and NEW_KEY not in p.stdout, "keys get: GET /admin/v1/keys/ID, no secret")
+    p = run(["keys", "update", kid, "--name", "renamed", "--models", "a,b", "--meta", "k=v", "--format", "json"])
+    req = last_request()
+    check(p.returncode == 0 and req["method"] == "PATCH" and req["path"] == "/admin/v1/keys/" + kid and
+          json.loads(req["body"]) == {"name": "renamed", "models": ["a", "b"], "metadata": {"k": "v"}} and
+          json.loads(p.stdout)["name"] == "renamed", "keys update: PATCH with only the given fields")
+    n = len(STATE.requests)
+    for bad in (["keys", "update", kid], ["keys", "update", kid, "--env", "test"], ["keys", "get"],
+                ["keys", "get", "key_../../x"], ["keys", "revoke", "prv_0001"], ["providers", "get", kid],
+                ["keys", "rotate", kid, "--overlap", "-5"], ["keys", "get", kid, "extra"]):
+        p = run(bad)
+        check(p.returncode == 2 and len(STATE.requests) == n, "%s: exit 2, nothing sent" % " ".join(bad[:3]))
+    p = run(["keys", "rotate", kid, "--overlap", "120"])
+    req = last_request()
+    check(p.returncode == 0 and req["method"] == "POST" and req["path"] == "/admin/v1/keys/%s/rotate" % kid and
+          json.loads(req["body"]) == {"overlap_seconds": 120}, "keys rotate: POST .../rotate with the overlap")
+    check(p.stdout.count(ROTATED_KEY) == 1 and "NEW API key" in p.stdout and "shown once" in p.stdout and
+          "Previous key" in p.stdout and kid in p.stdout, "keys rotate: new key printed once, clearly marked")
+    p = run(["keys", "rotate", kid, "--format", "json"])
+    check(p.returncode == 0 and json.loads(p.stdout)["key"]["key"] == ROTATED_KEY and
+          json.loads(last_request()["body"]) == {}, "keys rotate: json output, default overlap")
+    p = run(["keys", "revoke", kid])
+    req = last_request()
+    check(p.returncode == 0 and req["method"] == "POST" and req["path"] == "/admin/v1/keys/%s/revoke" % kid and
+          "revoked" in p.stdout, "keys revoke: POST .../revoke")
+    p = run(["keys", "get", "key_9999999999999999"])
+    check(p.returncode == 1 and "404" in p.stderr, "keys get unknown: exit 1 with the 404")
+    p = run(["providers", "get", "prv_0001"])
+    check(p.returncode == 2, "providers get: the id must start with prov_")
+    STATE.providers[0]["id"] = "prov_0001"
+    p = run(["providers", "get", "prov_0001", "--format", "json"])
+    check(p.returncode == 0 and json.loads(p.stdout)["name"] == "openai-main" and
+          last_request()["path"] == "/admin/v1/providers/prov_0001", "providers get: GET /admin/v1/providers/ID")
 
     # --- token handling and errors
     p = run(["keys", "list"], token=False)

@@ -4,7 +4,9 @@
  *  role and routes the operation by name to the worker that owns it; the
  *  worker validates and answers with the JSON body. Request bodies (which may
  *  hold a provider secret) are wiped once handed on; answers that show a
- *  secret once are wiped when the request ends.
+ *  secret once are wiped when the request ends. Routes are exact paths or
+ *  PREFIX{id}SUFFIX, the id checked for shape (key_/prov_ + alphanumerics)
+ *  before any call and passed on as the object id.
  */
 #include <jansson.h>
 #include <sodium.h>
@@ -18,7 +20,9 @@
 #include "lk_util.h"
 
 typedef struct {
-    const char *path; /* exact path */
+    const char *path;      /* exact path, or the part before the id */
+    const char *id_prefix; /* NULL: exact path; else path + id + suffix, the id starting so */
+    const char *suffix;    /* after the id: "", "/rotate" or "/revoke" */
     const char *method;
     const char *op;
     edge_svc_t svc;
@@ -28,16 +32,45 @@ typedef struct {
 } route_t;
 
 static const route_t ROUTES[] = {
-    {"/admin/v1/providers", "POST", "providers.create", EDGE_SVC_VAULT, 1, 0, "admin"},
-    {"/admin/v1/providers", "GET", "providers.list", EDGE_SVC_VAULT, 0, 0, "admin"},
-    {"/admin/v1/keys", "POST", "keys.create", EDGE_SVC_VAULT, 1, 1, "admin"},
-    {"/admin/v1/keys", "GET", "keys.list", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/providers", NULL, NULL, "POST", "providers.create", EDGE_SVC_VAULT, 1, 0, "admin"},
+    {"/admin/v1/providers", NULL, NULL, "GET", "providers.list", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/providers/", "prov_", "", "GET", "providers.get", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/keys", NULL, NULL, "POST", "keys.create", EDGE_SVC_VAULT, 1, 1, "admin"},
+    {"/admin/v1/keys", NULL, NULL, "GET", "keys.list", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/keys/", "key_", "", "GET", "keys.get", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/keys/", "key_", "", "PATCH", "keys.update", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/keys/", "key_", "/rotate", "POST", "keys.rotate", EDGE_SVC_VAULT, 1, 1, "admin"},
+    {"/admin/v1/keys/", "key_", "/revoke", "POST", "keys.revoke", EDGE_SVC_VAULT, 0, 0, "admin"},
 };
+
+#define ADMIN_ID_MAX 64 /* prefix + alphanumerics */
+
+/* Does path match route r? Copies the id (NUL-terminated) into id. A
+ * malformed id matches nothing (404 before any call). */
+static int route_match(const route_t *r, const char *path, size_t len, char id[ADMIN_ID_MAX + 1])
+{
+    size_t pl = strlen(r->path);
+    id[0] = '\0';
+    if (!r->id_prefix) return h2o_memis(path, len, r->path, pl);
+    if (len <= pl || memcmp(path, r->path, pl) != 0) return 0;
+    const char *seg = path + pl, *end = memchr(seg, '/', len - pl);
+    size_t n = end ? (size_t)(end - seg) : len - pl, xl = strlen(r->id_prefix);
+    if (n <= xl || n > ADMIN_ID_MAX || memcmp(seg, r->id_prefix, xl) != 0) return 0;
+    for (size_t i = xl; i < n; i++)
+        if (!((seg[i] >= '0' && seg[i] <= '9') || (seg[i] >= 'a' && seg[i] <= 'z') ||
+              (seg[i] >= 'A' && seg[i] <= 'Z')))
+            return 0;
+    if (!h2o_memis(seg + n, len - pl - n, r->suffix, strlen(r->suffix))) return 0;
+    memcpy(id, seg, n);
+    id[n] = '\0';
+    return 1;
+}
 
 typedef struct {
     h2o_req_t *req;
     const route_t *route;
     char rid[LK_RID_LEN + 1];
+    char object_id[ADMIN_ID_MAX + 1];
     edge_call_t *call;
 } admin_t;
 
@@ -121,6 +154,7 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
     m.u.admin_req.tenant = au->tenant;
     m.u.admin_req.actor = au->token_id;
     m.u.admin_req.role = au->role;
+    m.u.admin_req.object_id = lk_str(a->object_id);
     m.u.admin_req.json = (lk_str_t){a->req->entity.base, a->req->entity.len};
     a->call = edge_rpc_call(g_edge->rpc, a->route->svc, &m, on_admin_rep, a);
     wipe_entity(a->req);
@@ -137,13 +171,14 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
     lk_rid_new(a->rid);
     const route_t *route = NULL;
     int path_known = 0;
+    char id[ADMIN_ID_MAX + 1];
     for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++) {
-        if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, ROUTES[i].path,
-                       strlen(ROUTES[i].path)))
-            continue;
+        if (!route_match(&ROUTES[i], req->path_normalized.base, req->path_normalized.len, id)) continue;
         path_known = 1;
-        if (h2o_memis(req->method.base, req->method.len, ROUTES[i].method, strlen(ROUTES[i].method)))
+        if (h2o_memis(req->method.base, req->method.len, ROUTES[i].method, strlen(ROUTES[i].method))) {
             route = &ROUTES[i];
+            memcpy(a->object_id, id, sizeof id);
+        }
     }
     if (!route) {
         wipe_entity(req);

@@ -1,16 +1,17 @@
-/*  vault_admin - the keys.* and providers.* admin operations (ADMIN_REQ).
+/*  vault_admin - the admin operations (ADMIN_REQ): dispatch, the shared
+ *  body checks and answers (vault_admin.h), and providers.*.
  *
  *      providers.create {name, kind, base_url, api_key, models?}
  *      providers.list
- *      keys.create      {name, user?, env?, models?, expires_at?, metadata?}
- *      keys.list
+ *      providers.get    (object id: the provider)
+ *      keys.*           handed to vault_keys.c
  *
  *  Bodies are JSON (jansson, with an allocator that wipes what it frees:
  *  bodies carry provider secrets and new keys). Answers are ADMIN_REP with a
  *  status and a JSON body; refusals use {"error":{"message","type","code"}}.
  *  A provider secret is sealed at once and never appears in an answer; a new
- *  key appears once, in the answer to keys.create. Messages never quote a
- *  value from the body, only field names.
+ *  key appears once, in the answer to keys.create or keys.rotate. Messages
+ *  never quote a value from the body, only field names.
  */
 #include <ctype.h>
 #include <jansson.h>
@@ -26,20 +27,10 @@
 #include "lk_util.h"
 #include "lk_worker.h"
 #include "vault.h"
+#include "vault_admin.h"
 
-#define MAX_NAME     200
-#define MAX_URL      2048
-#define MAX_MODELS   256
-#define MAX_METADATA 8192
-#define TS_FMT       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'"
-#define TS(col)      "to_char(" col " AT TIME ZONE 'UTC', " TS_FMT ")"
-
-typedef struct {
-    lk_status_t st;
-    const char *type;
-    const char *code;
-    char msg[300];
-} admin_err_t;
+#define MAX_URL    2048
+#define MAX_MODELS 256
 
 /* ---------------------------------------------------------------- json -- */
 
@@ -51,7 +42,7 @@ static void *wipe_malloc(size_t n)
     return p + 2;
 }
 
-static void wipe_free(void *ptr)
+void vault_admin_wipe_free(void *ptr)
 {
     if (!ptr) return;
     size_t *p = (size_t *)ptr - 2;
@@ -61,11 +52,11 @@ static void wipe_free(void *ptr)
 
 void vault_admin_init_json(void)
 {
-    json_set_alloc_funcs(wipe_malloc, wipe_free);
+    json_set_alloc_funcs(wipe_malloc, vault_admin_wipe_free);
 }
 
 /* Puts body (taken) into rep as ADMIN_REP {st, json}. 0 / -1. */
-static int reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, json_t *body)
+int vault_admin_reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, json_t *body)
 {
     int rc = -1;
     if (!body) return -1;
@@ -82,9 +73,7 @@ static int reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, json_t *
     return rc;
 }
 
-static void set_err(admin_err_t *e, lk_status_t st, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void set_err(admin_err_t *e, lk_status_t st, const char *code, const char *fmt, ...)
+void vault_admin_set_err(vault_admin_err_t *e, lk_status_t st, const char *code, const char *fmt, ...)
 {
     e->st = st;
     e->code = code;
@@ -95,25 +84,25 @@ static void set_err(admin_err_t *e, lk_status_t st, const char *code, const char
     va_end(ap);
 }
 
-static int reply_err(lk_msg_t *rep, lk_buf_t *scratch, const admin_err_t *e)
+int vault_admin_reply_err(lk_msg_t *rep, lk_buf_t *scratch, const vault_admin_err_t *e)
 {
     json_t *body =
         json_pack("{s:{s:s,s:s,s:s}}", "error", "message", e->msg, "type", e->type, "code", e->code);
-    return reply_json(rep, scratch, e->st, body);
+    return vault_admin_reply_json(rep, scratch, e->st, body);
 }
 
 /* A database failure: ERROR for "retry later" / bugs, ADMIN_REP for decided refusals. */
-static int reply_db(lk_msg_t *rep, lk_buf_t *scratch, lk_db_rc_t rc, const char *conflict_msg)
+int vault_admin_reply_db(lk_msg_t *rep, lk_buf_t *scratch, lk_db_rc_t rc, const char *conflict_msg)
 {
-    admin_err_t e;
+    vault_admin_err_t e;
     if (rc == LK_DB_CONFLICT) {
-        set_err(&e, LK_ST_CONFLICT, "already_exists", "%s", conflict_msg);
-        return reply_err(rep, scratch, &e);
+        vault_admin_set_err(&e, LK_ST_CONFLICT, "already_exists", "%s", conflict_msg);
+        return vault_admin_reply_err(rep, scratch, &e);
     }
     if (rc == LK_DB_BAD_INPUT) {
-        set_err(&e, LK_ST_BAD_REQUEST, "invalid_value",
-                "A value in the request was refused by the database.");
-        return reply_err(rep, scratch, &e);
+        vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "invalid_value",
+                            "A value in the request was refused by the database.");
+        return vault_admin_reply_err(rep, scratch, &e);
     }
     return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
 }
@@ -133,7 +122,7 @@ static int in_list(const char *const *list, const char *s)
 }
 
 /* Every field must be allowed; secret-looking ones are refused by name. 0 / -1. */
-static int check_fields(json_t *body, const char *const *allowed, admin_err_t *e)
+int vault_admin_check_fields(json_t *body, const char *const *allowed, vault_admin_err_t *e)
 {
     const char *k;
     json_t *v;
@@ -142,9 +131,10 @@ static int check_fields(json_t *body, const char *const *allowed, admin_err_t *e
         (void)v;
         if (in_list(allowed, k)) continue;
         if (in_list(NOT_SETTABLE, k))
-            set_err(e, LK_ST_BAD_REQUEST, "field_not_settable", "The field `%.64s` cannot be set.", k);
+            vault_admin_set_err(e, LK_ST_BAD_REQUEST, "field_not_settable",
+                                "The field `%.64s` cannot be set.", k);
         else
-            set_err(e, LK_ST_BAD_REQUEST, "unknown_field", "Unknown field `%.64s`.", k);
+            vault_admin_set_err(e, LK_ST_BAD_REQUEST, "unknown_field", "Unknown field `%.64s`.", k);
         return -1;
     }
     return 0;
@@ -160,21 +150,23 @@ static int printable(const char *s, size_t n, int allow_space)
 }
 
 /* A string field: absent (and optional) leaves *out NULL. 0 / -1. */
-static int get_str(json_t *body, const char *name, int required, size_t max, const char **out, admin_err_t *e)
+int vault_admin_get_str(json_t *body, const char *name, int required, size_t max, const char **out,
+                        vault_admin_err_t *e)
 {
     *out = NULL;
     json_t *v = json_object_get(body, name);
     if (!v || json_is_null(v)) {
         if (!required) return 0;
-        set_err(e, LK_ST_BAD_REQUEST, "missing_field", "The field `%s` is required.", name);
+        vault_admin_set_err(e, LK_ST_BAD_REQUEST, "missing_field", "The field `%s` is required.", name);
         return -1;
     }
     size_t n = json_string_length(v);
     if (!json_is_string(v) || n == 0 || n > max || strlen(json_string_value(v)) != n ||
         !printable(json_string_value(v), n, 1)) {
-        set_err(e, LK_ST_BAD_REQUEST, "invalid_field",
-                "The field `%s` must be a non-empty string of at most %zu bytes without control characters.",
-                name, max);
+        vault_admin_set_err(
+            e, LK_ST_BAD_REQUEST, "invalid_field",
+            "The field `%s` must be a non-empty string of at most %zu bytes without control characters.",
+            name, max);
         return -1;
     }
     *out = json_string_value(v);
@@ -182,7 +174,7 @@ static int get_str(json_t *body, const char *name, int required, size_t max, con
 }
 
 /* models: absent = [] (any). Returns a new array of strings, or NULL with e set. */
-static json_t *get_models(json_t *body, admin_err_t *e)
+json_t *vault_admin_get_models(json_t *body, vault_admin_err_t *e)
 {
     json_t *v = json_object_get(body, "models");
     if (!v || json_is_null(v)) return json_array();
@@ -198,9 +190,10 @@ static json_t *get_models(json_t *body, admin_err_t *e)
     }
     return json_deep_copy(v);
 bad:
-    set_err(e, LK_ST_BAD_REQUEST, "invalid_field",
-            "The field `models` must be an array of at most %d model names (strings without spaces).",
-            MAX_MODELS);
+    vault_admin_set_err(
+        e, LK_ST_BAD_REQUEST, "invalid_field",
+        "The field `models` must be an array of at most %d model names (strings without spaces).",
+        MAX_MODELS);
     return NULL;
 }
 
@@ -256,7 +249,7 @@ static int ipv6_refused(const char *h, size_t n)
 }
 
 /* http(s)://host[:port][/path], no userinfo, query or fragment. 0 / -1 (e set). */
-static int check_base_url(const char *url, admin_err_t *e)
+static int check_base_url(const char *url, vault_admin_err_t *e)
 {
     size_t n = strlen(url);
     const char *why = NULL;
@@ -328,7 +321,7 @@ static int check_base_url(const char *url, admin_err_t *e)
     }
     return 0;
 bad:
-    set_err(e, LK_ST_BAD_REQUEST, "invalid_base_url", "The field `base_url` %s.", why);
+    vault_admin_set_err(e, LK_ST_BAD_REQUEST, "invalid_base_url", "The field `base_url` %s.", why);
     return -1;
 }
 
@@ -381,7 +374,7 @@ static int parse_rfc3339(const char *s, int64_t *out)
 }
 
 /* expires_at: absent/null = never (*has = 0). Unix seconds or RFC 3339, in the future. 0 / -1. */
-static int get_expiry(json_t *body, int *has, int64_t *at, admin_err_t *e)
+int vault_admin_get_expiry(json_t *body, int *has, int64_t *at, vault_admin_err_t *e)
 {
     *has = 0;
     json_t *v = json_object_get(body, "expires_at");
@@ -394,13 +387,14 @@ static int get_expiry(json_t *body, int *has, int64_t *at, admin_err_t *e)
         ok = parse_rfc3339(json_string_value(v), at) == 0;
     }
     if (!ok) {
-        set_err(
+        vault_admin_set_err(
             e, LK_ST_BAD_REQUEST, "invalid_field",
             "The field `expires_at` must be unix seconds or an RFC 3339 time such as 2030-01-31T12:00:00Z.");
         return -1;
     }
     if (*at <= lk_now_ms() / 1000) {
-        set_err(e, LK_ST_BAD_REQUEST, "invalid_field", "The field `expires_at` must be in the future.");
+        vault_admin_set_err(e, LK_ST_BAD_REQUEST, "invalid_field",
+                            "The field `expires_at` must be in the future.");
         return -1;
     }
     *has = 1;
@@ -408,10 +402,10 @@ static int get_expiry(json_t *body, int *has, int64_t *at, admin_err_t *e)
 }
 
 /* Parses the request body as a JSON object. NULL with e set. */
-static json_t *load_body(lk_str_t text, admin_err_t *e)
+json_t *vault_admin_load_body(lk_str_t text, vault_admin_err_t *e)
 {
     if (text.len == 0) {
-        set_err(e, LK_ST_BAD_REQUEST, "invalid_json", "A JSON object body is required.");
+        vault_admin_set_err(e, LK_ST_BAD_REQUEST, "invalid_json", "A JSON object body is required.");
         return NULL;
     }
     json_error_t jerr;
@@ -419,11 +413,13 @@ static json_t *load_body(lk_str_t text, admin_err_t *e)
     if (!body || !json_is_object(body)) {
         /* jerr.text may quote the body (a secret): only its position is shown */
         if (body)
-            set_err(e, LK_ST_BAD_REQUEST, "invalid_json", "The request body must be a JSON object.");
+            vault_admin_set_err(e, LK_ST_BAD_REQUEST, "invalid_json",
+                                "The request body must be a JSON object.");
         else
-            set_err(e, LK_ST_BAD_REQUEST, "invalid_json",
-                    "The request body is not valid JSON (line %d, column %d), or repeats a field.", jerr.line,
-                    jerr.column);
+            vault_admin_set_err(
+                e, LK_ST_BAD_REQUEST, "invalid_json",
+                "The request body is not valid JSON (line %d, column %d), or repeats a field.", jerr.line,
+                jerr.column);
         json_decref(body);
         sodium_memzero(&jerr, sizeof jerr);
         return NULL;
@@ -431,35 +427,48 @@ static json_t *load_body(lk_str_t text, admin_err_t *e)
     return body;
 }
 
+/* The object id must be present (the edge checks its shape too). 0 / -1 (e set). */
+int vault_admin_need_id(const lk_admin_req_t *q, const char *prefix, const char *what, vault_admin_err_t *e)
+{
+    size_t pl = strlen(prefix);
+    int ok = q->object_id.len > pl && q->object_id.len <= 64 && memcmp(q->object_id.ptr, prefix, pl) == 0;
+    for (size_t i = pl; ok && i < q->object_id.len; i++)
+        ok = isalnum((unsigned char)q->object_id.ptr[i]) != 0;
+    if (!ok) vault_admin_set_err(e, LK_ST_NOT_FOUND, "not_found", "No %s with this id.", what);
+    return ok ? 0 : -1;
+}
+
 /* ------------------------------------------------------------ providers -- */
 
 static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
     static const char *const allowed[] = {"name", "kind", "base_url", "api_key", "models", NULL};
-    admin_err_t e;
+    vault_admin_err_t e;
     json_t *models = NULL, *out = NULL;
     char *models_text = NULL;
     PGresult *res = NULL;
     uint8_t *ct = NULL;
     int ret = -1;
     const char *name, *kind, *url, *key;
-    json_t *body = load_body(q->json, &e);
-    if (!body || check_fields(body, allowed, &e) != 0 || get_str(body, "name", 1, MAX_NAME, &name, &e) != 0 ||
-        get_str(body, "kind", 1, 32, &kind, &e) != 0 ||
-        get_str(body, "base_url", 1, MAX_URL, &url, &e) != 0 ||
-        get_str(body, "api_key", 1, VAULT_MAX_SECRET, &key, &e) != 0 || !(models = get_models(body, &e)))
+    json_t *body = vault_admin_load_body(q->json, &e);
+    if (!body || vault_admin_check_fields(body, allowed, &e) != 0 ||
+        vault_admin_get_str(body, "name", 1, MAX_NAME, &name, &e) != 0 ||
+        vault_admin_get_str(body, "kind", 1, 32, &kind, &e) != 0 ||
+        vault_admin_get_str(body, "base_url", 1, MAX_URL, &url, &e) != 0 ||
+        vault_admin_get_str(body, "api_key", 1, VAULT_MAX_SECRET, &key, &e) != 0 ||
+        !(models = vault_admin_get_models(body, &e)))
         goto refuse;
     if (strcmp(kind, "openai") != 0 && strcmp(kind, "anthropic") != 0 &&
         strcmp(kind, "openai-compatible") != 0) {
-        set_err(&e, LK_ST_BAD_REQUEST, "invalid_field",
-                "The field `kind` must be one of openai, anthropic, openai-compatible.");
+        vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "invalid_field",
+                            "The field `kind` must be one of openai, anthropic, openai-compatible.");
         goto refuse;
     }
     if (check_base_url(url, &e) != 0) goto refuse;
     size_t klen = strlen(key);
     for (size_t i = 0; i < klen; i++)
         if ((unsigned char)key[i] <= 0x20 || (unsigned char)key[i] >= 0x7f) {
-            set_err(
+            vault_admin_set_err(
                 &e, LK_ST_BAD_REQUEST, "invalid_field",
                 "The field `api_key` must be printable ASCII without spaces (it goes into an HTTP header).");
             goto refuse;
@@ -514,24 +523,37 @@ static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *re
         lk_db_rollback(self->db);
         char msg[300];
         snprintf(msg, sizeof msg, "A provider with this name already exists.");
-        ret = reply_db(rep, scratch, rc, msg);
+        ret = vault_admin_reply_db(rep, scratch, rc, msg);
         goto cleanup;
     }
     lk_log_info("provider %s created with credential %s", prov_id, cred_id);
     out = json_pack("{s:s,s:s,s:s,s:s,s:O,s:{s:s,s:s},s:s%}", "id", prov_id, "name", name, "kind", kind,
                     "base_url", url, "models", models, "credential", "id", cred_id, "fingerprint",
                     fingerprint, "created_at", PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
-    ret = reply_json(rep, scratch, LK_ST_OK, out);
+    ret = vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
     goto cleanup;
 refuse:
-    ret = reply_err(rep, scratch, &e);
+    ret = vault_admin_reply_err(rep, scratch, &e);
 cleanup:
     PQclear(res);
     free(ct);
-    if (models_text) wipe_free(models_text);
+    if (models_text) vault_admin_wipe_free(models_text);
     json_decref(models);
     json_decref(body);
     return ret;
+}
+
+/* The public view of one provider row (prov_list / prov_get columns). */
+static json_t *prov_row(PGresult *res, int i)
+{
+    json_t *models = json_loads(PQgetvalue(res, i, 4), 0, NULL);
+    json_t *cred = lk_db_is_null(res, i, 6) ? json_null()
+                                            : json_pack("{s:s,s:s}", "id", PQgetvalue(res, i, 6),
+                                                        "fingerprint", PQgetvalue(res, i, 7));
+    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:s}", "id", PQgetvalue(res, i, 0), "name",
+                     PQgetvalue(res, i, 1), "kind", PQgetvalue(res, i, 2), "base_url", PQgetvalue(res, i, 3),
+                     "models", models ? models : json_array(), "credential", cred, "created_at",
+                     PQgetvalue(res, i, 5));
 }
 
 static int providers_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
@@ -541,144 +563,46 @@ static int providers_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
     lk_db_param_str(&p, q->tenant);
     PGresult *res = NULL;
     lk_db_rc_t rc = lk_db_exec(self->db, "prov_list", &p, &res);
-    if (rc != LK_DB_OK) return reply_db(rep, scratch, rc, "");
+    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
     json_t *data = json_array();
     for (int i = 0; data && i < PQntuples(res); i++) {
-        json_t *models = json_loads(PQgetvalue(res, i, 4), 0, NULL);
-        json_t *cred = lk_db_is_null(res, i, 6) ? json_null()
-                                                : json_pack("{s:s,s:s}", "id", PQgetvalue(res, i, 6),
-                                                            "fingerprint", PQgetvalue(res, i, 7));
-        json_t *row = json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:s}", "id", PQgetvalue(res, i, 0), "name",
-                                PQgetvalue(res, i, 1), "kind", PQgetvalue(res, i, 2), "base_url",
-                                PQgetvalue(res, i, 3), "models", models ? models : json_array(), "credential",
-                                cred, "created_at", PQgetvalue(res, i, 5));
+        json_t *row = prov_row(res, i);
         if (!row || json_array_append_new(data, row) != 0) {
             json_decref(data);
             data = NULL;
         }
     }
     PQclear(res);
-    return data ? reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
+    return data ? vault_admin_reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
 }
 
-/* ----------------------------------------------------------------- keys -- */
-
-static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+static int providers_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    static const char *const allowed[] = {"name", "user", "env", "models", "expires_at", "metadata", NULL};
-    admin_err_t e;
-    json_t *models = NULL;
-    char *models_text = NULL, *meta_text = NULL, *key = NULL;
-    PGresult *res = NULL;
-    int ret = -1, has_exp = 0;
-    int64_t exp = 0;
-    const char *name, *user, *env;
-    json_t *body = load_body(q->json, &e);
-    if (!body || check_fields(body, allowed, &e) != 0 || get_str(body, "name", 1, MAX_NAME, &name, &e) != 0 ||
-        get_str(body, "user", 0, MAX_NAME, &user, &e) != 0 || get_str(body, "env", 0, 8, &env, &e) != 0 ||
-        !(models = get_models(body, &e)) || get_expiry(body, &has_exp, &exp, &e) != 0)
-        goto refuse;
-    env = env ? env : "live";
-    if (strcmp(env, "live") != 0 && strcmp(env, "test") != 0) {
-        set_err(&e, LK_ST_BAD_REQUEST, "invalid_field", "The field `env` must be live or test.");
-        goto refuse;
-    }
-    json_t *meta = json_object_get(body, "metadata");
-    if (meta && !json_is_null(meta) && !json_is_object(meta)) {
-        set_err(&e, LK_ST_BAD_REQUEST, "invalid_field", "The field `metadata` must be an object.");
-        goto refuse;
-    }
-    json_t *empty = json_object();
-    meta_text = json_dumps(meta && json_is_object(meta) ? meta : empty, JSON_COMPACT);
-    json_decref(empty);
-    if (meta_text && strlen(meta_text) > MAX_METADATA) {
-        set_err(&e, LK_ST_BAD_REQUEST, "invalid_field", "The field `metadata` is larger than %d bytes.",
-                MAX_METADATA);
-        goto refuse;
-    }
-    models_text = json_dumps(models, JSON_COMPACT);
-    key = sodium_malloc(LK_KEY_MAX_LEN);
-    if (!meta_text || !models_text || !key) goto cleanup;
-
-    char pub[LK_KEY_ID_LEN + 1], key_id[LK_KEY_ID_LEN + 8];
-    lk_key_generate(strcmp(env, "test") == 0 ? LK_KEY_TEST : LK_KEY_LIVE, key, pub);
-    snprintf(key_id, sizeof key_id, "key_%s", pub);
-    uint8_t hash[32];
-    vault_hash_key(self->keys->pepper, key, strlen(key), hash);
+    vault_admin_err_t e;
+    if (vault_admin_need_id(q, "prov_", "provider", &e) != 0) return vault_admin_reply_err(rep, scratch, &e);
     lk_db_params_t p;
     lk_db_params_init(&p);
-    lk_db_param_cstr(&p, key_id);
-    lk_db_param_str(&p, q->tenant);
-    lk_db_param_bytes(&p, hash, sizeof hash);
-    lk_db_param_cstr(&p, env);
-    lk_db_param_cstr(&p, name);
-    lk_db_param_cstr(&p, user ? user : "");
-    lk_db_param_cstr(&p, meta_text);
-    lk_db_param_cstr(&p, models_text);
-    if (has_exp)
-        lk_db_param_i64(&p, exp);
-    else
-        lk_db_param_null(&p);
-    lk_db_rc_t rc = lk_db_exec(self->db, "key_insert", &p, &res);
-    if (rc != LK_DB_OK) {
-        ret = reply_db(rep, scratch, rc, "A key with this id already exists; please retry.");
-        goto cleanup;
-    }
-    lk_log_info("key %s created", key_id);
-    json_t *meta_out = json_loads(meta_text, 0, NULL);
-    json_t *out =
-        json_pack("{s:s,s:s,s:s,s:s?,s:s,s:O,s:o,s:o,s:s}", "id", key_id, "key", key, "name", name, "user",
-                  user, "env", env, "models", models, "expires_at",
-                  lk_db_is_null(res, 0, 1) ? json_null() : json_string(PQgetvalue(res, 0, 1)), "metadata",
-                  meta_out ? meta_out : json_object(), "created_at", PQgetvalue(res, 0, 0));
-    ret = reply_json(rep, scratch, LK_ST_OK, out);
-    goto cleanup;
-refuse:
-    ret = reply_err(rep, scratch, &e);
-cleanup:
-    PQclear(res);
-    if (key) sodium_free(key);
-    if (models_text) wipe_free(models_text);
-    if (meta_text) wipe_free(meta_text);
-    json_decref(models);
-    json_decref(body);
-    return ret;
-}
-
-static int keys_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
-{
-    lk_db_params_t p;
-    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->object_id);
     lk_db_param_str(&p, q->tenant);
     PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_exec(self->db, "key_list", &p, &res);
-    if (rc != LK_DB_OK) return reply_db(rep, scratch, rc, "");
-    json_t *data = json_array();
-    for (int i = 0; data && i < PQntuples(res); i++) {
-        json_t *models = json_loads(PQgetvalue(res, i, 4), 0, NULL);
-        json_t *meta = json_loads(PQgetvalue(res, i, 6), 0, NULL);
-        lk_str_t user = lk_db_str(res, i, 2);
-        json_t *row =
-            json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:s,s:o}", "id", PQgetvalue(res, i, 0), "name",
-                      PQgetvalue(res, i, 1), "user", user.len ? json_string(user.ptr) : json_null(), "env",
-                      PQgetvalue(res, i, 3), "models", models ? models : json_array(), "expires_at",
-                      lk_db_is_null(res, i, 5) ? json_null() : json_string(PQgetvalue(res, i, 5)), "metadata",
-                      meta ? meta : json_object(), "created_at", PQgetvalue(res, i, 7), "revoked_at",
-                      lk_db_is_null(res, i, 8) ? json_null() : json_string(PQgetvalue(res, i, 8)));
-        if (!row || json_array_append_new(data, row) != 0) {
-            json_decref(data);
-            data = NULL;
-        }
+    lk_db_rc_t rc = lk_db_exec(self->db, "prov_get", &p, &res);
+    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        vault_admin_set_err(&e, LK_ST_NOT_FOUND, "not_found", "No provider with this id.");
+        return vault_admin_reply_err(rep, scratch, &e);
     }
+    json_t *row = prov_row(res, 0);
     PQclear(res);
-    return data ? reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
+    return row ? vault_admin_reply_json(rep, scratch, LK_ST_OK, row) : -1;
 }
 
 /* ------------------------------------------------------------- dispatch -- */
 
 int vault_admin_prepare(lk_db_t *db)
 {
-    return lk_db_prepare(
+    return vault_keys_prepare(db) |
+           lk_db_prepare(
                db, "prov_insert",
                "INSERT INTO providers (id, tenant_id, name, kind, base_url, models) "
                "VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, "
@@ -697,39 +621,31 @@ int vault_admin_prepare(lk_db_t *db)
                                              "ORDER BY c.created_at DESC, c.id DESC LIMIT 1) c ON true "
                                              "WHERE p.tenant_id = $1::text ORDER BY p.created_at, p.id") |
            lk_db_prepare(
-               db, "key_insert",
-               "INSERT INTO api_keys (id, tenant_id, hash, env, name, user_id, metadata, allowed_models, "
-               "expires_at) VALUES ($1::text, $2::text, $3::bytea, $4::text, $5::text, $6::text, "
-               "$7::text::jsonb, ARRAY(SELECT json_array_elements_text($8::text::json)), "
-               "to_timestamp($9::bigint)) RETURNING " TS("created_at") ", " TS("expires_at")) |
-           lk_db_prepare(
-               db, "key_list",
-               "SELECT id, name, user_id, env, array_to_json(allowed_models)::text, " TS(
-                   "expires_at") ", metadata::text, " TS("created_at") ", " TS("revoked_at") " FROM api_keys "
-                                                                                             "WHERE "
-                                                                                             "tenant_id = "
-                                                                                             "$1::text ORDER "
-                                                                                             "BY created_at, "
-                                                                                             "id");
+               db, "prov_get",
+               "SELECT p.id, p.name, p.kind, p.base_url, array_to_json(p.models)::text, " TS(
+                   "p.created_at") ", c.id, c.fingerprint FROM providers p LEFT JOIN LATERAL "
+                                   "(SELECT id, fingerprint FROM credentials c WHERE c.provider_id = p.id "
+                                   "AND c.tenant_id = p.tenant_id ORDER BY c.created_at DESC, c.id DESC "
+                                   "LIMIT 1) c ON true WHERE p.id = $1::text AND p.tenant_id = $2::text");
 }
 
 int vault_admin_handle(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
 {
     const lk_admin_req_t *q = &req->u.admin_req;
-    admin_err_t e;
+    vault_admin_err_t e;
     if (q->tenant.len == 0) {
-        set_err(&e, LK_ST_BAD_REQUEST, "missing_tenant", "The operation has no tenant.");
-        return reply_err(rep, scratch, &e);
+        vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "missing_tenant", "The operation has no tenant.");
+        return vault_admin_reply_err(rep, scratch, &e);
     }
     if (!lk_str_eq(q->role, "admin")) {
-        set_err(&e, LK_ST_FORBIDDEN, "insufficient_role", "This operation needs an admin token.");
-        return reply_err(rep, scratch, &e);
+        vault_admin_set_err(&e, LK_ST_FORBIDDEN, "insufficient_role", "This operation needs an admin token.");
+        return vault_admin_reply_err(rep, scratch, &e);
     }
     if (lk_str_eq(q->op, "providers.create")) return providers_create(self, q, rep, scratch);
     if (lk_str_eq(q->op, "providers.list")) return providers_list(self, q, rep, scratch);
-    if (lk_str_eq(q->op, "keys.create")) return keys_create(self, q, rep, scratch);
-    if (lk_str_eq(q->op, "keys.list")) return keys_list(self, q, rep, scratch);
-    set_err(&e, LK_ST_NOT_FOUND, "unknown_operation", "The vault has no operation `%.*s`.",
-            (int)(q->op.len > 64 ? 64 : q->op.len), q->op.ptr);
-    return reply_err(rep, scratch, &e);
+    if (q->op.len > 5 && memcmp(q->op.ptr, "keys.", 5) == 0) return vault_keys_handle(self, q, rep, scratch);
+    if (lk_str_eq(q->op, "providers.get")) return providers_get(self, q, rep, scratch);
+    vault_admin_set_err(&e, LK_ST_NOT_FOUND, "unknown_operation", "The vault has no operation `%.*s`.",
+                        (int)(q->op.len > 64 ? 64 : q->op.len), q->op.ptr);
+    return vault_admin_reply_err(rep, scratch, &e);
 }

@@ -626,6 +626,133 @@ static void test_decide(void)
     LK_CHECK(lk_str_eq(ra.u.decide_rep.cred_id, T.cred1));
 }
 
+/* --------------------------------------------------------- key lifecycle -- */
+
+/* ADMIN_REQ op on one object (id), for tenant; like admin(). */
+static int admin_obj(const char *op, const char *tenant, const char *id, const char *body, json_t **out)
+{
+    lk_msg_t m = msg_of(LK_MSG_ADMIN_REQ), r;
+    m.u.admin_req.op = lk_str(op);
+    m.u.admin_req.tenant = lk_str(tenant);
+    m.u.admin_req.actor = LK_STR_LIT("adm_test");
+    m.u.admin_req.role = LK_STR_LIT("admin");
+    m.u.admin_req.object_id = lk_str(id);
+    m.u.admin_req.json = lk_str(body);
+    *out = NULL;
+    if (call(W_VAULT, &m, &r) != 0 || r.env.type != LK_MSG_ADMIN_REP) return -1;
+    lk_str_t j = r.u.admin_rep.json;
+    for (int i = 0; i < T.nkeys; i++) /* an old key never reappears */
+        LK_CHECK(!memmem(j.ptr, j.len, T.keys[i], strlen(T.keys[i])));
+    if (r.u.admin_rep.status == LK_ST_OK) LK_CHECK(!memmem(j.ptr, j.len, "hash", 4));
+    *out = json_loadb(j.ptr, j.len, 0, NULL);
+    LK_CHECK(*out != NULL);
+    return (int)r.u.admin_rep.status;
+}
+
+static void test_key_lifecycle(void)
+{
+    json_t *o;
+    char id[32];
+    int k = create_key("{\"name\":\"life\",\"models\":[\"m1\"]}", id, sizeof id);
+    LK_CHECK(k >= 0);
+    if (k < 0) return;
+
+    /* get: the public view, never the key; another tenant or a malformed id: not found */
+    LK_CHECK(admin_obj("keys.get", "default", id, "", &o) == LK_ST_OK);
+    LK_CHECK(strcmp(jstr(o, "id"), id) == 0 && strcmp(jstr(o, "status"), "active") == 0);
+    LK_CHECK(json_is_null(json_object_get(o, "revoked_at")) && !json_object_get(o, "key"));
+    json_decref(o);
+    sql("INSERT INTO tenants (id, name) VALUES ('other', 'Other') ON CONFLICT DO NOTHING", NULL, NULL);
+    static const char *const ops[] = {"keys.get", "keys.update", "keys.rotate", "keys.revoke"};
+    for (size_t i = 0; i < 4; i++) {
+        LK_CHECK(admin_obj(ops[i], "other", id, i == 1 ? "{\"name\":\"x\"}" : "{}", &o) == LK_ST_NOT_FOUND &&
+                 error_code_is(o, "not_found"));
+        json_decref(o);
+        LK_CHECK(admin_obj(ops[i], "default", "key_a-b", "{}", &o) == LK_ST_NOT_FOUND);
+        json_decref(o);
+        LK_CHECK(admin_obj(ops[i], "default", "", "{}", &o) == LK_ST_NOT_FOUND);
+        json_decref(o);
+    }
+    LK_CHECK(sql_long("SELECT count(*) FROM api_keys WHERE id = $1 AND revoked_at IS NULL AND name = 'life'",
+                      id) == 1);
+
+    /* update: scopes change; identity and secret fields are refused by name */
+    LK_CHECK(admin_obj("keys.update", "default", id, "{\"models\":[\"m2\"],\"user\":\"zed\",\"metadata\":{}}",
+                       &o) == LK_ST_OK);
+    LK_CHECK(strcmp(jstr(o, "user"), "zed") == 0 && strcmp(jstr(o, "name"), "life") == 0);
+    LK_CHECK(strcmp(json_string_value(json_array_get(json_object_get(o, "models"), 0)), "m2") == 0);
+    json_decref(o);
+    static const char *const refused_fields[] = {"id", "hash", "key", "tenant", "tenant_id"};
+    for (size_t i = 0; i < 5; i++) {
+        char body[100];
+        snprintf(body, sizeof body, "{\"%s\":\"x\"}", refused_fields[i]);
+        LK_CHECK(admin_obj("keys.update", "default", id, body, &o) == LK_ST_BAD_REQUEST &&
+                 error_code_is(o, "field_not_settable"));
+        json_t *e = json_object_get(o, "error");
+        char want[40];
+        snprintf(want, sizeof want, "`%s`", refused_fields[i]);
+        LK_CHECK(strstr(jstr(e, "message"), want) != NULL);
+        json_decref(o);
+    }
+    uint8_t h[32], hn[32];
+    lk_msg_t r;
+    LK_CHECK(key_hash(T.keys[k], h) == 0);
+    LK_CHECK(decide(h, "m1", &r) == 0 && refused(&r, LK_ST_FORBIDDEN, "model_not_allowed"));
+    LK_CHECK(decide(h, "m2", &r) == 0 && r.u.decide_rep.status == LK_ST_OK);
+
+    /* rotate: a new key with the same scopes, the old one until now + overlap */
+    LK_CHECK(admin_obj("keys.rotate", "default", id, "{\"overlap_seconds\":2592001}", &o) ==
+             LK_ST_BAD_REQUEST);
+    json_decref(o);
+    LK_CHECK(admin_obj("keys.rotate", "default", id, "{\"overlap_seconds\":100}", &o) == LK_ST_OK);
+    json_t *nk = json_object_get(o, "key"), *prev = json_object_get(o, "previous");
+    const char *secret = jstr(nk, "key");
+    lk_key_info_t info;
+    LK_CHECK(lk_key_parse(secret, strlen(secret), &info) == LK_KEY_OK);
+    LK_CHECK(strcmp(jstr(prev, "id"), id) == 0 && strlen(jstr(prev, "expires_at")) == 20);
+    LK_CHECK(strcmp(jstr(nk, "user"), "zed") == 0 && strcmp(jstr(nk, "id"), id) != 0);
+    char new_id[32];
+    snprintf(new_id, sizeof new_id, "%s", jstr(nk, "id"));
+    if (T.nkeys < 8) snprintf(T.keys[T.nkeys++], sizeof T.keys[0], "%s", secret);
+    LK_CHECK(key_hash(secret, hn) == 0);
+    json_decref(o);
+    long left =
+        sql_long("SELECT extract(epoch FROM expires_at - now())::bigint FROM api_keys WHERE id = $1", id);
+    LK_CHECK(left >= 95 && left <= 100);
+    LK_CHECK(decide(h, "m2", &r) == 0 && r.u.decide_rep.status == LK_ST_OK);
+    LK_CHECK(decide(hn, "m2", &r) == 0 && r.u.decide_rep.status == LK_ST_OK);
+    LK_CHECK(decide(hn, "m1", &r) == 0 && refused(&r, LK_ST_FORBIDDEN, "model_not_allowed"));
+    /* a longer overlap keeps the earlier expiry */
+    LK_CHECK(admin_obj("keys.rotate", "default", id, "", &o) == LK_ST_OK);
+    if (T.nkeys < 8)
+        snprintf(T.keys[T.nkeys++], sizeof T.keys[0], "%s", jstr(json_object_get(o, "key"), "key"));
+    json_decref(o);
+    LK_CHECK(sql_long("SELECT extract(epoch FROM expires_at - now())::bigint FROM api_keys WHERE id = $1",
+                      id) <= 100);
+
+    /* revoke: at once, idempotent, and the revoked key cannot be rotated */
+    LK_CHECK(admin_obj("keys.revoke", "default", new_id, "", &o) == LK_ST_OK);
+    LK_CHECK(strcmp(jstr(o, "status"), "revoked") == 0 && strlen(jstr(o, "revoked_at")) == 20);
+    char at[32];
+    snprintf(at, sizeof at, "%s", jstr(o, "revoked_at"));
+    json_decref(o);
+    LK_CHECK(decide(hn, "m2", &r) == 0 && refused(&r, LK_ST_UNAUTHORIZED, "key_revoked"));
+    LK_CHECK(admin_obj("keys.revoke", "default", new_id, "{}", &o) == LK_ST_OK &&
+             strcmp(jstr(o, "revoked_at"), at) == 0);
+    json_decref(o);
+    LK_CHECK(admin_obj("keys.revoke", "default", new_id, "{\"when\":1}", &o) == LK_ST_BAD_REQUEST);
+    json_decref(o);
+    LK_CHECK(admin_obj("keys.rotate", "default", new_id, "{}", &o) == LK_ST_CONFLICT);
+    json_decref(o);
+
+    /* providers.get */
+    LK_CHECK(admin_obj("providers.get", "default", T.prov1, "", &o) == LK_ST_OK &&
+             strcmp(jstr(o, "id"), T.prov1) == 0 && json_is_object(json_object_get(o, "credential")));
+    json_decref(o);
+    LK_CHECK(admin_obj("providers.get", "other", T.prov1, "", &o) == LK_ST_NOT_FOUND);
+    json_decref(o);
+}
+
 /* --------------------------------------------------------------- cred_get -- */
 
 /* 1 if CRED_GET answers exactly secret, 0 if ERROR with want_status (and message), -1 otherwise. */
@@ -1209,6 +1336,7 @@ int main(int argc, char **argv)
         LK_RUN(test_providers);
         LK_RUN(test_keys);
         LK_RUN(test_decide);
+        LK_RUN(test_key_lifecycle);
         LK_RUN(test_cred_get);
         LK_RUN(test_audit_and_hold);
         LK_RUN(test_deadline_and_garbage);
