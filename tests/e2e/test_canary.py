@@ -1,7 +1,7 @@
 """Canary sweep: secrets never surface anywhere.
 
 Canary provider credentials are planted, then every error path is driven:
-malformed / unknown / missing / expired / out-of-scope keys, provider 4xx and
+malformed / unknown / missing / expired / revoked / out-of-scope keys, provider 4xx and
 5xx, a provider that refuses the stored credential and echoes it back in full,
 an unreachable provider, broken streams, bad JSON, oversize bodies, admin API
 errors. Afterwards the canaries (and the stack's own secrets: admin token,
@@ -35,7 +35,9 @@ def test_canaries_never_surface(stack):
                                   "--format", "json").stdout)
     expiring = json.loads(stack.ctl("keys", "create", "--name", "expiring", "--expires-at",
                                     str(int(time.time()) + 2), "--format", "json").stdout)
-    watch = [echo_canary, dead_canary, scoped["key"], expiring["key"], *stack.secrets()]
+    revoked = json.loads(stack.ctl("keys", "create", "--name", "revoked", "--format", "json").stdout)
+    stack.ctl("keys", "revoke", revoked["id"])
+    watch = [echo_canary, dead_canary, scoped["key"], expiring["key"], revoked["key"], *stack.secrets()]
 
     seen = []  # every (status, headers, body) the clients got back
 
@@ -55,6 +57,7 @@ def test_canaries_never_surface(stack):
     assert chat(msg("hi", model=MODEL_ALT), api_key=scoped["key"]) == 403          # model out of scope
     time.sleep(2.5)
     assert chat(msg("hi"), api_key=expiring["key"]) == 401                         # expired
+    assert chat(msg("hi"), api_key=revoked["key"]) == 401                          # revoked
     # the provider side
     for st in (400, 404, 429, 500, 503):
         assert chat(msg(f"[[mock status={st}]]")) == st
