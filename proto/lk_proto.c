@@ -60,7 +60,7 @@ _Static_assert(LK_PROTO_HASH_LEN == 32 && LK_PROTO_DIGEST_LEN == 32, "F_BIN32 fi
 static const field_t F_PING[] = {STR("svc", OPT, ping.service)};
 
 static const field_t F_ERROR[] = {
-    ENUM("st", REQ, LK_ST_OK, LK_ST_INTERNAL, error.status),
+    ENUM("st", REQ, LK_ST_OK, LK_ST_INTEGRITY, error.status),
     STR("msg", OPT, error.message),
 };
 
@@ -89,7 +89,7 @@ static const field_t F_ADMIN_REQ[] = {
     STR("json", OPT, admin_req.json),
 };
 static const field_t F_ADMIN_REP[] = {
-    ENUM("st", REQ, LK_ST_OK, LK_ST_INTERNAL, admin_rep.status),
+    ENUM("st", REQ, LK_ST_OK, LK_ST_INTEGRITY, admin_rep.status),
     STR("json", OPT, admin_rep.json),
 };
 
@@ -103,7 +103,7 @@ static const field_t F_DECIDE[] = {
     STR("body", OPT, decide.body),
 };
 static const field_t F_DECIDE_REP[] = {
-    ENUM("st", REQ, LK_ST_OK, LK_ST_INTERNAL, decide_rep.status),
+    ENUM("st", REQ, LK_ST_OK, LK_ST_INTEGRITY, decide_rep.status),
     STR("code", OPT, decide_rep.error_code),
     STR("msg", OPT, decide_rep.message),
     ENUM("dec", OPT, LK_DECISION_ALLOW, LK_DECISION_LOG, decide_rep.decision), /* required when st = OK */
@@ -595,8 +595,8 @@ const char *lk_proto_type_name(lk_msg_type_t type)
 
 const char *lk_status_name(lk_status_t st)
 {
-    static const char *const NAMES[] = {"OK",        "BAD_REQUEST", "UNAUTHORIZED", "FORBIDDEN",
-                                        "NOT_FOUND", "CONFLICT",    "UNAVAILABLE",  "INTERNAL"};
+    static const char *const NAMES[] = {"OK",       "BAD_REQUEST", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND",
+                                        "CONFLICT", "UNAVAILABLE", "INTERNAL",     "INTEGRITY"};
     if ((unsigned)st >= sizeof NAMES / sizeof NAMES[0]) return "UNKNOWN";
     return NAMES[st];
 }

@@ -65,6 +65,7 @@ typedef enum {
     LK_ST_CONFLICT = 5,     /* already exists (409) */
     LK_ST_UNAVAILABLE = 6,  /* sealed, database down: retry later (503) */
     LK_ST_INTERNAL = 7,     /* bug or unexpected failure (500) */
+    LK_ST_INTEGRITY = 8,    /* stored ciphertext failed to authenticate: tampered or moved (500, audited) */
 } lk_status_t;
 
 typedef struct {

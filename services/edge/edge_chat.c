@@ -156,6 +156,13 @@ static void worker_failed(chat_t *c, const lk_msg_t *reply, const char *what)
         unavailable(c, what);
         return;
     }
+    if (reply->env.type == LK_MSG_ERROR && reply->u.error.status == LK_ST_INTEGRITY) {
+        /* tampered or moved ciphertext: refused, and the audit event says so */
+        lk_log(LK_LOG_ERROR, c->rid, "a stored credential failed its integrity check: request refused");
+        deny(c, 500, "credential_integrity_failed",
+             "The stored provider credential failed its integrity check; the request was not sent.");
+        return;
+    }
     if (reply->env.type == LK_MSG_ERROR) {
         char msg[512];
         lk_str_copy(msg, sizeof msg, reply->u.error.message);

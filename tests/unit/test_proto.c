@@ -458,7 +458,8 @@ static void names(void)
     LK_CHECK_STR(lk_proto_type_name((lk_msg_type_t)1000), "UNKNOWN");
     LK_CHECK_STR(lk_status_name(LK_ST_OK), "OK");
     LK_CHECK_STR(lk_status_name(LK_ST_INTERNAL), "INTERNAL");
-    LK_CHECK_STR(lk_status_name((lk_status_t)8), "UNKNOWN");
+    LK_CHECK_STR(lk_status_name(LK_ST_INTEGRITY), "INTEGRITY");
+    LK_CHECK_STR(lk_status_name((lk_status_t)9), "UNKNOWN");
     for (size_t i = 0; i < NTYPES; i++)
         LK_CHECK(strcmp(lk_proto_type_name(ALL_TYPES[i]), "UNKNOWN") != 0);
 }
@@ -806,7 +807,7 @@ static void body_errors(void)
     LK_CHECK(raw_decode(&r) == -1);
 
     /* enums out of range */
-    int64_t bad_st[] = {-1, 8, 1000};
+    int64_t bad_st[] = {-1, 9, 1000};
     for (size_t i = 0; i < sizeof bad_st / sizeof bad_st[0]; i++) {
         raw_init(&r);
         p_env(&r, 1, LK_MSG_ERROR, 1);
@@ -938,7 +939,7 @@ static void encode_errors(void)
     m.u.audit.trace_id = (lk_str_t){NULL, 3};
     LK_CHECK(lk_proto_encode(&m, &b) == -1);
     fill_all(&m, LK_MSG_ERROR);
-    m.u.error.status = (lk_status_t)8;
+    m.u.error.status = (lk_status_t)9;
     LK_CHECK(lk_proto_encode(&m, &b) == -1);
     fill_all(&m, LK_MSG_DECIDE_REP);
     m.u.decide_rep.decision = (lk_decision_t)0; /* OK needs a decision */
