@@ -12,11 +12,15 @@
  *      lumkeyctl keys rotate ID [--overlap SECONDS]
  *      lumkeyctl keys revoke ID
  *      lumkeyctl providers get ID
+ *      lumkeyctl tokens create --name N --role admin|approver|auditor
+ *      lumkeyctl tokens list
+ *      lumkeyctl tokens revoke ID
  *
  *  Address: --addr or LUMKEY_ADDR (default http://127.0.0.1:8081). Admin
  *  token: LUMKEY_TOKEN or --token-file F, never argv (argv shows in ps).
  *  Secrets (the admin token, a provider key) are never printed; a new agent
- *  key is printed once, as the result of `keys create` or `keys rotate`.
+ *  key is printed once, as the result of `keys create` or `keys rotate`; a
+ *  new admin token once, as the result of `tokens create`.
  *  Exit: 0 ok, 1 the server or the network said no, 2 usage.
  */
 #include <errno.h>
@@ -74,6 +78,9 @@ static const char usage_text[] =
     "  keys rotate ID [--overlap SECONDS]   new key (shown once); the old one works SECONDS more\n"
     "                                       (default 86400)\n"
     "  keys revoke ID                       the key stops working at once\n"
+    "  tokens create --name N --role admin|approver|auditor   new admin token (shown once)\n"
+    "  tokens list\n"
+    "  tokens revoke ID                     the admin token stops working at once\n"
     "  help\n"
     "\n"
     "environment:\n"
@@ -673,6 +680,65 @@ static int cmd_keys_revoke(ctl_t *c)
     return object_call(c, "POST", path, NULL, key_fields);
 }
 
+static const char *const token_fields[] = {"id", "name", "role", "created_at", "revoked_at", "status", NULL};
+
+static int cmd_tokens_list(ctl_t *c)
+{
+    static const ctl_column_t cols[] = {
+        {"ID", "id"},         {"NAME", "name"},          {"ROLE", "role"},
+        {"STATUS", "status"}, {"CREATED", "created_at"}, {"REVOKED", "revoked_at"}};
+    return cmd_list(c, "/admin/v1/tokens", cols, sizeof(cols) / sizeof(cols[0]));
+}
+
+static int cmd_tokens_create(ctl_t *c)
+{
+    static const char *const allowed[] = {"name", "role", NULL};
+    if (check_opts(c, allowed) || require(c, "name") || require(c, "role")) return EXIT_USAGE;
+    const char *role = opt(c, "role");
+    if (strcmp(role, "admin") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "auditor") != 0)
+        return usage_error("--role must be admin, approver or auditor, not '%s'", role);
+    json_t *req = json_pack("{s:s, s:s}", "name", opt(c, "name"), "role", role);
+    if (req == NULL) return usage_error("%s", "arguments are not valid UTF-8");
+    int rc = load_token(c);
+    if (rc != EXIT_OK) {
+        json_decref(req);
+        return rc;
+    }
+    ctl_http_response_t res;
+    json_t *out;
+    rc = admin_call(c, "POST", "/admin/v1/tokens", req, &res, &out);
+    json_decref(req);
+    if (rc == EXIT_OK) {
+        static const char *const skip[] = {"token", NULL};
+        const char *token = json_string_value(json_object_get(out, "token"));
+        if (c->json) {
+            print_raw(&res);
+        } else {
+            ctl_out_object(stdout, out, token_fields, skip);
+            if (token) {
+                fputs("\nAdmin token (shown once, store it now: it cannot be retrieved again):\n\n    ",
+                      stdout);
+                ctl_out_safe(stdout, token);
+                fputs("\n", stdout);
+            } else {
+                fputs("\nlumkeyctl: warning: the server returned no token\n", stderr);
+            }
+        }
+    }
+    json_decref(out);
+    ctl_http_response_free(&res);
+    return rc;
+}
+
+static int cmd_tokens_revoke(ctl_t *c)
+{
+    const char *id = object_id(c, "adm_");
+    if (id == NULL || check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/tokens/%s/revoke", id);
+    return object_call(c, "POST", path, NULL, token_fields);
+}
+
 static int cmd_keys_rotate(ctl_t *c)
 {
     static const char *const allowed[] = {"overlap", NULL};
@@ -774,12 +840,16 @@ static int dispatch(ctl_t *c)
     if (strcmp(a, "keys") == 0 && b && strcmp(b, "rotate") == 0) return cmd_keys_rotate(c);
     if (strcmp(a, "keys") == 0 && b && strcmp(b, "revoke") == 0) return cmd_keys_revoke(c);
     if (strcmp(a, "providers") == 0 && b && strcmp(b, "get") == 0) return cmd_providers_get(c);
-    if ((strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0) && b == NULL)
+    if (strcmp(a, "tokens") == 0 && b && strcmp(b, "create") == 0) return cmd_tokens_create(c);
+    if (strcmp(a, "tokens") == 0 && b && strcmp(b, "list") == 0) return cmd_tokens_list(c);
+    if (strcmp(a, "tokens") == 0 && b && strcmp(b, "revoke") == 0) return cmd_tokens_revoke(c);
+    int group = strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0 || strcmp(a, "tokens") == 0;
+    if (group && b == NULL)
         return usage_error("'%s' needs a subcommand: %s", a,
-                           strcmp(a, "keys") == 0 ? "create, list, get, update, rotate or revoke"
-                                                  : "create, list or get");
-    return usage_error("unknown command '%s'",
-                       b && (strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0) ? b : a);
+                           strcmp(a, "keys") == 0     ? "create, list, get, update, rotate or revoke"
+                           : strcmp(a, "tokens") == 0 ? "create, list or revoke"
+                                                      : "create, list or get");
+    return usage_error("unknown command '%s'", b && group ? b : a);
 }
 
 int main(int argc, char **argv)

@@ -23,6 +23,7 @@ TOKEN = "lk_adm_TESTTOKEN0000000secretsecretsecretsecretsecret000000"
 PROVIDER_SECRET = "sk-provider-very-secret-123"
 NEW_KEY = "lk_live_0123456789abcdefNEWKEYSECRETxxxxxxxxxxxxxxxxxxxxxxxxxxxxx00000"
 ROTATED_KEY = "lk_live_fedcba9876543210ROTATEDKEYxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx00000"
+NEW_ADMIN_TOKEN = "lk_adm_0123456789abcdefNEWADMINTOKENxxxxxxxxxxxxxxxxxxxxxxxxxxxxx00000"
 FAILS = []
 
 
@@ -37,6 +38,7 @@ class State:
         self.requests = []
         self.providers = []
         self.keys = []
+        self.tokens = []
         self.ready = True
         self.fail_with = None  # (status, raw body) for the next admin call
 
@@ -105,7 +107,20 @@ class Admin(BaseHTTPRequestHandler):
             return self.reply(201, k)
         if self.path == "/admin/v1/keys" and method == "GET":
             return self.reply(200, {"data": [{f: v for f, v in k.items() if f != "key"} for k in STATE.keys]})
+        if self.path == "/admin/v1/tokens" and method == "POST":
+            t = {"id": "adm_%016d" % (len(STATE.tokens) + 1), "token": NEW_ADMIN_TOKEN, "name": body.get("name"),
+                 "role": body.get("role"), "created_at": 1764195000, "revoked_at": None, "status": "active"}
+            STATE.tokens.append(t)
+            return self.reply(201, t)
+        if self.path == "/admin/v1/tokens" and method == "GET":
+            return self.reply(200, {"data": [{f: v for f, v in t.items() if f != "token"} for t in STATE.tokens]})
         parts = self.path.split("/")  # "", admin, v1, keys, ID[, verb]
+        if len(parts) == 6 and parts[3] == "tokens" and parts[5] == "revoke" and method == "POST":
+            found = [t for t in STATE.tokens if t["id"] == parts[4]]
+            if not found:
+                return self.error(404, "No such object.", "not_found")
+            found[0].update(revoked_at=1764195100, status="revoked")
+            return self.reply(200, {f: v for f, v in found[0].items() if f != "token"})
         if len(parts) in (5, 6) and parts[3] in ("keys", "providers"):
             coll = STATE.keys if parts[3] == "keys" else STATE.providers
             found = [o for o in coll if o["id"] == parts[4]]
@@ -334,6 +349,30 @@ def tests(tmp):
     p = run(["providers", "get", "prov_0001", "--format", "json"])
     check(p.returncode == 0 and json.loads(p.stdout)["name"] == "openai-main" and
           last_request()["path"] == "/admin/v1/providers/prov_0001", "providers get: GET /admin/v1/providers/ID")
+
+    # --- admin tokens: create (shown once), list (never the token), revoke
+    p = run(["tokens", "create", "--name", "ops", "--role", "approver"])
+    req = last_request()
+    check(p.returncode == 0 and req["method"] == "POST" and req["path"] == "/admin/v1/tokens" and
+          json.loads(req["body"]) == {"name": "ops", "role": "approver"}, "tokens create: POST name and role")
+    check(p.stdout.count(NEW_ADMIN_TOKEN) == 1 and "shown once" in p.stdout and "approver" in p.stdout,
+          "tokens create: the token printed once, clearly marked")
+    p = run(["tokens", "create", "--name", "ops2", "--role", "auditor", "--format", "json"])
+    check(p.returncode == 0 and json.loads(p.stdout)["token"] == NEW_ADMIN_TOKEN, "tokens create: json")
+    p = run(["tokens", "list"])
+    check(p.returncode == 0 and "ops" in p.stdout and "auditor" in p.stdout and NEW_ADMIN_TOKEN not in p.stdout,
+          "tokens list: rows, no token")
+    tid = STATE.tokens[0]["id"]
+    p = run(["tokens", "revoke", tid])
+    req = last_request()
+    check(p.returncode == 0 and req["path"] == "/admin/v1/tokens/%s/revoke" % tid and "revoked" in p.stdout,
+          "tokens revoke: POST .../revoke")
+    n = len(STATE.requests)
+    for bad in (["tokens", "create", "--name", "x"], ["tokens", "create", "--name", "x", "--role", "root"],
+                ["tokens", "create", "--role", "admin"], ["tokens", "revoke", "key_0001"], ["tokens", "revoke"],
+                ["tokens"], ["tokens", "get", tid]):
+        p = run(bad)
+        check(p.returncode == 2 and len(STATE.requests) == n, "%s: exit 2, nothing sent" % " ".join(bad[:3]))
 
     # --- token handling and errors
     p = run(["keys", "list"], token=False)

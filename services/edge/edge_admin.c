@@ -7,6 +7,11 @@
  *  secret once are wiped when the request ends. Routes are exact paths or
  *  PREFIX{id}SUFFIX, the id checked for shape (key_/prov_ + alphanumerics)
  *  before any call and passed on as the object id.
+ *
+ *  Every admin request, answered or refused (401, 403, 404, ...), is audited:
+ *  one AUDIT event "admin.<op>" (fire and forget, see proto/audit.md) naming
+ *  the acting token id, the op, the object id, the status and the source
+ *  address - never a token, key or body.
  */
 #include <jansson.h>
 #include <sodium.h>
@@ -41,6 +46,9 @@ static const route_t ROUTES[] = {
     {"/admin/v1/keys/", "key_", "", "PATCH", "keys.update", EDGE_SVC_VAULT, 0, 0, "admin"},
     {"/admin/v1/keys/", "key_", "/rotate", "POST", "keys.rotate", EDGE_SVC_VAULT, 1, 1, "admin"},
     {"/admin/v1/keys/", "key_", "/revoke", "POST", "keys.revoke", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/tokens", NULL, NULL, "POST", "tokens.create", EDGE_SVC_VAULT, 1, 1, "admin"},
+    {"/admin/v1/tokens", NULL, NULL, "GET", "tokens.list", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/tokens/", "adm_", "/revoke", "POST", "tokens.revoke", EDGE_SVC_VAULT, 0, 0, "admin"},
 };
 
 #define ADMIN_ID_MAX 64 /* prefix + alphanumerics */
@@ -71,8 +79,77 @@ typedef struct {
     const route_t *route;
     char rid[LK_RID_LEN + 1];
     char object_id[ADMIN_ID_MAX + 1];
+    char source_ip[64];
+    char tenant[128];             /* of the acting token, once authenticated */
+    char actor[ADMIN_ID_MAX + 1]; /* the acting admin token's id, once authenticated */
     edge_call_t *call;
 } admin_t;
+
+/* ---------------------------------------------------------------- audit -- */
+
+static void on_admin_audit(void *data, const lk_msg_t *reply)
+{
+    (void)data;
+    if (!reply || reply->env.type != LK_MSG_AUDIT_REP)
+        lk_log(LK_LOG_ERROR, NULL, "audit did not confirm an admin event");
+}
+
+/* Copies the string value of "field" from compact JSON (as the workers write
+ * it) into out when it is a plain id/code ([A-Za-z0-9_.-]); else out = "".
+ * A narrow scan, so an answer holding a secret is never parsed or copied. */
+static void json_scan_id(const char *body, size_t len, const char *field, char *out, size_t cap)
+{
+    char pat[32];
+    int pl = snprintf(pat, sizeof pat, "\"%s\":\"", field);
+    out[0] = '\0';
+    const char *p = pl > 0 ? memmem(body, len, pat, (size_t)pl) : NULL;
+    if (!p) return;
+    p += pl;
+    size_t n = 0;
+    while (p + n < body + len && n + 1 < cap &&
+           ((p[n] >= '0' && p[n] <= '9') || (p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z') ||
+            p[n] == '_' || p[n] == '.' || p[n] == '-'))
+        n++;
+    if (p + n >= body + len || p[n] != '"') return; /* not a plain value: nothing recorded */
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+/* One "admin.<op>" event for the request's outcome; fire and forget. */
+static void admin_audit(admin_t *a, int status, const char *code, const char *object_id)
+{
+    const char *op = a->route ? a->route->op : "unknown";
+    char kind[64], event_id[LK_UUID_LEN + 1];
+    snprintf(kind, sizeof kind, "admin.%s", op);
+    lk_uuid_derive(event_id, a->rid, kind);
+    lk_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.env.type = LK_MSG_AUDIT;
+    m.env.rid = lk_str(a->rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    lk_audit_t *ev = &m.u.audit;
+    ev->event_id = lk_str(event_id);
+    ev->kind = lk_str(kind);
+    ev->time_ms = lk_now_ms();
+    ev->tenant = lk_str(a->tenant);
+    ev->key_id = lk_str(a->actor);
+    ev->source_ip = lk_str(a->source_ip);
+    ev->endpoint = lk_str(op);
+    ev->decision = lk_str(status < 400 ? "allow" : "deny");
+    ev->rule_id = lk_str(object_id && object_id[0] ? object_id : a->object_id); /* the object acted on */
+    ev->http_status = status;
+    ev->prompt_tokens = ev->completion_tokens = ev->total_tokens = -1;
+    ev->error_code = lk_str(status < 400 ? "" : (code ? code : "error"));
+    if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_admin_audit, NULL))
+        lk_log(LK_LOG_ERROR, a->rid, "audit unreachable: %s event not recorded", kind);
+}
+
+/* Audits, then answers with an error. */
+static void admin_error(admin_t *a, int status, const char *code, const char *message)
+{
+    admin_audit(a, status, code, NULL);
+    edge_http_send_error(a->req, status, a->rid, NULL, code, message);
+}
 
 static void on_admin_dispose(void *p)
 {
@@ -90,19 +167,20 @@ static void on_admin_rep(void *data, const lk_msg_t *reply)
     admin_t *a = data;
     a->call = NULL;
     if (!reply) {
-        edge_http_send_error(a->req, 503, a->rid, NULL, "service_unavailable",
-                             "The service that owns this operation is unavailable; please retry.");
+        admin_error(a, 503, "service_unavailable",
+                    "The service that owns this operation is unavailable; please retry.");
         return;
     }
     if (reply->env.type == LK_MSG_ERROR) {
         char msg[512];
         lk_str_copy(msg, sizeof msg, reply->u.error.message);
-        edge_http_send_error(a->req, edge_http_status_of(reply->u.error.status), a->rid, NULL, NULL,
-                             msg[0] ? msg : "The operation failed.");
+        int st = edge_http_status_of(reply->u.error.status);
+        admin_audit(a, st, "service_error", NULL);
+        edge_http_send_error(a->req, st, a->rid, NULL, NULL, msg[0] ? msg : "The operation failed.");
         return;
     }
     if (reply->env.type != LK_MSG_ADMIN_REP) {
-        edge_http_send_error(a->req, 500, a->rid, NULL, "internal_error", "Unexpected answer.");
+        admin_error(a, 500, "internal_error", "Unexpected answer.");
         return;
     }
     const lk_admin_rep_t *r = &reply->u.admin_rep;
@@ -110,6 +188,11 @@ static void on_admin_rep(void *data, const lk_msg_t *reply)
     if (status == 200 && a->route->created) status = 201;
     const char *body = r->json.len ? r->json.ptr : "{}";
     size_t len = r->json.len ? r->json.len : 2;
+    char code[64] = "", created[ADMIN_ID_MAX + 1] = "";
+    if (status >= 400) json_scan_id(body, len, "code", code, sizeof code);
+    if (status < 400 && !a->object_id[0] && a->route->created)
+        json_scan_id(body, len, "id", created, sizeof created);
+    admin_audit(a, status, code, created);
     if (a->route->secret_answer)
         edge_http_send_json_secret(a->req, status, a->rid, body, len);
     else
@@ -127,23 +210,24 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
     a->call = NULL;
     if (!reply) {
         wipe_entity(a->req);
-        edge_http_send_error(a->req, 503, a->rid, NULL, "service_unavailable",
-                             "The vault is unavailable; please retry.");
+        admin_error(a, 503, "service_unavailable", "The vault is unavailable; please retry.");
         return;
     }
     if (reply->env.type != LK_MSG_ADMIN_AUTH_REP) {
         wipe_entity(a->req);
         int st = reply->env.type == LK_MSG_ERROR ? edge_http_status_of(reply->u.error.status) : 500;
+        admin_audit(a, st, st == 401 ? "invalid_admin_token" : "auth_unavailable", NULL);
         edge_http_send_error(a->req, st, a->rid, NULL, st == 401 ? "invalid_admin_token" : NULL,
                              st == 401 ? "The admin token is not valid."
                                        : "The admin token could not be checked.");
         return;
     }
     const lk_admin_auth_rep_t *au = &reply->u.admin_auth_rep;
+    lk_str_copy(a->tenant, sizeof a->tenant, au->tenant);
+    lk_str_copy(a->actor, sizeof a->actor, au->token_id);
     if (!role_allows(au->role, a->route->role)) {
         wipe_entity(a->req);
-        edge_http_send_error(a->req, 403, a->rid, NULL, "insufficient_role",
-                             "This admin token's role does not allow this operation.");
+        admin_error(a, 403, "insufficient_role", "This admin token's role does not allow this operation.");
         return;
     }
     lk_msg_t m = {0};
@@ -159,8 +243,8 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
     a->call = edge_rpc_call(g_edge->rpc, a->route->svc, &m, on_admin_rep, a);
     wipe_entity(a->req);
     if (!a->call)
-        edge_http_send_error(a->req, 503, a->rid, NULL, "service_unavailable",
-                             "The service that owns this operation is unavailable; please retry.");
+        admin_error(a, 503, "service_unavailable",
+                    "The service that owns this operation is unavailable; please retry.");
 }
 
 int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
@@ -169,6 +253,7 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
     memset(a, 0, sizeof *a);
     a->req = req;
     lk_rid_new(a->rid);
+    edge_http_peer(req, a->source_ip, sizeof a->source_ip);
     const route_t *route = NULL;
     int path_known = 0;
     char id[ADMIN_ID_MAX + 1];
@@ -182,29 +267,28 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
     }
     if (!route) {
         wipe_entity(req);
-        edge_http_send_error(req, path_known ? 405 : 404, a->rid, NULL,
-                             path_known ? "method_not_allowed" : "not_found",
-                             path_known ? "This method is not allowed here." : "No such admin endpoint.");
+        admin_error(a, path_known ? 405 : 404, path_known ? "method_not_allowed" : "not_found",
+                    path_known ? "This method is not allowed here." : "No such admin endpoint.");
         return 0;
     }
     a->route = route;
     const char *framing = edge_http_framing_error(req);
     if (framing) {
         wipe_entity(req);
-        edge_http_send_error(req, 400, a->rid, NULL, "malformed_request", framing);
+        admin_error(a, 400, "malformed_request", framing);
         return 0;
     }
     if (req->entity.len > g_edge->cfg.max_body_bytes) {
         wipe_entity(req);
-        edge_http_send_error(req, 413, a->rid, NULL, "request_too_large", "The request body is too large.");
+        admin_error(a, 413, "request_too_large", "The request body is too large.");
         return 0;
     }
     h2o_iovec_t tok = edge_http_bearer(req);
     lk_key_info_t info;
     if (!tok.base || lk_key_parse(tok.base, tok.len, &info) != LK_KEY_OK || info.kind != LK_KEY_ADMIN) {
         wipe_entity(req);
-        edge_http_send_error(req, 401, a->rid, NULL, "invalid_admin_token",
-                             "An admin token (Authorization: Bearer lk_adm_...) is required.");
+        admin_error(a, 401, "invalid_admin_token",
+                    "An admin token (Authorization: Bearer lk_adm_...) is required.");
         return 0;
     }
     lk_msg_t m = {0};
@@ -215,8 +299,7 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
     a->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_VAULT, &m, on_admin_auth, a);
     if (!a->call) {
         wipe_entity(req);
-        edge_http_send_error(req, 503, a->rid, NULL, "service_unavailable",
-                             "The vault is unavailable; please retry.");
+        admin_error(a, 503, "service_unavailable", "The vault is unavailable; please retry.");
     }
     return 0;
 }

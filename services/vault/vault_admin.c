@@ -5,6 +5,7 @@
  *      providers.list
  *      providers.get    (object id: the provider)
  *      keys.*           handed to vault_keys.c
+ *      tokens.*         handed to vault_keys.c (admin tokens)
  *
  *  Bodies are JSON (jansson, with an allocator that wipes what it frees:
  *  bodies carry provider secrets and new keys). Answers are ADMIN_REP with a
@@ -645,6 +646,8 @@ int vault_admin_handle(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf
     if (lk_str_eq(q->op, "providers.list")) return providers_list(self, q, rep, scratch);
     if (q->op.len > 5 && memcmp(q->op.ptr, "keys.", 5) == 0) return vault_keys_handle(self, q, rep, scratch);
     if (lk_str_eq(q->op, "providers.get")) return providers_get(self, q, rep, scratch);
+    if (q->op.len > 7 && memcmp(q->op.ptr, "tokens.", 7) == 0)
+        return vault_tokens_handle(self, q, rep, scratch);
     vault_admin_set_err(&e, LK_ST_NOT_FOUND, "unknown_operation", "The vault has no operation `%.*s`.",
                         (int)(q->op.len > 64 ? 64 : q->op.len), q->op.ptr);
     return vault_admin_reply_err(rep, scratch, &e);

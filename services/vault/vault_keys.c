@@ -1,4 +1,5 @@
-/*  vault_keys - the keys.* admin operations: the Lumkey key lifecycle.
+/*  vault_keys - the keys.* admin operations (the Lumkey key lifecycle) and
+ *  tokens.* (admin tokens, stored like keys: only their keyed hash).
  *
  *      keys.create  {name, user?, env?, models?, expires_at?, metadata?}
  *      keys.list
@@ -6,6 +7,9 @@
  *      keys.update  {name?, user?, models?, expires_at?, metadata?}
  *      keys.rotate  {overlap_seconds?: 86400, at most 30 days}
  *      keys.revoke
+ *      tokens.create {name, role: admin|approver|auditor}  (the token is shown once)
+ *      tokens.list
+ *      tokens.revoke (object id: the token; idempotent; never the caller's own: 409)
  *
  *  Only the keyed hash of a key is stored; a new key appears once, in the
  *  answer to keys.create or keys.rotate. Rotation issues a new key with the
@@ -357,7 +361,6 @@ static int keys_rotate(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
     lk_db_param_bytes(&p, hash, sizeof hash);
     lk_db_param_str(&p, q->object_id);
     rc = lk_db_exec(self->db, "key_clone", &p, &res);
-    sodium_memzero(hash, sizeof hash);
     if (rc != LK_DB_OK) goto db_fail;
     PQclear(res);
     res = NULL;
@@ -429,6 +432,136 @@ static int keys_revoke(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
     return reply_key(self, q, rep, scratch);
 }
 
+/* --------------------------------------------------------------- tokens -- */
+
+/* Columns of TOKEN_COLS: id, name, role, created_at, revoked_at, status. Never the hash. */
+#define TOKEN_COLS                                                                                           \
+    "id, name, role, " TS("created_at") ", " TS("revoked_at") ", CASE WHEN revoked_at IS NOT NULL THEN "     \
+                                                              "'revoked' ELSE 'active' END"
+
+static json_t *token_row(PGresult *res, int i)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:s}", "id", PQgetvalue(res, i, 0), "name", PQgetvalue(res, i, 1),
+                     "role", PQgetvalue(res, i, 2), "created_at", PQgetvalue(res, i, 3), "revoked_at",
+                     opt_ts(res, i, 4), "status", PQgetvalue(res, i, 5));
+}
+
+static int tokens_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    static const char *const allowed[] = {"name", "role", NULL};
+    vault_admin_err_t e;
+    PGresult *res = NULL;
+    char *token = NULL;
+    int ret = -1;
+    const char *name, *role;
+    json_t *body = vault_admin_load_body(q->json, &e);
+    if (!body || vault_admin_check_fields(body, allowed, &e) != 0 ||
+        vault_admin_get_str(body, "name", 1, MAX_NAME, &name, &e) != 0 ||
+        vault_admin_get_str(body, "role", 1, 16, &role, &e) != 0)
+        goto refuse;
+    if (strcmp(role, "admin") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "auditor") != 0) {
+        vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "invalid_field",
+                            "The field `role` must be one of admin, approver, auditor.");
+        goto refuse;
+    }
+    token = sodium_malloc(LK_KEY_MAX_LEN);
+    if (!token) goto cleanup;
+    char pub[LK_KEY_ID_LEN + 1], token_id[LK_KEY_ID_LEN + 8];
+    lk_key_generate(LK_KEY_ADMIN, token, pub);
+    snprintf(token_id, sizeof token_id, "adm_%s", pub);
+    uint8_t hash[32];
+    vault_hash_key(self->keys->pepper, token, strlen(token), hash);
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_cstr(&p, token_id);
+    lk_db_param_str(&p, q->tenant);
+    lk_db_param_bytes(&p, hash, sizeof hash);
+    lk_db_param_cstr(&p, role);
+    lk_db_param_cstr(&p, name);
+    lk_db_rc_t rc = lk_db_exec(self->db, "token_insert", &p, &res);
+    if (rc != LK_DB_OK) {
+        ret = vault_admin_reply_db(rep, scratch, rc, "A token with this id already exists; please retry.");
+        goto cleanup;
+    }
+    lk_log_info("admin token %s (%s) created", token_id, role);
+    json_t *out =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:n,s:s}", "id", token_id, "token", token, "name", name, "role", role,
+                  "created_at", PQgetvalue(res, 0, 0), "revoked_at", "status", "active");
+    ret = vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
+    goto cleanup;
+refuse:
+    ret = vault_admin_reply_err(rep, scratch, &e);
+cleanup:
+    PQclear(res);
+    if (token) sodium_free(token);
+    json_decref(body);
+    return ret;
+}
+
+static int tokens_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->tenant);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_exec(self->db, "token_list", &p, &res);
+    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
+    json_t *data = json_array();
+    for (int i = 0; data && i < PQntuples(res); i++) {
+        json_t *row = token_row(res, i);
+        if (!row || json_array_append_new(data, row) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+    PQclear(res);
+    return data ? vault_admin_reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
+}
+
+/* Idempotent; the caller's own token is refused (409) so an admin cannot lock
+ * themselves out by accident. */
+static int tokens_revoke(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    vault_admin_err_t e;
+    if (vault_admin_need_id(q, "adm_", "admin token", &e) != 0)
+        return vault_admin_reply_err(rep, scratch, &e);
+    json_t *body = load_opt_body(q->json, (const char *const[]){NULL}, &e);
+    if (!body) return vault_admin_reply_err(rep, scratch, &e);
+    json_decref(body);
+    if (q->actor.len == q->object_id.len && memcmp(q->actor.ptr, q->object_id.ptr, q->actor.len) == 0) {
+        vault_admin_set_err(&e, LK_ST_CONFLICT, "cannot_revoke_own_token",
+                            "An admin token cannot revoke itself; use another admin token.");
+        return vault_admin_reply_err(rep, scratch, &e);
+    }
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->object_id);
+    lk_db_param_str(&p, q->tenant);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_exec(self->db, "token_revoke", &p, &res);
+    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        vault_admin_set_err(&e, LK_ST_NOT_FOUND, "not_found", "No admin token with this id.");
+        return vault_admin_reply_err(rep, scratch, &e);
+    }
+    lk_log_info("admin token %.*s revoked", (int)q->object_id.len, q->object_id.ptr);
+    json_t *row = token_row(res, 0);
+    PQclear(res);
+    return row ? vault_admin_reply_json(rep, scratch, LK_ST_OK, row) : -1;
+}
+
+int vault_tokens_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    if (lk_str_eq(q->op, "tokens.create")) return tokens_create(self, q, rep, scratch);
+    if (lk_str_eq(q->op, "tokens.list")) return tokens_list(self, q, rep, scratch);
+    if (lk_str_eq(q->op, "tokens.revoke")) return tokens_revoke(self, q, rep, scratch);
+    vault_admin_err_t e;
+    vault_admin_set_err(&e, LK_ST_NOT_FOUND, "unknown_operation", "The vault has no operation `%.*s`.",
+                        (int)(q->op.len > 64 ? 64 : q->op.len), q->op.ptr);
+    return vault_admin_reply_err(rep, scratch, &e);
+}
+
 /* ------------------------------------------------------------- dispatch -- */
 
 int vault_keys_prepare(lk_db_t *db)
@@ -467,6 +600,15 @@ int vault_keys_prepare(lk_db_t *db)
                "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, 'infinity'::timestamptz), "
                "now() + make_interval(secs => $3::bigint)) WHERE id = $1::text AND tenant_id = $2::text "
                "RETURNING " TS("expires_at")) |
+           lk_db_prepare(db, "token_insert",
+                         "INSERT INTO admin_tokens (id, tenant_id, hash, role, name) VALUES ($1::text, "
+                         "$2::text, $3::bytea, $4::text, $5::text) RETURNING " TS("created_at")) |
+           lk_db_prepare(db, "token_list",
+                         "SELECT " TOKEN_COLS
+                         " FROM admin_tokens WHERE tenant_id = $1::text ORDER BY created_at, id") |
+           lk_db_prepare(db, "token_revoke",
+                         "UPDATE admin_tokens SET revoked_at = COALESCE(revoked_at, now()) "
+                         "WHERE id = $1::text AND tenant_id = $2::text RETURNING " TOKEN_COLS) |
            lk_db_prepare(db, "key_revoke",
                          "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) "
                          "WHERE id = $1::text AND tenant_id = $2::text RETURNING id");
