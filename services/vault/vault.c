@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lk_key.h"
@@ -15,6 +16,26 @@
 
 #define MASTER_HEX_LEN  64
 #define MASTER_FILE_MAX 256
+#define KMS_RETRY_MS    2000
+
+/* vault_t plus what vault.h's struct does not show: the KMS. */
+typedef struct {
+    vault_t pub; /* first: a vault_t * is a vault_priv_t * */
+    vault_kms_t *kms;
+    int64_t kms_next_try_ms;
+} vault_priv_t;
+
+static vault_priv_t *priv(vault_t *self)
+{
+    return (vault_priv_t *)self;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static const char B62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -124,6 +145,15 @@ cleanup:
  * it on first use). Only acts while UNVERIFIED; stays so if the database is away. */
 static void verify(vault_t *self)
 {
+    vault_priv_t *v = priv(self);
+    /* sealed for want of the KMS (the master key is loaded): retry it now and then */
+    if (self->state == VAULT_SEALED_NO_KEY && self->keys && v->kms && !vault_kms_connected(v->kms)) {
+        int64_t now = now_ms();
+        if (now < v->kms_next_try_ms) return;
+        v->kms_next_try_ms = now + KMS_RETRY_MS;
+        if (vault_kms_connect(v->kms) != VAULT_KMS_OK) return;
+        self->state = VAULT_UNVERIFIED;
+    }
     if (self->state != VAULT_UNVERIFIED) return;
     char kcv[VAULT_CHECK_HEX_LEN + 1];
     vault_key_check(self->keys, kcv);
@@ -150,8 +180,15 @@ static void verify(vault_t *self)
 
 vault_t *vault_new(const vault_config_t *cfg)
 {
-    vault_t *self = calloc(1, sizeof *self);
-    if (!self) return NULL;
+    vault_kms_config_t file = {.backend = "file"};
+    return vault_new_kms(cfg, &file);
+}
+
+vault_t *vault_new_kms(const vault_config_t *cfg, const vault_kms_config_t *kcfg)
+{
+    vault_priv_t *v = calloc(1, sizeof *v);
+    if (!v) return NULL;
+    vault_t *self = &v->pub;
     vault_admin_init_json(); /* before any jansson allocation */
     self->db = lk_db_new(cfg->conninfo, "lumkey-vault", cfg->statement_timeout_ms);
     if (!self->db ||
@@ -180,7 +217,17 @@ vault_t *vault_new(const vault_config_t *cfg)
         if (master) {
             self->keys = vault_keys_new(master);
             sodium_free(master);
-            if (self->keys) self->state = VAULT_UNVERIFIED;
+            if (self->keys) v->kms = vault_kms_new(kcfg, self->keys->kek);
+            if (!v->kms) {
+                lk_log_error("vault is sealed: the KMS settings are not usable");
+                vault_keys_free(&self->keys); /* stays sealed for good */
+            } else if (vault_kms_connect(v->kms) == VAULT_KMS_OK) {
+                self->state = VAULT_UNVERIFIED;
+            } else {
+                lk_log_error("vault is sealed: the KMS is unavailable; retrying every %d s",
+                             KMS_RETRY_MS / 1000);
+                v->kms_next_try_ms = now_ms() + KMS_RETRY_MS;
+            }
         }
     }
     if (lk_db_connect(self->db, cfg->db_wait_ms) != 0)
@@ -193,9 +240,10 @@ void vault_destroy(vault_t **self_p)
 {
     if (!self_p || !*self_p) return;
     vault_t *self = *self_p;
+    vault_kms_destroy(&priv(self)->kms);
     vault_keys_free(&self->keys);
     lk_db_destroy(&self->db);
-    free(self);
+    free(priv(self));
     *self_p = NULL;
 }
 
@@ -266,7 +314,7 @@ static int on_cred_get(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf
     if (rc == LK_DB_BAD_INPUT) return lk_worker_error(rep, LK_ST_NOT_FOUND, "credential not found");
     if (rc != LK_DB_OK) return db_error(rep, rc);
     int ret = 0;
-    uint8_t wrapped[VAULT_WRAPPED_DEK_LEN + 1], nonce[VAULT_NONCE_LEN + 1];
+    uint8_t wrapped[VAULT_WRAPPED_MAX + 1], nonce[VAULT_NONCE_LEN + 1];
     uint8_t *ct = NULL;
     size_t wlen = 0, nlen = 0, ctlen = 0, outlen = 0;
     if (PQntuples(res) != 1) {
@@ -285,16 +333,22 @@ static int on_cred_get(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf
     int ok = ct && lk_db_bytea(res, 0, 4, wrapped, sizeof wrapped, &wlen) == 0 &&
              lk_db_bytea(res, 0, 5, nonce, sizeof nonce, &nlen) == 0 &&
              lk_db_bytea(res, 0, 6, ct, VAULT_MAX_SECRET + VAULT_TAG_LEN + 1, &ctlen) == 0 &&
-             ad.format_version == VAULT_FORMAT_VERSION && lk_str_eq(ad.kek_id, VAULT_KEK_ID) &&
-             ad.kek_version == VAULT_KEK_VERSION && ctlen > VAULT_TAG_LEN;
+             ad.format_version == VAULT_FORMAT_VERSION && ctlen > VAULT_TAG_LEN;
+    vault_kms_rc_t krc = VAULT_KMS_REFUSED;
     if (ok) {
         lk_buf_reset(scratch);
-        ok = lk_buf_reserve(scratch, ctlen) == 0 && vault_open(self->keys->kek, &ad, wrapped, wlen, nonce,
-                                                               nlen, ct, ctlen, scratch->data, &outlen) == 0;
+        ok = lk_buf_reserve(scratch, ctlen) == 0 &&
+             (krc = vault_cred_open(self, &ad, wrapped, wlen, nonce, nlen, ct, ctlen, scratch->data,
+                                    &outlen)) == VAULT_KMS_OK;
+    }
+    if (krc == VAULT_KMS_UNAVAILABLE) {
+        lk_log(LK_LOG_ERROR, rid, "the KMS failed while opening credential %s: vault resealed", cred);
+        ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
+        goto cleanup;
     }
     if (!ok) {
         lk_log(LK_LOG_ERROR, rid, "credential integrity check failed for credential %s", cred);
-        ret = lk_worker_error(rep, LK_ST_INTERNAL, "credential integrity check failed");
+        ret = lk_worker_error(rep, LK_ST_INTEGRITY, "credential integrity check failed");
         goto cleanup;
     }
     scratch->len = outlen;
@@ -303,6 +357,162 @@ cleanup:
     free(ct);
     PQclear(res);
     return ret;
+}
+
+/* ---------------------------------------------------------------- KMS -- */
+
+static void reseal(vault_t *self)
+{
+    vault_priv_t *v = priv(self);
+    if (self->state == VAULT_UNSEALED || self->state == VAULT_UNVERIFIED)
+        lk_log_error("vault is sealed: the KMS failed; reconnecting");
+    vault_kms_disconnect(v->kms);
+    self->state = VAULT_SEALED_NO_KEY;
+    v->kms_next_try_ms = now_ms(); /* try again at once, then every KMS_RETRY_MS */
+}
+
+vault_kms_rc_t vault_cred_seal(vault_t *self, vault_ad_t *ad, const uint8_t *secret, size_t len,
+                               uint8_t *wrapped, size_t *wrapped_len, uint8_t nonce[VAULT_NONCE_LEN],
+                               uint8_t *ciphertext)
+{
+    vault_priv_t *v = priv(self);
+    *wrapped_len = 0;
+    if (!v->kms || !self->keys) return VAULT_KMS_UNAVAILABLE;
+    ad->kek_id = lk_str(vault_kms_kek_id(v->kms));
+    ad->kek_version = vault_kms_kek_version(v->kms);
+    uint8_t *dek = sodium_malloc(VAULT_KEY_LEN);
+    if (!dek) return VAULT_KMS_REFUSED;
+    crypto_aead_xchacha20poly1305_ietf_keygen(dek);
+    vault_kms_rc_t rc = VAULT_KMS_REFUSED;
+    if (vault_seal_secret(dek, ad, secret, len, nonce, ciphertext) == 0)
+        rc = vault_kms_wrap(v->kms, ad, dek, wrapped, wrapped_len);
+    sodium_free(dek); /* wipes */
+    if (rc == VAULT_KMS_UNAVAILABLE) reseal(self);
+    return rc;
+}
+
+vault_kms_rc_t vault_cred_open(vault_t *self, const vault_ad_t *ad, const uint8_t *wrapped,
+                               size_t wrapped_len, const uint8_t *nonce, size_t nonce_len,
+                               const uint8_t *ciphertext, size_t ct_len, uint8_t *out, size_t *out_len)
+{
+    vault_priv_t *v = priv(self);
+    *out_len = 0;
+    if (!v->kms || !self->keys) return VAULT_KMS_UNAVAILABLE;
+    uint8_t *dek = sodium_malloc(VAULT_KEY_LEN);
+    if (!dek) return VAULT_KMS_REFUSED;
+    vault_kms_rc_t rc = vault_kms_unwrap(v->kms, ad, wrapped, wrapped_len, dek);
+    if (rc == VAULT_KMS_OK &&
+        vault_open_secret(dek, ad, nonce, nonce_len, ciphertext, ct_len, out, out_len) != 0)
+        rc = VAULT_KMS_REFUSED;
+    sodium_free(dek);
+    if (rc == VAULT_KMS_UNAVAILABLE) reseal(self);
+    return rc;
+}
+
+/* Rewraps one row under the current KEK in its own transaction. 1 rewrapped,
+ * 0 already current, -1 failed. */
+static int rotate_row(vault_t *self, const char *id)
+{
+    vault_kms_t *kms = priv(self)->kms;
+    lk_db_params_t p;
+    PGresult *res = NULL;
+    uint8_t wrapped[VAULT_WRAPPED_MAX + 1], nw[VAULT_WRAPPED_MAX];
+    size_t wlen = 0, nwlen = 0;
+    uint8_t *dek = NULL;
+    int ret = -1;
+    if (lk_db_begin(self->db) != LK_DB_OK) return -1;
+    lk_db_params_init(&p);
+    lk_db_param_cstr(&p, id);
+    if (lk_db_query(self->db,
+                    "SELECT tenant_id, provider_id, format_version, kek_id, kek_version, wrapped_dek "
+                    "FROM credentials WHERE id = $1::text FOR UPDATE",
+                    &p, &res) != LK_DB_OK ||
+        PQntuples(res) != 1)
+        goto cleanup;
+    vault_ad_t ad = {(uint32_t)lk_db_i64(res, 0, 2), lk_db_str(res, 0, 0), lk_str(id),
+                     lk_db_str(res, 0, 1),           lk_db_str(res, 0, 3), (uint32_t)lk_db_i64(res, 0, 4)};
+    if (lk_str_eq(ad.kek_id, vault_kms_kek_id(kms)) && ad.kek_version == vault_kms_kek_version(kms)) {
+        ret = 0;
+        goto cleanup;
+    }
+    dek = sodium_malloc(VAULT_KEY_LEN);
+    vault_ad_t nad = ad;
+    nad.kek_id = lk_str(vault_kms_kek_id(kms));
+    nad.kek_version = vault_kms_kek_version(kms);
+    vault_kms_rc_t rc = VAULT_KMS_REFUSED;
+    if (dek && lk_db_bytea(res, 0, 5, wrapped, sizeof wrapped, &wlen) == 0 &&
+        (rc = vault_kms_unwrap(kms, &ad, wrapped, wlen, dek)) == VAULT_KMS_OK)
+        rc = vault_kms_wrap(kms, &nad, dek, nw, &nwlen);
+    if (rc != VAULT_KMS_OK) {
+        fprintf(stderr, "lumkey-vault: credential %s: %s\n", id,
+                rc == VAULT_KMS_UNAVAILABLE ? "the KMS failed"
+                                            : "its DEK does not unwrap (is its KEK configured?)");
+        goto cleanup;
+    }
+    lk_db_params_init(&p);
+    lk_db_param_cstr(&p, id);
+    lk_db_param_str(&p, nad.kek_id);
+    lk_db_param_i64(&p, nad.kek_version);
+    lk_db_param_bytes(&p, nw, nwlen);
+    if (lk_db_query(
+            self->db,
+            "UPDATE credentials SET kek_id = $2::text, kek_version = $3::bigint, wrapped_dek = $4::bytea "
+            "WHERE id = $1::text",
+            &p, NULL) != LK_DB_OK ||
+        lk_db_commit(self->db) != LK_DB_OK)
+        goto cleanup;
+    ret = 1;
+cleanup:
+    if (ret != 1) lk_db_rollback(self->db);
+    if (dek) sodium_free(dek);
+    PQclear(res);
+    return ret;
+}
+
+int vault_rotate_kek(vault_t *self)
+{
+    vault_kms_t *kms = priv(self)->kms;
+    if (self->state == VAULT_UNVERIFIED) verify(self);
+    if (self->state != VAULT_UNSEALED || !kms) {
+        fprintf(stderr, "lumkey-vault: the vault is sealed (see the log above); nothing rotated\n");
+        return 1;
+    }
+    const char *kid = vault_kms_kek_id(kms);
+    char ver[16];
+    snprintf(ver, sizeof ver, "%u", vault_kms_kek_version(kms));
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_cstr(&p, kid);
+    lk_db_param_i64(&p, vault_kms_kek_version(kms));
+    PGresult *res = NULL;
+    if (lk_db_query(self->db,
+                    "SELECT id FROM credentials WHERE NOT (kek_id = $1::text AND kek_version = $2::bigint) "
+                    "ORDER BY created_at, id",
+                    &p, &res) != LK_DB_OK) {
+        fprintf(stderr, "lumkey-vault: could not list the credentials (database unavailable?)\n");
+        return 1;
+    }
+    int n = PQntuples(res), done = 0, failed = 0;
+    fprintf(stderr, "lumkey-vault: rotate-kek: %d credential(s) to rewrap under %s version %s\n", n, kid,
+            ver);
+    for (int i = 0; i < n; i++) {
+        char id[80];
+        lk_str_copy(id, sizeof id, lk_db_str(res, i, 0));
+        int r = rotate_row(self, id);
+        if (r < 0)
+            failed++;
+        else
+            done++;
+        fprintf(stderr, "lumkey-vault: rotate-kek: %d of %d %s %s\n", i + 1, n, id,
+                r < 0 ? "FAILED"
+                : r   ? "rewrapped"
+                      : "already current");
+    }
+    PQclear(res);
+    fprintf(stderr, "lumkey-vault: rotate-kek: %d of %d done, %d failed\n", done, n, failed);
+    lk_log_info("rotate-kek: %d of %d credentials now under %s version %s, %d failed", done, n, kid, ver,
+                failed);
+    return failed ? 1 : 0;
 }
 
 int vault_handle(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)

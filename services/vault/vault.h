@@ -67,4 +67,31 @@ void vault_admin_init_json(void);
 /* Random id: prefix + 20 base62 characters. out: >= strlen(prefix) + 21. */
 void vault_new_id(char *out, const char *prefix);
 
+/* ------------------------------------------------------------------ KMS --
+ * The KEK sits behind vault_kms (file or PKCS#11; settings in vault_kms.h).
+ * A KMS that is unreachable at start keeps the vault sealed (retried every
+ * 2 s); one that fails mid-run reseals it until it reconnects. */
+#include "vault_kms.h"
+
+/* vault_new with the KEK behind the KMS kcfg describes. */
+vault_t *vault_new_kms(const vault_config_t *cfg, const vault_kms_config_t *kcfg);
+
+/* Seals secret for the row ad names under a fresh DEK wrapped by the current
+ * KEK; sets ad->kek_id (borrowed from the vault) and ad->kek_version, which
+ * the row must record. wrapped: VAULT_WRAPPED_MAX bytes; ciphertext: len +
+ * VAULT_TAG_LEN. UNAVAILABLE reseals the vault (answer "vault is sealed"). */
+vault_kms_rc_t vault_cred_seal(vault_t *self, vault_ad_t *ad, const uint8_t *secret, size_t len,
+                               uint8_t *wrapped, size_t *wrapped_len, uint8_t nonce[VAULT_NONCE_LEN],
+                               uint8_t *ciphertext) __attribute__((warn_unused_result));
+/* Opens a credentials row (ad from the row) into out (room for ct_len -
+ * VAULT_TAG_LEN). UNAVAILABLE reseals the vault. */
+vault_kms_rc_t vault_cred_open(vault_t *self, const vault_ad_t *ad, const uint8_t *wrapped, size_t wrapped_len,
+                               const uint8_t *nonce, size_t nonce_len, const uint8_t *ciphertext, size_t ct_len,
+                               uint8_t *out, size_t *out_len) __attribute__((warn_unused_result));
+
+/* --rotate-kek: rewraps every credential's DEK under the current KEK, one
+ * transaction per row, leaving the secret's ciphertext as it is; progress on
+ * stderr. Exit status 0 (all current), 1 (some row or the vault failed). */
+int vault_rotate_kek(vault_t *self);
+
 #endif

@@ -480,11 +480,18 @@ static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *re
     vault_new_id(cred_id, "cred_");
     size_t show = klen >= 16 ? 4 : klen >= 8 ? 2 : 0; /* never most of a short secret */
     snprintf(fingerprint, sizeof fingerprint, "\xe2\x80\xa6%s", key + klen - show);
-    uint8_t wrapped[VAULT_WRAPPED_DEK_LEN], nonce[VAULT_NONCE_LEN];
-    vault_ad_t ad = {VAULT_FORMAT_VERSION,     q->tenant,        lk_str(cred_id), lk_str(prov_id),
-                     LK_STR_LIT(VAULT_KEK_ID), VAULT_KEK_VERSION};
+    uint8_t wrapped[VAULT_WRAPPED_MAX], nonce[VAULT_NONCE_LEN];
+    size_t wlen = 0;
+    /* kek_id / kek_version: set by vault_cred_seal to the KMS's current KEK */
+    vault_ad_t ad = {VAULT_FORMAT_VERSION, q->tenant, lk_str(cred_id), lk_str(prov_id), LK_STR_NULL, 0};
     ct = malloc(klen + VAULT_TAG_LEN);
-    if (!ct || vault_seal(self->keys->kek, &ad, (const uint8_t *)key, klen, wrapped, nonce, ct) != 0) {
+    vault_kms_rc_t krc = ct ? vault_cred_seal(self, &ad, (const uint8_t *)key, klen, wrapped, &wlen, nonce, ct)
+                            : VAULT_KMS_REFUSED;
+    if (krc == VAULT_KMS_UNAVAILABLE) {
+        ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
+        goto cleanup;
+    }
+    if (krc != VAULT_KMS_OK) {
         lk_log_error("could not seal a new credential");
         goto cleanup;
     }
@@ -511,9 +518,9 @@ static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *re
         lk_db_param_str(&p, q->tenant);
         lk_db_param_cstr(&p, prov_id);
         lk_db_param_i64(&p, VAULT_FORMAT_VERSION);
-        lk_db_param_cstr(&p, VAULT_KEK_ID);
-        lk_db_param_i64(&p, VAULT_KEK_VERSION);
-        lk_db_param_bytes(&p, wrapped, sizeof wrapped);
+        lk_db_param_str(&p, ad.kek_id);
+        lk_db_param_i64(&p, ad.kek_version);
+        lk_db_param_bytes(&p, wrapped, wlen);
         lk_db_param_bytes(&p, nonce, sizeof nonce);
         lk_db_param_bytes(&p, ct, klen + VAULT_TAG_LEN);
         lk_db_param_cstr(&p, fingerprint);

@@ -6,11 +6,14 @@
  *                                            first admin token of tenant T (default
  *                                            "default"): printed alone on stdout, exit 0;
  *                                            exit 3 if the tenant already has one
+ *      lumkey-vault --rotate-kek             rewrap every credential's DEK under the
+ *                                            current KEK (progress on stderr; idempotent)
  *
  *  Settings (environment, or the --flag in brackets): LUMKEY_DB [--db],
  *  LUMKEY_MASTER_KEY_FILE [--master-key-file], LUMKEY_VAULT_ENDPOINT
  *  [--endpoint] (default ipc://$LUMKEY_RUN_DIR/vault.ipc), LUMKEY_DB_WAIT_MS,
- *  LUMKEY_DB_STATEMENT_TIMEOUT_MS.
+ *  LUMKEY_DB_STATEMENT_TIMEOUT_MS; the KMS: LUMKEY_KMS and LUMKEY_PKCS11_*
+ *  (environment only, see vault_kms.h).
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -25,8 +28,12 @@ static const char USAGE[] =
     "usage: lumkey-vault [--db CONNINFO] [--master-key-file FILE] [--endpoint EP]\n"
     "       lumkey-vault --init-master-key FILE\n"
     "       lumkey-vault --bootstrap-admin [--tenant TENANT]\n"
+    "       lumkey-vault --rotate-kek\n"
     "  LUMKEY_DB, LUMKEY_MASTER_KEY_FILE, LUMKEY_VAULT_ENDPOINT (ipc://$LUMKEY_RUN_DIR/vault.ipc),\n"
-    "  LUMKEY_DB_WAIT_MS (10000), LUMKEY_DB_STATEMENT_TIMEOUT_MS (5000)\n";
+    "  LUMKEY_DB_WAIT_MS (10000), LUMKEY_DB_STATEMENT_TIMEOUT_MS (5000)\n"
+    "  LUMKEY_KMS (file | pkcs11), LUMKEY_PKCS11_MODULE, LUMKEY_PKCS11_TOKEN, LUMKEY_PKCS11_PIN_FILE,\n"
+    "  LUMKEY_PKCS11_KEY_LABEL, LUMKEY_PKCS11_KEY_VERSION (1), LUMKEY_PKCS11_OLD_KEY_LABEL,\n"
+    "  LUMKEY_PKCS11_OLD_KEY_VERSION (1)\n";
 
 int main(int argc, char **argv)
 {
@@ -40,7 +47,7 @@ int main(int argc, char **argv)
         return 0;
     }
     static const char *const with_value[] = {"master-key-file", "init-master-key", "tenant", NULL};
-    static const char *const switches[] = {"bootstrap-admin", NULL};
+    static const char *const switches[] = {"bootstrap-admin", "rotate-kek", NULL};
     const char *init = lk_config_get(argc, argv, "init-master-key", NULL, NULL);
     if (init) /* needs nothing else */
         return vault_init_master_key(init);
@@ -56,10 +63,17 @@ int main(int argc, char **argv)
         .statement_timeout_ms = wc.statement_timeout_ms,
     };
 
+    vault_kms_config_t kcfg;
+    if (vault_kms_config_env(&kcfg) != 0) return 2;
+
     int rc = 1;
     lk_worker_t *worker = NULL;
-    vault_t *vault = vault_new(&cfg);
+    vault_t *vault = vault_new_kms(&cfg, &kcfg);
     if (!vault) goto cleanup;
+    if (lk_config_has(argc, argv, "rotate-kek")) {
+        rc = vault_rotate_kek(vault);
+        goto cleanup;
+    }
     if (lk_config_has(argc, argv, "bootstrap-admin")) {
         rc = vault_bootstrap_admin(vault, lk_config_get(argc, argv, "tenant", NULL, "default"));
         goto cleanup;

@@ -768,7 +768,7 @@ static int cred_get(const char *tenant, const char *cred, const char *secret, lk
         rc = s.len == strlen(secret) && memcmp(s.ptr, secret, s.len) == 0 ? 1 : -1;
     } else if (r.env.type == LK_MSG_ERROR && r.u.error.status == want_status) {
         rc = 0;
-        if (want_status == LK_ST_INTERNAL &&
+        if (want_status == LK_ST_INTEGRITY &&
             !lk_str_eq(r.u.error.message, "credential integrity check failed"))
             rc = -1;
     }
@@ -796,7 +796,7 @@ static void test_cred_get(void)
     static const char *const cols[] = {"ciphertext", "nonce", "wrapped_dek"};
     for (int i = 0; i < 3; i++) {
         flip(cols[i], T.cred1);
-        LK_CHECK(cred_get("default", T.cred1, NULL, LK_ST_INTERNAL) == 0);
+        LK_CHECK(cred_get("default", T.cred1, NULL, LK_ST_INTEGRITY) == 0);
         flip(cols[i], T.cred1);
         LK_CHECK(cred_get("default", T.cred1, T.provider_secret, 0) == 1);
     }
@@ -805,18 +805,18 @@ static void test_cred_get(void)
     sql("UPDATE credentials c SET ciphertext = o.ciphertext, nonce = o.nonce, wrapped_dek = o.wrapped_dek "
         "FROM credentials o WHERE c.id = $1 AND o.id = $2",
         T.cred1, T.cred2);
-    LK_CHECK(cred_get("default", T.cred1, NULL, LK_ST_INTERNAL) == 0);
+    LK_CHECK(cred_get("default", T.cred1, NULL, LK_ST_INTEGRITY) == 0);
     /* the row moved to another tenant or provider: refused too */
     sql("UPDATE credentials c SET ciphertext = s.ciphertext, nonce = s.nonce, wrapped_dek = s.wrapped_dek "
         "FROM saved s WHERE c.id = $1",
         T.cred1, NULL);
     LK_CHECK(cred_get("default", T.cred1, T.provider_secret, 0) == 1);
     sql("UPDATE credentials SET provider_id = $2 WHERE id = $1", T.cred1, T.prov2);
-    LK_CHECK(cred_get("default", T.cred1, NULL, LK_ST_INTERNAL) == 0);
+    LK_CHECK(cred_get("default", T.cred1, NULL, LK_ST_INTEGRITY) == 0);
     sql("UPDATE credentials SET provider_id = $2 WHERE id = $1", T.cred1, T.prov1);
     sql("INSERT INTO tenants (id, name) VALUES ('other', 'Other') ON CONFLICT DO NOTHING", NULL, NULL);
     sql("UPDATE credentials SET tenant_id = 'other' WHERE id = $1", T.cred1, NULL);
-    LK_CHECK(cred_get("other", T.cred1, NULL, LK_ST_INTERNAL) == 0);
+    LK_CHECK(cred_get("other", T.cred1, NULL, LK_ST_INTEGRITY) == 0);
     sql("UPDATE credentials SET tenant_id = 'default' WHERE id = $1", T.cred1, NULL);
     LK_CHECK(cred_get("default", T.cred1, T.provider_secret, 0) == 1);
     sql("DROP TABLE saved", NULL, NULL);
