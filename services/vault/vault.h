@@ -85,9 +85,10 @@ vault_kms_rc_t vault_cred_seal(vault_t *self, vault_ad_t *ad, const uint8_t *sec
                                uint8_t *ciphertext) __attribute__((warn_unused_result));
 /* Opens a credentials row (ad from the row) into out (room for ct_len -
  * VAULT_TAG_LEN). UNAVAILABLE reseals the vault. */
-vault_kms_rc_t vault_cred_open(vault_t *self, const vault_ad_t *ad, const uint8_t *wrapped, size_t wrapped_len,
-                               const uint8_t *nonce, size_t nonce_len, const uint8_t *ciphertext, size_t ct_len,
-                               uint8_t *out, size_t *out_len) __attribute__((warn_unused_result));
+vault_kms_rc_t vault_cred_open(vault_t *self, const vault_ad_t *ad, const uint8_t *wrapped,
+                               size_t wrapped_len, const uint8_t *nonce, size_t nonce_len,
+                               const uint8_t *ciphertext, size_t ct_len, uint8_t *out, size_t *out_len)
+    __attribute__((warn_unused_result));
 
 /* --rotate-kek: rewraps every credential's DEK under the current KEK, one
  * transaction per row, leaving the secret's ciphertext as it is; progress on

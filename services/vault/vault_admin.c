@@ -485,8 +485,9 @@ static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *re
     /* kek_id / kek_version: set by vault_cred_seal to the KMS's current KEK */
     vault_ad_t ad = {VAULT_FORMAT_VERSION, q->tenant, lk_str(cred_id), lk_str(prov_id), LK_STR_NULL, 0};
     ct = malloc(klen + VAULT_TAG_LEN);
-    vault_kms_rc_t krc = ct ? vault_cred_seal(self, &ad, (const uint8_t *)key, klen, wrapped, &wlen, nonce, ct)
-                            : VAULT_KMS_REFUSED;
+    vault_kms_rc_t krc =
+        ct ? vault_cred_seal(self, &ad, (const uint8_t *)key, klen, wrapped, &wlen, nonce, ct)
+           : VAULT_KMS_REFUSED;
     if (krc == VAULT_KMS_UNAVAILABLE) {
         ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
         goto cleanup;
