@@ -4,7 +4,7 @@
  *      lumkeyctl providers create --name N --kind K --base-url URL [--models a,b]
  *                                 (--api-key-stdin | --api-key-file F)
  *      lumkeyctl providers list
- *      lumkeyctl keys create --name N [--user U] [--env live|test] [--models a,b]
+ *      lumkeyctl keys create --name N [--user U] [--env live|test] [--models a,b] [--allowed-ips a,b]
  *                            [--expires-at UNIX] [--meta k=v ...]
  *      lumkeyctl keys list
  *      lumkeyctl keys get ID
@@ -70,11 +70,12 @@ static const char usage_text[] =
     "                   [--models a,b] (--api-key-stdin | --api-key-file F)\n"
     "  providers list\n"
     "  providers get ID\n"
-    "  keys create --name N [--user U] [--env live|test] [--models a,b]\n"
+    "  keys create --name N [--user U] [--env live|test] [--models a,b] [--allowed-ips 10.0.0.0/8,...]\n"
     "              [--expires-at UNIX] [--meta k=v ...]\n"
     "  keys list\n"
     "  keys get ID\n"
-    "  keys update ID [--name N] [--user U] [--models a,b] [--expires-at UNIX] [--meta k=v ...]\n"
+    "  keys update ID [--name N] [--user U] [--models a,b] [--allowed-ips a,b] [--expires-at UNIX]\n"
+    "                 [--meta k=v ...]\n"
     "  keys rotate ID [--overlap SECONDS]   new key (shown once); the old one works SECONDS more\n"
     "                                       (default 86400)\n"
     "  keys revoke ID                       the key stops working at once\n"
@@ -511,6 +512,8 @@ static json_t *keys_create_body(const ctl_t *c)
         json_object_set_new(req, "env", json_string(env));
     }
     if (models) json_object_set_new(req, "models", csv_array(models));
+    const char *ips = opt(c, "allowed-ips");
+    if (ips) json_object_set_new(req, "allowed_ips", csv_array(ips));
     if (exp) {
         char *end;
         errno = 0;
@@ -552,7 +555,8 @@ fail:
 
 static int cmd_keys_create(ctl_t *c)
 {
-    static const char *const allowed[] = {"name", "user", "env", "models", "expires-at", "meta", NULL};
+    static const char *const allowed[] = {"name",       "user", "env",         "models",
+                                          "expires-at", "meta", "allowed-ips", NULL};
     if (check_opts(c, allowed) || require(c, "name")) return EXIT_USAGE;
     json_t *req = keys_create_body(c);
     if (req == NULL) return EXIT_USAGE;
@@ -566,8 +570,8 @@ static int cmd_keys_create(ctl_t *c)
     rc = admin_call(c, "POST", "/admin/v1/keys", req, &res, &out);
     json_decref(req);
     if (rc == EXIT_OK) {
-        static const char *const fields[] = {"id",         "name",     "user",       "env", "models",
-                                             "expires_at", "metadata", "created_at", NULL};
+        static const char *const fields[] = {"id",         "name",     "user",       "env",         "models",
+                                             "expires_at", "metadata", "created_at", "allowed_ips", NULL};
         static const char *const skip[] = {"key", NULL};
         const char *key = json_string_value(json_object_get(out, "key"));
         if (c->json) {
@@ -629,9 +633,9 @@ static int object_call(ctl_t *c, const char *method, const char *path, json_t *r
     return rc;
 }
 
-static const char *const key_fields[] = {"id",         "name",       "user",     "env",
-                                         "models",     "expires_at", "metadata", "created_at",
-                                         "revoked_at", "status",     NULL};
+static const char *const key_fields[] = {"id",         "name",        "user",       "env",
+                                         "models",     "allowed_ips", "expires_at", "metadata",
+                                         "created_at", "revoked_at",  "status",     NULL};
 
 static int cmd_keys_get(ctl_t *c)
 {
@@ -655,14 +659,17 @@ static int cmd_providers_get(ctl_t *c)
 
 static int cmd_keys_update(ctl_t *c)
 {
-    static const char *const allowed[] = {"name", "user", "models", "expires-at", "meta", NULL};
+    static const char *const allowed[] = {"name", "user",        "models", "expires-at",
+                                          "meta", "allowed-ips", NULL};
     const char *id = object_id(c, "key_");
     if (id == NULL || check_opts(c, allowed) != EXIT_OK) return EXIT_USAGE;
     json_t *req = keys_create_body(c);
     if (req == NULL) return EXIT_USAGE;
     if (json_object_size(req) == 0) {
         json_decref(req);
-        return usage_error("%s", "nothing to update: give --name, --user, --models, --expires-at or --meta");
+        return usage_error("%s",
+                           "nothing to update: give --name, --user, --models, --allowed-ips, --expires-at or "
+                           "--meta");
     }
     char path[128];
     snprintf(path, sizeof path, "/admin/v1/keys/%s", id);

@@ -1,4 +1,5 @@
 /*  policy - authenticate, scope-check and route one request. */
+#include <arpa/inet.h>
 #include "policy.h"
 
 #include <stdio.h>
@@ -9,14 +10,15 @@
 
 #define MAX_MODEL 256
 
-/* $1 key hash, $2 model. Route: the key's tenant's providers serving the
+/* $1 key hash, $2 model, $3 source address (NULL if unknown). Route: the key's tenant's providers serving the
  * model (explicitly first, then those serving any model; oldest first) that
  * have a credential (the newest one). */
 static const char SQL_DECIDE[] =
     "SELECT k.id, k.tenant_id, k.user_id, k.revoked_at IS NOT NULL, "
     "       k.expires_at IS NOT NULL AND k.expires_at <= now(), "
     "       cardinality(k.allowed_models) = 0 OR $2::text = ANY (k.allowed_models), "
-    "       r.id, r.kind, r.base_url, r.cred_id "
+    "       r.id, r.kind, r.base_url, r.cred_id, "
+    "       cardinality(k.allowed_ips) = 0 OR COALESCE($3::text::inet <<= ANY (k.allowed_ips), false) "
     "FROM api_keys k "
     "LEFT JOIN LATERAL ("
     "    SELECT p.id, p.kind, p.base_url, c.id AS cred_id "
@@ -29,7 +31,16 @@ static const char SQL_DECIDE[] =
     "    LIMIT 1) r ON true "
     "WHERE k.hash = $1::bytea";
 
-enum { C_KEY, C_TENANT, C_USER, C_REVOKED, C_EXPIRED, C_MODEL_OK, C_PROV, C_KIND, C_URL, C_CRED };
+enum { C_KEY, C_TENANT, C_USER, C_REVOKED, C_EXPIRED, C_MODEL_OK, C_PROV, C_KIND, C_URL, C_CRED, C_IP_OK };
+
+/* Copies s into buf if it is a plain IPv4 or IPv6 address. 1 / 0. */
+static int valid_ip(lk_str_t s, char *buf, size_t cap)
+{
+    unsigned char bin[sizeof(struct in6_addr)];
+    if (s.len == 0 || s.len >= cap) return 0;
+    lk_str_copy(buf, cap, s);
+    return inet_pton(AF_INET, buf, bin) == 1 || inet_pton(AF_INET6, buf, bin) == 1;
+}
 
 policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout_ms)
 {
@@ -100,6 +111,11 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
     lk_db_params_init(&p);
     lk_db_param_bytes(&p, q->key_hash, sizeof q->key_hash);
     lk_db_param_str(&p, model_ok ? q->model : LK_STR_NULL);
+    char ip[INET6_ADDRSTRLEN];
+    if (valid_ip(q->source_ip, ip, sizeof ip))
+        lk_db_param_cstr(&p, ip);
+    else
+        lk_db_param_null(&p); /* unknown address: only keys without an allowlist pass */
     PGresult *res = NULL;
     lk_db_rc_t rc = lk_db_exec(self->db, "decide", &p, &res);
     if (rc != LK_DB_OK) return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
@@ -115,6 +131,8 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
         refuse(d, LK_ST_UNAUTHORIZED, "key_revoked", "This API key has been revoked.");
     } else if (lk_db_bool(res, 0, C_EXPIRED)) {
         refuse(d, LK_ST_UNAUTHORIZED, "key_expired", "This API key has expired.");
+    } else if (!lk_db_bool(res, 0, C_IP_OK)) {
+        refuse(d, LK_ST_FORBIDDEN, "ip_not_allowed", "This API key may not be used from this address.");
     } else if (!model_ok) {
         refuse(d, LK_ST_NOT_FOUND, "model_not_found",
                "The model does not exist or you do not have access to it.");

@@ -17,7 +17,9 @@
  *  revocation sets revoked_at. Policy reads api_keys on every request, so
  *  both take effect at once on every edge. Knows nothing of sockets or HTTP.
  */
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <stdlib.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,12 +29,62 @@
 #include "vault.h"
 #include "vault_admin.h"
 
+#define MAX_ALLOWED_IPS 64
+
+/* "allowed_ips": an array of IPv4/IPv6 addresses or networks ("10.0.0.0/8").
+ * Returns the array text for the database (free with vault_admin_wipe_free) or NULL with *e set
+ * (or NULL and no error when absent: *present says which). */
+static char *get_allowed_ips(json_t *body, int *present,
+                             vault_admin_err_t *e) /* free: vault_admin_wipe_free */
+{
+    json_t *v = json_object_get(body, "allowed_ips");
+    *present = v != NULL;
+    if (!v) return NULL;
+    if (json_is_null(v)) {
+        json_t *none = json_array();
+        char *text = none ? json_dumps(none, JSON_COMPACT) : NULL; /* jansson's allocator, like below */
+        json_decref(none);
+        return text;
+    }
+    if (!json_is_array(v) || json_array_size(v) > MAX_ALLOWED_IPS) goto bad;
+    size_t i;
+    json_t *a;
+    json_array_foreach(v, i, a)
+    {
+        const char *t = json_string_value(a);
+        if (!t || strlen(t) >= INET6_ADDRSTRLEN + 4) goto bad;
+        char addr[INET6_ADDRSTRLEN + 4];
+        snprintf(addr, sizeof addr, "%s", t);
+        char *slash = strchr(addr, '/');
+        long bits = -1;
+        if (slash) {
+            char *end;
+            *slash = '\0';
+            bits = strtol(slash + 1, &end, 10);
+            if (end == slash + 1 || *end || bits < 0) goto bad;
+        }
+        unsigned char bin[16];
+        int v4 = inet_pton(AF_INET, addr, bin) == 1, v6 = !v4 && inet_pton(AF_INET6, addr, bin) == 1;
+        if (!v4 && !v6) goto bad;
+        if (bits > (v4 ? 32 : 128)) goto bad;
+    }
+    return json_dumps(v, JSON_COMPACT);
+bad:
+    vault_admin_set_err(e, LK_ST_BAD_REQUEST, "invalid_field",
+                        "The field `allowed_ips` must be an array of at most %d IP addresses or networks "
+                        "(such as 10.0.0.0/8 or 2001:db8::/32).",
+                        MAX_ALLOWED_IPS);
+    return NULL;
+}
+
 static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    static const char *const allowed[] = {"name", "user", "env", "models", "expires_at", "metadata", NULL};
+    static const char *const allowed[] = {"name",       "user",     "env",         "models",
+                                          "expires_at", "metadata", "allowed_ips", NULL};
     vault_admin_err_t e;
     json_t *models = NULL;
-    char *models_text = NULL, *meta_text = NULL, *key = NULL;
+    char *models_text = NULL, *meta_text = NULL, *key = NULL, *ips_text = NULL;
+    int has_ips = 0;
     PGresult *res = NULL;
     int ret = -1, has_exp = 0;
     int64_t exp = 0;
@@ -44,6 +96,8 @@ static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
         vault_admin_get_str(body, "env", 0, 8, &env, &e) != 0 ||
         !(models = vault_admin_get_models(body, &e)) || vault_admin_get_expiry(body, &has_exp, &exp, &e) != 0)
         goto refuse;
+    ips_text = get_allowed_ips(body, &has_ips, &e);
+    if (has_ips && !ips_text) goto refuse;
     env = env ? env : "live";
     if (strcmp(env, "live") != 0 && strcmp(env, "test") != 0) {
         vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "invalid_field", "The field `env` must be live or test.");
@@ -86,6 +140,7 @@ static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
         lk_db_param_i64(&p, exp);
     else
         lk_db_param_null(&p);
+    lk_db_param_cstr(&p, ips_text ? ips_text : "[]");
     lk_db_rc_t rc = lk_db_exec(self->db, "key_insert", &p, &res);
     if (rc != LK_DB_OK) {
         ret = vault_admin_reply_db(rep, scratch, rc, "A key with this id already exists; please retry.");
@@ -93,11 +148,13 @@ static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
     }
     lk_log_info("key %s created", key_id);
     json_t *meta_out = json_loads(meta_text, 0, NULL);
-    json_t *out = json_pack("{s:s,s:s,s:s,s:s?,s:s,s:O,s:o,s:o,s:s,s:n,s:s}", "id", key_id, "key", key,
-                            "name", name, "user", user, "env", env, "models", models, "expires_at",
-                            lk_db_is_null(res, 0, 1) ? json_null() : json_string(PQgetvalue(res, 0, 1)),
-                            "metadata", meta_out ? meta_out : json_object(), "created_at",
-                            PQgetvalue(res, 0, 0), "revoked_at", "status", "active");
+    json_t *ips_out = json_loads(ips_text ? ips_text : "[]", 0, NULL);
+    json_t *out =
+        json_pack("{s:s,s:s,s:s,s:s?,s:s,s:O,s:o,s:o,s:s,s:n,s:s,s:o}", "id", key_id, "key", key, "name",
+                  name, "user", user, "env", env, "models", models, "expires_at",
+                  lk_db_is_null(res, 0, 1) ? json_null() : json_string(PQgetvalue(res, 0, 1)), "metadata",
+                  meta_out ? meta_out : json_object(), "created_at", PQgetvalue(res, 0, 0), "revoked_at",
+                  "status", "active", "allowed_ips", ips_out ? ips_out : json_array());
     ret = vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
     goto cleanup;
 refuse:
@@ -107,6 +164,7 @@ cleanup:
     if (key) sodium_free(key);
     if (models_text) vault_admin_wipe_free(models_text);
     if (meta_text) vault_admin_wipe_free(meta_text);
+    vault_admin_wipe_free(ips_text);
     json_decref(models);
     json_decref(body);
     return ret;
@@ -114,16 +172,15 @@ cleanup:
 
 /* Columns of key_cols: id, name, user_id, env, models, expires_at, metadata,
  * created_at, revoked_at, status. Never the hash. */
-#define KEY_COLS                                                                                             \
-    "id, name, user_id, env, array_to_json(allowed_models)::text, " TS(                                      \
-        "expires_at") ", metadata::text, " TS("created_at") ", " TS("revoked_at") ", CASE WHEN revoked_at "  \
-                                                                                  "IS NOT NULL THEN "        \
-                                                                                  "'revoked' "               \
-                                                                                  "WHEN expires_at IS NOT "  \
-                                                                                  "NULL AND expires_at <= "  \
-                                                                                  "now() THEN "              \
-                                                                                  "'expired' ELSE 'active' " \
-                                                                                  "END"
+// clang-format off
+#define KEY_COLS                                                                    \
+    "id, name, user_id, env, array_to_json(allowed_models)::text, "                 \
+    TS("expires_at") ", metadata::text, " TS("created_at") ", " TS("revoked_at") ", " \
+    "CASE WHEN revoked_at IS NOT NULL THEN 'revoked' "                              \
+    "WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' "          \
+    "ELSE 'active' END, "                                                           \
+    "array_to_json(allowed_ips)::text"
+// clang-format on
 
 static json_t *opt_ts(PGresult *res, int i, int col)
 {
@@ -135,12 +192,14 @@ static json_t *key_row(PGresult *res, int i)
 {
     json_t *models = json_loads(PQgetvalue(res, i, 4), 0, NULL);
     json_t *meta = json_loads(PQgetvalue(res, i, 6), 0, NULL);
+    json_t *ips = json_loads(PQgetvalue(res, i, 10), 0, NULL);
     lk_str_t user = lk_db_str(res, i, 2);
-    return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:s,s:o,s:s}", "id", PQgetvalue(res, i, 0), "name",
+    return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:s,s:o,s:s,s:o}", "id", PQgetvalue(res, i, 0), "name",
                      PQgetvalue(res, i, 1), "user", user.len ? json_string(user.ptr) : json_null(), "env",
                      PQgetvalue(res, i, 3), "models", models ? models : json_array(), "expires_at",
                      opt_ts(res, i, 5), "metadata", meta ? meta : json_object(), "created_at",
-                     PQgetvalue(res, i, 7), "revoked_at", opt_ts(res, i, 8), "status", PQgetvalue(res, i, 9));
+                     PQgetvalue(res, i, 7), "revoked_at", opt_ts(res, i, 8), "status", PQgetvalue(res, i, 9),
+                     "allowed_ips", ips ? ips : json_array());
 }
 
 static int keys_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
@@ -215,10 +274,12 @@ static json_t *load_opt_body(lk_str_t text, const char *const *allowed, vault_ad
 
 static int keys_update(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    static const char *const allowed[] = {"name", "user", "models", "expires_at", "metadata", NULL};
+    static const char *const allowed[] = {"name",     "user",        "models", "expires_at",
+                                          "metadata", "allowed_ips", NULL};
     vault_admin_err_t e;
     json_t *models = NULL;
-    char *models_text = NULL, *meta_text = NULL;
+    char *models_text = NULL, *meta_text = NULL, *ips_text = NULL;
+    int has_ips = 0;
     PGresult *res = NULL;
     int ret = -1, has_exp = 0;
     int64_t exp = 0;
@@ -234,6 +295,8 @@ static int keys_update(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
         vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "invalid_field", "The field `name` cannot be null.");
         goto refuse;
     }
+    ips_text = get_allowed_ips(body, &has_ips, &e);
+    if (has_ips && !ips_text) goto refuse;
     if (json_object_get(body, "models")) {
         if (!(models = vault_admin_get_models(body, &e))) goto refuse;
         if (!(models_text = json_dumps(models, JSON_COMPACT))) goto cleanup;
@@ -278,6 +341,10 @@ static int keys_update(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
         lk_db_param_cstr(&p, meta_text);
     else
         lk_db_param_null(&p);
+    if (ips_text)
+        lk_db_param_cstr(&p, ips_text);
+    else
+        lk_db_param_null(&p);
     lk_db_rc_t rc = lk_db_exec(self->db, "key_update", &p, &res);
     if (rc != LK_DB_OK) {
         ret = vault_admin_reply_db(rep, scratch, rc, "");
@@ -294,6 +361,7 @@ refuse:
     ret = vault_admin_reply_err(rep, scratch, &e);
 cleanup:
     PQclear(res);
+    vault_admin_wipe_free(ips_text);
     if (models_text) vault_admin_wipe_free(models_text);
     if (meta_text) vault_admin_wipe_free(meta_text);
     json_decref(models);
@@ -569,9 +637,11 @@ int vault_keys_prepare(lk_db_t *db)
     return lk_db_prepare(
                db, "key_insert",
                "INSERT INTO api_keys (id, tenant_id, hash, env, name, user_id, metadata, allowed_models, "
-               "expires_at) VALUES ($1::text, $2::text, $3::bytea, $4::text, $5::text, $6::text, "
+               "expires_at, allowed_ips) VALUES ($1::text, $2::text, $3::bytea, $4::text, $5::text, "
+               "$6::text, "
                "$7::text::jsonb, ARRAY(SELECT json_array_elements_text($8::text::json)), "
-               "to_timestamp($9::bigint)) RETURNING " TS("created_at") ", " TS("expires_at")) |
+               "to_timestamp($9::bigint), ARRAY(SELECT json_array_elements_text($10::text::json)::inet)) "
+               "RETURNING " TS("created_at") ", " TS("expires_at")) |
            lk_db_prepare(db, "key_list",
                          "SELECT " KEY_COLS
                          " FROM api_keys WHERE tenant_id = $1::text ORDER BY created_at, id") |
@@ -583,7 +653,9 @@ int vault_keys_prepare(lk_db_t *db)
                "allowed_models = CASE WHEN $5::text IS NULL THEN allowed_models "
                "ELSE ARRAY(SELECT json_array_elements_text($5::text::json)) END, "
                "expires_at = CASE WHEN $6::bigint = 1 THEN to_timestamp($7::bigint) ELSE expires_at END, "
-               "metadata = COALESCE($8::text::jsonb, metadata) "
+               "metadata = COALESCE($8::text::jsonb, metadata), "
+               "allowed_ips = CASE WHEN $9::text IS NULL THEN allowed_ips "
+               "ELSE ARRAY(SELECT json_array_elements_text($9::text::json)::inet) END "
                "WHERE id = $1::text AND tenant_id = $2::text RETURNING id") |
            lk_db_prepare(
                db, "key_lock",
@@ -593,8 +665,10 @@ int vault_keys_prepare(lk_db_t *db)
            lk_db_prepare(
                db, "key_clone",
                "INSERT INTO api_keys (id, tenant_id, hash, env, name, user_id, metadata, allowed_models, "
-               "expires_at) SELECT $1::text, tenant_id, $3::bytea, env, name, user_id, metadata, "
-               "allowed_models, expires_at FROM api_keys WHERE id = $4::text AND tenant_id = $2::text") |
+               "expires_at, allowed_ips) SELECT $1::text, tenant_id, $3::bytea, env, name, user_id, "
+               "metadata, "
+               "allowed_models, expires_at, allowed_ips FROM api_keys WHERE id = $4::text AND tenant_id = "
+               "$2::text") |
            lk_db_prepare(
                db, "key_sunset",
                "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, 'infinity'::timestamptz), "
