@@ -68,6 +68,7 @@ static const char usage_text[] =
     "  status                       is the edge ready?\n"
     "  providers create --name N --kind openai|anthropic|openai-compatible --base-url URL\n"
     "                   [--models a,b] (--api-key-stdin | --api-key-file F)\n"
+    "  providers replace-credential ID (--api-key-stdin | --api-key-file F)\n"
     "  providers list\n"
     "  providers get ID\n"
     "  keys create --name N [--user U] [--env live|test] [--models a,b] [--allowed-ips 10.0.0.0/8,...]\n"
@@ -657,6 +658,38 @@ static int cmd_providers_get(ctl_t *c)
     return object_call(c, "GET", path, NULL, fields);
 }
 
+static int cmd_providers_replace_credential(ctl_t *c)
+{
+    static const char *const allowed[] = {"api-key-stdin", "api-key-file", NULL};
+    static const char *const fields[] = {"id",     "name",       "kind",       "base_url",
+                                         "models", "credential", "created_at", NULL};
+    const char *id = object_id(c, "prov_");
+    if (id == NULL || check_opts(c, allowed) != EXIT_OK) return EXIT_USAGE;
+    const char *file = opt(c, "api-key-file");
+    int from_stdin = opt(c, "api-key-stdin") != NULL;
+    if (!!file == from_stdin)
+        return usage_error(
+            "%s", "give the new provider key with exactly one of --api-key-stdin or --api-key-file F");
+    lk_buf_t key;
+    lk_buf_init(&key, 1);
+    if ((file ? read_secret_file(file, "api key file", &key)
+              : read_secret_stdin("New provider API key", &key)) != 0) {
+        lk_buf_free(&key);
+        return EXIT_FAIL;
+    }
+    json_t *req = json_pack("{s:s%}", "api_key", (const char *)key.data, key.len);
+    lk_buf_free(&key);
+    if (req == NULL) {
+        fputs("lumkeyctl: the key is not valid UTF-8\n", stderr);
+        return EXIT_USAGE;
+    }
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/providers/%s/credential", id);
+    int rc = object_call(c, "PUT", path, req, fields);
+    json_decref(req);
+    return rc;
+}
+
 static int cmd_keys_update(ctl_t *c)
 {
     static const char *const allowed[] = {"name", "user",        "models", "expires-at",
@@ -834,7 +867,7 @@ static int dispatch(ctl_t *c)
     int rc = configure(c);
     if (rc != EXIT_OK) return rc;
     int with_id = b && (strcmp(b, "get") == 0 || strcmp(b, "update") == 0 || strcmp(b, "rotate") == 0 ||
-                        strcmp(b, "revoke") == 0);
+                        strcmp(b, "revoke") == 0 || strcmp(b, "replace-credential") == 0);
     size_t want = strcmp(a, "status") == 0 ? 1 : with_id ? 3 : 2;
     if (c->nwords > want) return usage_error("unexpected argument '%s'", c->words[want]);
     if (strcmp(a, "status") == 0) return cmd_status(c);
@@ -847,6 +880,8 @@ static int dispatch(ctl_t *c)
     if (strcmp(a, "keys") == 0 && b && strcmp(b, "rotate") == 0) return cmd_keys_rotate(c);
     if (strcmp(a, "keys") == 0 && b && strcmp(b, "revoke") == 0) return cmd_keys_revoke(c);
     if (strcmp(a, "providers") == 0 && b && strcmp(b, "get") == 0) return cmd_providers_get(c);
+    if (strcmp(a, "providers") == 0 && b && strcmp(b, "replace-credential") == 0)
+        return cmd_providers_replace_credential(c);
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "create") == 0) return cmd_tokens_create(c);
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "list") == 0) return cmd_tokens_list(c);
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "revoke") == 0) return cmd_tokens_revoke(c);

@@ -40,6 +40,8 @@ static const route_t ROUTES[] = {
     {"/admin/v1/providers", NULL, NULL, "POST", "providers.create", EDGE_SVC_VAULT, 1, 0, "admin"},
     {"/admin/v1/providers", NULL, NULL, "GET", "providers.list", EDGE_SVC_VAULT, 0, 0, "admin"},
     {"/admin/v1/providers/", "prov_", "", "GET", "providers.get", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/providers/", "prov_", "/credential", "PUT", "providers.replace_credential", EDGE_SVC_VAULT, 0,
+     0, "admin"},
     {"/admin/v1/keys", NULL, NULL, "POST", "keys.create", EDGE_SVC_VAULT, 1, 1, "admin"},
     {"/admin/v1/keys", NULL, NULL, "GET", "keys.list", EDGE_SVC_VAULT, 0, 0, "admin"},
     {"/admin/v1/keys/", "key_", "", "GET", "keys.get", EDGE_SVC_VAULT, 0, 0, "admin"},

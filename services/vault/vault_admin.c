@@ -30,8 +30,9 @@
 #include "vault.h"
 #include "vault_admin.h"
 
-#define MAX_URL    2048
-#define MAX_MODELS 256
+#define MAX_URL             2048
+#define ADMIN_OBJECT_ID_MAX 72
+#define MAX_MODELS          256
 
 /* ---------------------------------------------------------------- json -- */
 
@@ -441,6 +442,60 @@ int vault_admin_need_id(const lk_admin_req_t *q, const char *prefix, const char 
 
 /* ------------------------------------------------------------ providers -- */
 
+/* Seals key for (tenant, prov_id) as a new credential and inserts its row, inside
+ * the caller's transaction. Fills cred_id (32) and fingerprint (16). Returns 0;
+ * or -1 with *e set (bad input), *sealed set (KMS unavailable) or *db_rc set
+ * (database), else an internal failure (logged). */
+static int seal_credential(vault_t *self, lk_str_t tenant, const char *prov_id, const char *key,
+                           char *cred_id, char *fingerprint, vault_admin_err_t *e, int *sealed,
+                           lk_db_rc_t *db_rc)
+{
+    *sealed = 0;
+    *db_rc = LK_DB_OK;
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < klen; i++)
+        if ((unsigned char)key[i] <= 0x20 || (unsigned char)key[i] >= 0x7f) {
+            vault_admin_set_err(
+                e, LK_ST_BAD_REQUEST, "invalid_field",
+                "The field `api_key` must be printable ASCII without spaces (it goes into an HTTP header).");
+            return -1;
+        }
+    vault_new_id(cred_id, "cred_");
+    size_t show = klen >= 16 ? 4 : klen >= 8 ? 2 : 0; /* never most of a short secret */
+    snprintf(fingerprint, 16, "\xe2\x80\xa6%s", key + klen - show);
+    uint8_t wrapped[VAULT_WRAPPED_MAX], nonce[VAULT_NONCE_LEN];
+    size_t wlen = 0;
+    /* kek_id / kek_version: set by vault_cred_seal to the KMS's current KEK */
+    vault_ad_t ad = {VAULT_FORMAT_VERSION, tenant, lk_str(cred_id), lk_str(prov_id), LK_STR_NULL, 0};
+    uint8_t *ct = malloc(klen + VAULT_TAG_LEN);
+    vault_kms_rc_t krc =
+        ct ? vault_cred_seal(self, &ad, (const uint8_t *)key, klen, wrapped, &wlen, nonce, ct)
+           : VAULT_KMS_REFUSED;
+    if (krc != VAULT_KMS_OK) {
+        free(ct);
+        if (krc == VAULT_KMS_UNAVAILABLE)
+            *sealed = 1;
+        else
+            lk_log_error("could not seal a new credential");
+        return -1;
+    }
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_cstr(&p, cred_id);
+    lk_db_param_str(&p, tenant);
+    lk_db_param_cstr(&p, prov_id);
+    lk_db_param_i64(&p, VAULT_FORMAT_VERSION);
+    lk_db_param_str(&p, ad.kek_id);
+    lk_db_param_i64(&p, ad.kek_version);
+    lk_db_param_bytes(&p, wrapped, wlen);
+    lk_db_param_bytes(&p, nonce, sizeof nonce);
+    lk_db_param_bytes(&p, ct, klen + VAULT_TAG_LEN);
+    lk_db_param_cstr(&p, fingerprint);
+    *db_rc = lk_db_exec(self->db, "cred_insert", &p, NULL);
+    free(ct);
+    return *db_rc == LK_DB_OK ? 0 : -1;
+}
+
 static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
     static const char *const allowed[] = {"name", "kind", "base_url", "api_key", "models", NULL};
@@ -448,7 +503,6 @@ static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *re
     json_t *models = NULL, *out = NULL;
     char *models_text = NULL;
     PGresult *res = NULL;
-    uint8_t *ct = NULL;
     int ret = -1;
     const char *name, *kind, *url, *key;
     json_t *body = vault_admin_load_body(q->json, &e);
@@ -466,44 +520,14 @@ static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *re
         goto refuse;
     }
     if (check_base_url(url, &e) != 0) goto refuse;
-    size_t klen = strlen(key);
-    for (size_t i = 0; i < klen; i++)
-        if ((unsigned char)key[i] <= 0x20 || (unsigned char)key[i] >= 0x7f) {
-            vault_admin_set_err(
-                &e, LK_ST_BAD_REQUEST, "invalid_field",
-                "The field `api_key` must be printable ASCII without spaces (it goes into an HTTP header).");
-            goto refuse;
-        }
-
-    char prov_id[32], cred_id[32], fingerprint[16];
-    vault_new_id(prov_id, "prov_");
-    vault_new_id(cred_id, "cred_");
-    size_t show = klen >= 16 ? 4 : klen >= 8 ? 2 : 0; /* never most of a short secret */
-    snprintf(fingerprint, sizeof fingerprint, "\xe2\x80\xa6%s", key + klen - show);
-    uint8_t wrapped[VAULT_WRAPPED_MAX], nonce[VAULT_NONCE_LEN];
-    size_t wlen = 0;
-    /* kek_id / kek_version: set by vault_cred_seal to the KMS's current KEK */
-    vault_ad_t ad = {VAULT_FORMAT_VERSION, q->tenant, lk_str(cred_id), lk_str(prov_id), LK_STR_NULL, 0};
-    ct = malloc(klen + VAULT_TAG_LEN);
-    vault_kms_rc_t krc =
-        ct ? vault_cred_seal(self, &ad, (const uint8_t *)key, klen, wrapped, &wlen, nonce, ct)
-           : VAULT_KMS_REFUSED;
-    if (krc == VAULT_KMS_UNAVAILABLE) {
-        ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
-        goto cleanup;
-    }
-    if (krc != VAULT_KMS_OK) {
-        lk_log_error("could not seal a new credential");
-        goto cleanup;
-    }
-    json_object_del(body, "api_key"); /* wiped by the allocator */
-    key = NULL;
     models_text = json_dumps(models, JSON_COMPACT);
     if (!models_text) goto cleanup;
 
+    char prov_id[32], cred_id[32], fingerprint[16];
+    vault_new_id(prov_id, "prov_");
     lk_db_rc_t rc = lk_db_begin(self->db);
-    lk_db_params_t p;
     if (rc == LK_DB_OK) {
+        lk_db_params_t p;
         lk_db_params_init(&p);
         lk_db_param_cstr(&p, prov_id);
         lk_db_param_str(&p, q->tenant);
@@ -514,19 +538,20 @@ static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *re
         rc = lk_db_exec(self->db, "prov_insert", &p, &res);
     }
     if (rc == LK_DB_OK) {
-        lk_db_params_init(&p);
-        lk_db_param_cstr(&p, cred_id);
-        lk_db_param_str(&p, q->tenant);
-        lk_db_param_cstr(&p, prov_id);
-        lk_db_param_i64(&p, VAULT_FORMAT_VERSION);
-        lk_db_param_str(&p, ad.kek_id);
-        lk_db_param_i64(&p, ad.kek_version);
-        lk_db_param_bytes(&p, wrapped, wlen);
-        lk_db_param_bytes(&p, nonce, sizeof nonce);
-        lk_db_param_bytes(&p, ct, klen + VAULT_TAG_LEN);
-        lk_db_param_cstr(&p, fingerprint);
-        rc = lk_db_exec(self->db, "cred_insert", &p, NULL);
+        int sealed;
+        e.st = LK_ST_OK;
+        if (seal_credential(self, q->tenant, prov_id, key, cred_id, fingerprint, &e, &sealed, &rc) != 0 &&
+            rc == LK_DB_OK) {
+            lk_db_rollback(self->db);
+            if (sealed)
+                ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
+            else if (e.st != LK_ST_OK)
+                goto refuse;
+            goto cleanup;
+        }
     }
+    json_object_del(body, "api_key"); /* wiped by the allocator */
+    key = NULL;
     if (rc == LK_DB_OK) rc = lk_db_commit(self->db);
     if (rc != LK_DB_OK) {
         lk_db_rollback(self->db);
@@ -545,7 +570,6 @@ refuse:
     ret = vault_admin_reply_err(rep, scratch, &e);
 cleanup:
     PQclear(res);
-    free(ct);
     if (models_text) vault_admin_wipe_free(models_text);
     json_decref(models);
     json_decref(body);
@@ -606,6 +630,69 @@ static int providers_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, 
     return row ? vault_admin_reply_json(rep, scratch, LK_ST_OK, row) : -1;
 }
 
+/* providers.replace_credential: a new secret for an existing provider. The new
+ * credential row becomes current at once (the newest row wins); the old rows
+ * stay for the record and are never returned. */
+static int providers_replace_credential(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
+                                        lk_buf_t *scratch)
+{
+    static const char *const allowed[] = {"api_key", NULL};
+    vault_admin_err_t e;
+    PGresult *res = NULL;
+    int ret = -1;
+    const char *key;
+    char prov_id[ADMIN_OBJECT_ID_MAX], cred_id[32], fingerprint[16];
+    if (vault_admin_need_id(q, "prov_", "provider", &e) != 0) return vault_admin_reply_err(rep, scratch, &e);
+    lk_str_copy(prov_id, sizeof prov_id, q->object_id);
+    json_t *body = vault_admin_load_body(q->json, &e);
+    if (!body || vault_admin_check_fields(body, allowed, &e) != 0 ||
+        vault_admin_get_str(body, "api_key", 1, VAULT_MAX_SECRET, &key, &e) != 0)
+        goto refuse;
+    lk_db_rc_t rc = lk_db_begin(self->db);
+    if (rc == LK_DB_OK) {
+        lk_db_params_t p;
+        lk_db_params_init(&p);
+        lk_db_param_cstr(&p, prov_id);
+        lk_db_param_str(&p, q->tenant);
+        rc = lk_db_exec(self->db, "prov_lock", &p, &res);
+    }
+    if (rc == LK_DB_OK && PQntuples(res) != 1) {
+        lk_db_rollback(self->db);
+        vault_admin_set_err(&e, LK_ST_NOT_FOUND, "not_found", "No provider with this id.");
+        goto refuse;
+    }
+    if (rc == LK_DB_OK) {
+        int sealed;
+        e.st = LK_ST_OK;
+        if (seal_credential(self, q->tenant, prov_id, key, cred_id, fingerprint, &e, &sealed, &rc) != 0 &&
+            rc == LK_DB_OK) {
+            lk_db_rollback(self->db);
+            if (sealed)
+                ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
+            else if (e.st != LK_ST_OK)
+                goto refuse;
+            goto cleanup;
+        }
+    }
+    json_object_del(body, "api_key"); /* wiped by the allocator */
+    key = NULL;
+    if (rc == LK_DB_OK) rc = lk_db_commit(self->db);
+    if (rc != LK_DB_OK) {
+        lk_db_rollback(self->db);
+        ret = vault_admin_reply_db(rep, scratch, rc, "");
+        goto cleanup;
+    }
+    lk_log_info("provider %s: credential replaced by %s", prov_id, cred_id);
+    ret = providers_get(self, q, rep, scratch);
+    goto cleanup;
+refuse:
+    ret = vault_admin_reply_err(rep, scratch, &e);
+cleanup:
+    PQclear(res);
+    json_decref(body);
+    return ret;
+}
+
 /* ------------------------------------------------------------- dispatch -- */
 
 int vault_admin_prepare(lk_db_t *db)
@@ -629,6 +716,8 @@ int vault_admin_prepare(lk_db_t *db)
                                              "= p.tenant_id "
                                              "ORDER BY c.created_at DESC, c.id DESC LIMIT 1) c ON true "
                                              "WHERE p.tenant_id = $1::text ORDER BY p.created_at, p.id") |
+           lk_db_prepare(db, "prov_lock",
+                         "SELECT id FROM providers WHERE id = $1::text AND tenant_id = $2::text FOR UPDATE") |
            lk_db_prepare(
                db, "prov_get",
                "SELECT p.id, p.name, p.kind, p.base_url, array_to_json(p.models)::text, " TS(
@@ -654,6 +743,8 @@ int vault_admin_handle(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf
     if (lk_str_eq(q->op, "providers.list")) return providers_list(self, q, rep, scratch);
     if (q->op.len > 5 && memcmp(q->op.ptr, "keys.", 5) == 0) return vault_keys_handle(self, q, rep, scratch);
     if (lk_str_eq(q->op, "providers.get")) return providers_get(self, q, rep, scratch);
+    if (lk_str_eq(q->op, "providers.replace_credential"))
+        return providers_replace_credential(self, q, rep, scratch);
     if (q->op.len > 7 && memcmp(q->op.ptr, "tokens.", 7) == 0)
         return vault_tokens_handle(self, q, rep, scratch);
     vault_admin_set_err(&e, LK_ST_NOT_FOUND, "unknown_operation", "The vault has no operation `%.*s`.",
