@@ -42,3 +42,28 @@ def test_tampered_credential_is_refused_and_audited(stack, column):
     # restored: the same credential works again
     assert stack.client().chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "again"}]).choices[0].message.content
+
+
+def test_credential_moved_from_another_row_is_refused(stack):
+    """Another provider's (valid) sealed credential copied into this provider's row does not open:
+    the additional data binds each ciphertext to its own row."""
+    mine = credential_row(stack)
+    with stack.db().cursor() as cur:
+        cur.execute("SELECT ciphertext, nonce, wrapped_dek FROM credentials WHERE provider_id <> %s "
+                    "ORDER BY created_at LIMIT 1", (stack.provider_id,))
+        other = cur.fetchone()
+    assert other, "the stack has a second provider with its own credential"
+    saved = {c: bytes(mine[c]) for c in ("ciphertext", "nonce", "wrapped_dek")}
+    try:
+        for c in saved:
+            set_column(stack, mine["id"], c, bytes(other[c]))
+        m = marker()
+        with pytest.raises(openai.InternalServerError) as ei:
+            stack.client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": m}])
+        assert ei.value.response.json()["error"]["code"] == "credential_integrity_failed"
+        assert not mock_requests_with(stack, m)
+        audit = stack.wait_closing_audit(ei.value.response.headers["x-request-id"])
+        assert audit["error_code"] == "credential_integrity_failed"
+    finally:
+        for c, v in saved.items():
+            set_column(stack, mine["id"], c, v)
