@@ -345,14 +345,35 @@ class Stack:
             self._bootstrap_admin()
             for w in WORKERS:
                 self.start_service(w, wait=False)
-            self.start_service("edge", wait=False)
-            self._start_mock()
-            self.wait_ready()
+            self._start_listeners()
             self._provision()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_listeners(self, attempts: int = 5) -> None:
+        """Starts the edge and the mock on their TCP ports and waits until ready. free_port() can
+        race with another stack started in parallel (ctest -j): when a listener finds its port
+        taken, both get fresh ports and start again."""
+        for attempt in range(attempts):
+            self.start_service("edge", wait=False)
+            self._start_mock()
+            try:
+                self.wait_ready()
+                return
+            except StackError:
+                clash = any("Address already in use" in _tail(self.procs[n].log, 20) for n in ("edge", "mock"))
+                if not clash or attempt == attempts - 1:
+                    raise
+            for n in ("edge", "mock"):
+                self.procs[n].expected_dead = True
+                self.procs[n].stop(timeout=10)
+                log = self.procs[n].log
+                log.rename(log.with_name(f"{log.name}.port-clash-{attempt}"))
+            self.api_addr = f"127.0.0.1:{free_port()}"
+            self.admin_addr = f"127.0.0.1:{free_port()}"
+            self.mock_addr = f"127.0.0.1:{free_port()}"
 
     def _start_reaper(self) -> None:
         r, w = os.pipe()
