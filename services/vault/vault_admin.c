@@ -496,6 +496,29 @@ static int seal_credential(vault_t *self, lk_str_t tenant, const char *prov_id, 
     return *db_rc == LK_DB_OK ? 0 : -1;
 }
 
+/* seal_credential inside the caller's open transaction. Returns 1 when it has
+ * answered the request itself (bad input, sealed vault or an internal failure:
+ * the transaction is rolled back and *ret set); 0 otherwise, with *rc the
+ * database outcome for the caller to commit or report. */
+static int seal_or_answer(vault_t *self, lk_str_t tenant, const char *prov_id, const char *key, char *cred_id,
+                          char *fingerprint, lk_msg_t *rep, lk_buf_t *scratch, lk_db_rc_t *rc, int *ret)
+{
+    vault_admin_err_t e;
+    int sealed;
+    e.st = LK_ST_OK;
+    if (seal_credential(self, tenant, prov_id, key, cred_id, fingerprint, &e, &sealed, rc) == 0 ||
+        *rc != LK_DB_OK)
+        return 0;
+    lk_db_rollback(self->db);
+    if (sealed)
+        *ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
+    else if (e.st != LK_ST_OK)
+        *ret = vault_admin_reply_err(rep, scratch, &e);
+    else
+        *ret = -1; /* logged by seal_credential; the worker answers INTERNAL */
+    return 1;
+}
+
 static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
     static const char *const allowed[] = {"name", "kind", "base_url", "api_key", "models", NULL};
@@ -537,19 +560,9 @@ static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *re
         lk_db_param_cstr(&p, models_text);
         rc = lk_db_exec(self->db, "prov_insert", &p, &res);
     }
-    if (rc == LK_DB_OK) {
-        int sealed;
-        e.st = LK_ST_OK;
-        if (seal_credential(self, q->tenant, prov_id, key, cred_id, fingerprint, &e, &sealed, &rc) != 0 &&
-            rc == LK_DB_OK) {
-            lk_db_rollback(self->db);
-            if (sealed)
-                ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
-            else if (e.st != LK_ST_OK)
-                goto refuse;
-            goto cleanup;
-        }
-    }
+    if (rc == LK_DB_OK &&
+        seal_or_answer(self, q->tenant, prov_id, key, cred_id, fingerprint, rep, scratch, &rc, &ret))
+        goto cleanup;
     json_object_del(body, "api_key"); /* wiped by the allocator */
     key = NULL;
     if (rc == LK_DB_OK) rc = lk_db_commit(self->db);
@@ -661,19 +674,9 @@ static int providers_replace_credential(vault_t *self, const lk_admin_req_t *q, 
         vault_admin_set_err(&e, LK_ST_NOT_FOUND, "not_found", "No provider with this id.");
         goto refuse;
     }
-    if (rc == LK_DB_OK) {
-        int sealed;
-        e.st = LK_ST_OK;
-        if (seal_credential(self, q->tenant, prov_id, key, cred_id, fingerprint, &e, &sealed, &rc) != 0 &&
-            rc == LK_DB_OK) {
-            lk_db_rollback(self->db);
-            if (sealed)
-                ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
-            else if (e.st != LK_ST_OK)
-                goto refuse;
-            goto cleanup;
-        }
-    }
+    if (rc == LK_DB_OK &&
+        seal_or_answer(self, q->tenant, prov_id, key, cred_id, fingerprint, rep, scratch, &rc, &ret))
+        goto cleanup;
     json_object_del(body, "api_key"); /* wiped by the allocator */
     key = NULL;
     if (rc == LK_DB_OK) rc = lk_db_commit(self->db);
