@@ -19,9 +19,24 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# Node / python may come from elsewhere on the machine (pyenv, nodesource): don't fight them.
-if command -v node >/dev/null 2>&1; then missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}"); fi
-if command -v python3 >/dev/null 2>&1; then missing=("${missing[@]/python3-venv}"); missing=("${missing[@]/python3}"); fi
+drop() { # NAME...: remove exact package names from $missing
+  local keep=() m n skip
+  for m in "${missing[@]}"; do
+    skip=0
+    for n in "$@"; do [ "$m" = "$n" ] && skip=1; done
+    [ "$skip" = 1 ] || keep+=("$m")
+  done
+  missing=("${keep[@]}")
+}
+# Node / Python may come from elsewhere on the machine (nodesource, pyenv): don't fight them.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && drop nodejs npm
+if command -v python3 >/dev/null 2>&1; then
+  drop python3
+  # Debian's python3 needs python3-venv to make a venv; a python3 that already can, does not
+  tmp=$(mktemp -d)
+  python3 -m venv --without-pip "$tmp/v" >/dev/null 2>&1 && drop python3-venv
+  rm -rf "$tmp"
+fi
 clean=()
 for p in "${missing[@]}"; do [ -n "$p" ] && clean+=("$p"); done
 
