@@ -589,6 +589,29 @@ cleanup:
     return ret;
 }
 
+/* Answers {"data":[...]} with one row(res, i) per row of the tenant-scoped
+ * statement stmt ($1 = tenant). */
+int vault_admin_reply_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch,
+                           const char *stmt, json_t *(*row)(PGresult *res, int i))
+{
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->tenant);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_exec(self->db, stmt, &p, &res);
+    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
+    json_t *data = json_array();
+    for (int i = 0; data && i < PQntuples(res); i++) {
+        json_t *r = row(res, i);
+        if (!r || json_array_append_new(data, r) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+    PQclear(res);
+    return data ? vault_admin_reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
+}
+
 /* The public view of one provider row (prov_list / prov_get columns). */
 static json_t *prov_row(PGresult *res, int i)
 {
@@ -604,22 +627,7 @@ static json_t *prov_row(PGresult *res, int i)
 
 static int providers_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    lk_db_params_t p;
-    lk_db_params_init(&p);
-    lk_db_param_str(&p, q->tenant);
-    PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_exec(self->db, "prov_list", &p, &res);
-    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
-    json_t *data = json_array();
-    for (int i = 0; data && i < PQntuples(res); i++) {
-        json_t *row = prov_row(res, i);
-        if (!row || json_array_append_new(data, row) != 0) {
-            json_decref(data);
-            data = NULL;
-        }
-    }
-    PQclear(res);
-    return data ? vault_admin_reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
+    return vault_admin_reply_list(self, q, rep, scratch, "prov_list", prov_row);
 }
 
 static int providers_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)

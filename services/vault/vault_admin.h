@@ -49,6 +49,9 @@ json_t *vault_admin_get_models(json_t *body, vault_admin_err_t *e);
 int vault_admin_get_expiry(json_t *body, int *has, int64_t *at, vault_admin_err_t *e);
 /* q->object_id is prefix + alphanumerics; NOT_FOUND ("No <what> with this id.") otherwise. 0 / -1. */
 int vault_admin_need_id(const lk_admin_req_t *q, const char *prefix, const char *what, vault_admin_err_t *e);
+/* Answers {"data":[...]}: one row(res, i) per row of the tenant-scoped statement stmt ($1 = tenant). */
+int vault_admin_reply_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch,
+                           const char *stmt, json_t *(*row)(PGresult *res, int i));
 /* Frees (and wipes) what jansson returned. */
 void vault_admin_wipe_free(void *ptr);
 

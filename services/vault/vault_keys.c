@@ -204,22 +204,7 @@ static json_t *key_row(PGresult *res, int i)
 
 static int keys_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    lk_db_params_t p;
-    lk_db_params_init(&p);
-    lk_db_param_str(&p, q->tenant);
-    PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_exec(self->db, "key_list", &p, &res);
-    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
-    json_t *data = json_array();
-    for (int i = 0; data && i < PQntuples(res); i++) {
-        json_t *row = key_row(res, i);
-        if (!row || json_array_append_new(data, row) != 0) {
-            json_decref(data);
-            data = NULL;
-        }
-    }
-    PQclear(res);
-    return data ? vault_admin_reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
+    return vault_admin_reply_list(self, q, rep, scratch, "key_list", key_row);
 }
 
 /* Looks one key up. *row NULL (with rc OK) when there is none. */
@@ -568,22 +553,7 @@ cleanup:
 
 static int tokens_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    lk_db_params_t p;
-    lk_db_params_init(&p);
-    lk_db_param_str(&p, q->tenant);
-    PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_exec(self->db, "token_list", &p, &res);
-    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
-    json_t *data = json_array();
-    for (int i = 0; data && i < PQntuples(res); i++) {
-        json_t *row = token_row(res, i);
-        if (!row || json_array_append_new(data, row) != 0) {
-            json_decref(data);
-            data = NULL;
-        }
-    }
-    PQclear(res);
-    return data ? vault_admin_reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", data)) : -1;
+    return vault_admin_reply_list(self, q, rep, scratch, "token_list", token_row);
 }
 
 /* Idempotent; the caller's own token is refused (409) so an admin cannot lock
