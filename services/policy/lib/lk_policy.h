@@ -1,0 +1,137 @@
+/*  lk_policy - compile a policy document and evaluate it on one request, on a
+ *  whole answer, or on a streamed answer event by event.
+ *
+ *  Pure library: no sockets, no database, no HTTP. Linked by lumkey-policy
+ *  (request side, budgets' cost estimates) and lumkey-edge (answer side), and
+ *  by lumkeyctl (validate / test without any provider). The document format,
+ *  the combination rule and the stream hold-back window are specified in
+ *  docs/policy.md.
+ *
+ *  A compiled policy is immutable and may be shared read-only between
+ *  threads; evaluation state lives in the caller's result or stream object.
+ */
+#ifndef LK_POLICY_H
+#define LK_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lk_policy lk_policy_t;
+typedef struct lk_policy_stream lk_policy_stream_t;
+
+/* Which wire API a body is in. */
+typedef enum {
+    LK_API_CHAT = 1,      /* OpenAI POST /v1/chat/completions */
+    LK_API_MESSAGES = 2,  /* Anthropic POST /v1/messages */
+    LK_API_RESPONSES = 3, /* OpenAI POST /v1/responses */
+    LK_API_EMBEDDINGS = 4 /* OpenAI POST /v1/embeddings (input text only; no answer side) */
+} lk_api_t;
+
+/* Actions, ordered by restrictiveness: when several rules match, the most
+ * restrictive enforced action wins (BLOCK > HOLD > REDACT > LOG > ALLOW);
+ * among equals, the first rule in document order. */
+typedef enum {
+    LK_ACT_ALLOW = 0,
+    LK_ACT_LOG = 1,    /* record only; also what a dry-run rule yields */
+    LK_ACT_REDACT = 2, /* mask the matched spans, forward the rest */
+    LK_ACT_HOLD = 3,   /* wait for a human (approval worker) */
+    LK_ACT_BLOCK = 4
+} lk_action_t;
+
+/* Why a document was refused: the JSON path of the offending field
+ * ("rules[2].when.prompt.regex[0]") and, for syntax errors, the line and
+ * column; msg says what is wrong. Never contains more than a short excerpt of
+ * the document. */
+typedef struct {
+    char path[160];
+    int line, column; /* 1-based; 0 when not a syntax error */
+    char msg[256];
+} lk_policy_error_t;
+
+/* Compiles a policy document (JSON text, need not be NUL-terminated). NULL and
+ * *err filled when the document is invalid (or out of memory). An invalid
+ * document can never be evaluated. */
+lk_policy_t *lk_policy_compile(const char *doc, size_t len, lk_policy_error_t *err);
+/* NULL-safe; nullifies *p. */
+void lk_policy_free(lk_policy_t **p);
+
+/* What the document says outside its rules. Budgets and rate limits are
+ * enforced by lumkey-policy against PostgreSQL; the library only parses them.
+ * 0 = no limit. */
+typedef struct {
+    int64_t requests_per_minute;
+    int64_t tokens_per_minute;
+    int64_t microusd_per_day; /* spend limits in millionths of a USD */
+    int64_t microusd_per_month;
+    int per_team; /* 1: counters are shared by the key's team, 0: per key */
+} lk_policy_limits_t;
+void lk_policy_limits(const lk_policy_t *p, lk_policy_limits_t *out);
+/* 1 if any rule applies to answers (the edge then inspects the answer). */
+int lk_policy_has_answer_rules(const lk_policy_t *p);
+
+/* Who is asking: from the key's record and the request headers. Any field may
+ * be NULL. headers: n_headers (name, value) pairs, names lower-case. */
+typedef struct {
+    lk_api_t api;
+    const char *provider_id;   /* "prov_..." */
+    const char *provider_kind; /* "openai", "anthropic", "openai-compatible" */
+    const char *key_id;
+    const char *user;
+    const char *agent;
+    const char *team;
+    const char *const (*headers)[2];
+    size_t n_headers;
+} lk_policy_ctx_t;
+
+/* The outcome of one evaluation. Filled by the eval functions; release with
+ * lk_policy_result_clear. */
+typedef struct {
+    lk_action_t action;    /* enforced: what the caller must do */
+    lk_action_t would;     /* the most restrictive action including dry-run rules (>= action) */
+    char rule_id[64];      /* rule behind `action` (or behind `would` if action is ALLOW/LOG); "" if none */
+    char message[256];     /* block message or hold reason from the rule; safe for the client */
+    int redactions;        /* spans masked */
+    char *body;            /* action REDACT: the rewritten body (valid JSON, malloc'd, NUL-terminated) */
+    size_t body_len;
+    int64_t est_prompt_tokens; /* request side: estimated input tokens */
+    int64_t est_max_tokens;    /* request side: max output tokens (the request's limit, or the model default) */
+    int64_t est_microusd;      /* request side: maximum cost from the price table; -1 = no price known */
+} lk_policy_result_t;
+void lk_policy_result_clear(lk_policy_result_t *r);
+
+/* Request side. model: as requested (also read from the body when NULL).
+ * 0 on success; -1 when the body is not a valid request of ctx->api (r->message
+ * says why; the caller answers 400). */
+int lk_policy_eval_request(const lk_policy_t *p, const lk_policy_ctx_t *ctx, const char *body, size_t len,
+                           lk_policy_result_t *r);
+
+/* Answer side, whole (non-streamed) answer body. Same return convention. */
+int lk_policy_eval_answer(const lk_policy_t *p, const lk_policy_ctx_t *ctx, const char *body, size_t len,
+                          lk_policy_result_t *r);
+
+/* Answer side, streamed. Feed every SSE event in order (event name may be
+ * NULL/empty; data is the event's data field without the trailing newline).
+ * The stream calls emit for each event the client may receive, in order,
+ * possibly rewritten (redaction), delayed (hold-back window, buffered tool-call
+ * deltas) or merged. When a rule blocks, emit receives one error event in the
+ * API's own shape and the feed returns LK_PSTREAM_BLOCKED; nothing more may be
+ * sent. Events that are not JSON (e.g. "[DONE]") pass through in order. */
+typedef void (*lk_policy_emit_fn)(void *ud, const char *event, size_t event_len, const char *data,
+                                  size_t data_len);
+enum { LK_PSTREAM_OK = 0, LK_PSTREAM_BLOCKED = 1, LK_PSTREAM_HOLD = 2, LK_PSTREAM_ERROR = -1 };
+lk_policy_stream_t *lk_policy_stream_new(const lk_policy_t *p, const lk_policy_ctx_t *ctx, lk_policy_emit_fn emit,
+                                         void *ud);
+int lk_policy_stream_feed(lk_policy_stream_t *s, const char *event, size_t event_len, const char *data,
+                          size_t data_len);
+/* End of the upstream stream: flushes what the window still holds. */
+int lk_policy_stream_finish(lk_policy_stream_t *s);
+/* The result so far (action, rule, redaction count). Valid until free. */
+const lk_policy_result_t *lk_policy_stream_result(const lk_policy_stream_t *s);
+void lk_policy_stream_free(lk_policy_stream_t **s);
+
+/* The hold-back window in bytes of answer text (documented in docs/policy.md). */
+#define LK_POLICY_STREAM_WINDOW 256
+
+const char *lk_policy_action_name(lk_action_t a); /* "allow", "log", "redact", "hold", "block" */
+
+#endif
