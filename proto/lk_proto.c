@@ -60,7 +60,7 @@ _Static_assert(LK_PROTO_HASH_LEN == 32 && LK_PROTO_DIGEST_LEN == 32, "F_BIN32 fi
 static const field_t F_PING[] = {STR("svc", OPT, ping.service)};
 
 static const field_t F_ERROR[] = {
-    ENUM("st", REQ, LK_ST_OK, LK_ST_INTEGRITY, error.status),
+    ENUM("st", REQ, LK_ST_OK, LK_ST_RATE_LIMITED, error.status),
     STR("msg", OPT, error.message),
 };
 
@@ -89,7 +89,7 @@ static const field_t F_ADMIN_REQ[] = {
     STR("json", OPT, admin_req.json),
 };
 static const field_t F_ADMIN_REP[] = {
-    ENUM("st", REQ, LK_ST_OK, LK_ST_INTEGRITY, admin_rep.status),
+    ENUM("st", REQ, LK_ST_OK, LK_ST_RATE_LIMITED, admin_rep.status),
     STR("json", OPT, admin_rep.json),
 };
 
@@ -101,12 +101,13 @@ static const field_t F_DECIDE[] = {
     BOOL("stream", decide.stream),
     STR("ip", OPT, decide.source_ip),
     STR("body", OPT, decide.body),
+    STR("hdrs", OPT, decide.headers),
 };
 static const field_t F_DECIDE_REP[] = {
-    ENUM("st", REQ, LK_ST_OK, LK_ST_INTEGRITY, decide_rep.status),
+    ENUM("st", REQ, LK_ST_OK, LK_ST_RATE_LIMITED, decide_rep.status),
     STR("code", OPT, decide_rep.error_code),
     STR("msg", OPT, decide_rep.message),
-    ENUM("dec", OPT, LK_DECISION_ALLOW, LK_DECISION_LOG, decide_rep.decision), /* required when st = OK */
+    ENUM("dec", OPT, LK_DECISION_ALLOW, LK_DECISION_REDACT, decide_rep.decision), /* required when st = OK */
     STR("tenant", OPT, decide_rep.tenant),
     STR("kid", OPT, decide_rep.key_id),
     STR("user", OPT, decide_rep.user),
@@ -118,7 +119,28 @@ static const field_t F_DECIDE_REP[] = {
     STR("pol", OPT, decide_rep.policy_id),
     I64("pver", OPT, decide_rep.policy_version),
     STR("rule", OPT, decide_rep.rule_id),
+    STR("body", OPT, decide_rep.body),
+    ENUM("would", OPT, LK_DECISION_ALLOW, LK_DECISION_REDACT, decide_rep.would),
+    BOOL("ans", decide_rep.answer_rules),
+    STR("agent", OPT, decide_rep.agent),
+    STR("team", OPT, decide_rep.team),
+    BOOL("rsv", decide_rep.reserved),
+    I64("cost", OPT, decide_rep.est_microusd),
 };
+
+static const field_t F_POLICY_GET[] = {
+    STR("tenant", REQ, policy_get.tenant),
+    STR("pol", REQ, policy_get.policy_id),
+    I64("pver", REQ, policy_get.policy_version),
+};
+static const field_t F_POLICY_GET_REP[] = {STR("doc", REQ, policy_get_rep.document)};
+
+static const field_t F_SETTLE[] = {
+    STR("tenant", REQ, settle.tenant),
+    I64("ptok", OPT, settle.prompt_tokens),
+    I64("ctok", OPT, settle.completion_tokens),
+};
+static const field_t F_SETTLE_REP[] = {I64("cost", OPT, settle_rep.microusd)};
 
 static const field_t F_HOLD[] = {
     STR("tenant", REQ, hold.tenant),
@@ -183,6 +205,10 @@ static const msgdef_t DEFS[MAX_TYPE + 1] = {
     [LK_MSG_ADMIN_REP] = {"ADMIN_REP", F_ADMIN_REP, N(F_ADMIN_REP), 1},
     [LK_MSG_DECIDE] = {"DECIDE", F_DECIDE, N(F_DECIDE), 0},
     [LK_MSG_DECIDE_REP] = {"DECIDE_REP", F_DECIDE_REP, N(F_DECIDE_REP), 0},
+    [LK_MSG_POLICY_GET] = {"POLICY_GET", F_POLICY_GET, N(F_POLICY_GET), 0},
+    [LK_MSG_POLICY_GET_REP] = {"POLICY_GET_REP", F_POLICY_GET_REP, N(F_POLICY_GET_REP), 0},
+    [LK_MSG_SETTLE] = {"SETTLE", F_SETTLE, N(F_SETTLE), 0},
+    [LK_MSG_SETTLE_REP] = {"SETTLE_REP", F_SETTLE_REP, N(F_SETTLE_REP), 0},
     [LK_MSG_HOLD] = {"HOLD", F_HOLD, N(F_HOLD), 0},
     [LK_MSG_HOLD_REP] = {"HOLD_REP", F_HOLD_REP, N(F_HOLD_REP), 0},
     [LK_MSG_AUDIT] = {"AUDIT", F_AUDIT, N(F_AUDIT), 0},
@@ -596,7 +622,7 @@ const char *lk_proto_type_name(lk_msg_type_t type)
 const char *lk_status_name(lk_status_t st)
 {
     static const char *const NAMES[] = {"OK",       "BAD_REQUEST", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND",
-                                        "CONFLICT", "UNAVAILABLE", "INTERNAL",     "INTEGRITY"};
+                                        "CONFLICT", "UNAVAILABLE", "INTERNAL",     "INTEGRITY", "RATE_LIMITED"};
     if ((unsigned)st >= sizeof NAMES / sizeof NAMES[0]) return "UNKNOWN";
     return NAMES[st];
 }

@@ -47,6 +47,10 @@ typedef enum {
     /* policy */
     LK_MSG_DECIDE = 30, /* edge -> policy: authenticate + decide */
     LK_MSG_DECIDE_REP = 31,
+    LK_MSG_POLICY_GET = 32, /* edge -> policy: one policy version's document (answer-side rules) */
+    LK_MSG_POLICY_GET_REP = 33,
+    LK_MSG_SETTLE = 34, /* edge -> policy: a finished request's real usage, for its budget reservation */
+    LK_MSG_SETTLE_REP = 35,
     /* approval */
     LK_MSG_HOLD = 40, /* edge -> approval: open or join a hold */
     LK_MSG_HOLD_REP = 41,
@@ -66,6 +70,7 @@ typedef enum {
     LK_ST_UNAVAILABLE = 6,  /* sealed, database down: retry later (503) */
     LK_ST_INTERNAL = 7,     /* bug or unexpected failure (500) */
     LK_ST_INTEGRITY = 8,    /* stored ciphertext failed to authenticate: tampered or moved (500, audited) */
+    LK_ST_RATE_LIMITED = 9, /* a rate limit or budget of the key or team is used up (429) */
 } lk_status_t;
 
 typedef struct {
@@ -136,7 +141,8 @@ typedef enum {
     LK_DECISION_ALLOW = 1,
     LK_DECISION_BLOCK = 2,
     LK_DECISION_HOLD = 3,
-    LK_DECISION_LOG = 4, /* dry run: would-be decision recorded, request allowed */
+    LK_DECISION_LOG = 4,    /* dry run: would-be decision recorded, request allowed */
+    LK_DECISION_REDACT = 5, /* forward the rewritten body (DECIDE_REP body) instead of the client's */
 } lk_decision_t;
 
 typedef struct {
@@ -146,7 +152,8 @@ typedef struct {
     lk_str_t model;    /* as requested */
     int stream;        /* 0/1 */
     lk_str_t source_ip;
-    lk_str_t body; /* the full request body (JSON text) */
+    lk_str_t body;    /* the full request body (JSON text) */
+    lk_str_t headers; /* request headers policies may read: "name: value\n" lines, names lower-case, no auth */
 } lk_decide_t;
 
 typedef struct {
@@ -168,7 +175,35 @@ typedef struct {
     lk_str_t policy_id;
     int64_t policy_version;
     lk_str_t rule_id;
+    lk_str_t body;         /* REDACT: the body to forward instead of the client's */
+    lk_decision_t would;   /* the would-be decision including dry-run rules (0: same as decision) */
+    int answer_rules;      /* the policy inspects answers: fetch it (POLICY_GET) and filter the answer */
+    lk_str_t agent;        /* identity: the key's agent (metadata) */
+    lk_str_t team;         /* identity: the key's team (metadata) */
+    int reserved;          /* a budget reservation was made: SETTLE when the request ends */
+    int64_t est_microusd;  /* estimated maximum cost, -1 unknown */
 } lk_decide_rep_t;
+
+typedef struct {
+    lk_str_t tenant;
+    lk_str_t policy_id;
+    int64_t policy_version;
+} lk_policy_get_t;
+
+typedef struct {
+    lk_str_t document; /* the policy document (JSON text) of exactly that version */
+} lk_policy_get_rep_t;
+
+/* The request (envelope rid) ended; settle its reservation to the real usage. */
+typedef struct {
+    lk_str_t tenant;
+    int64_t prompt_tokens;     /* -1 unknown: the reservation stays as it was */
+    int64_t completion_tokens; /* -1 unknown */
+} lk_settle_t;
+
+typedef struct {
+    int64_t microusd; /* the settled cost, -1 unknown */
+} lk_settle_rep_t;
 
 /* --- approval --------------------------------------------------------------- */
 typedef enum {
@@ -244,6 +279,10 @@ typedef struct {
         lk_admin_rep_t admin_rep;
         lk_decide_t decide;
         lk_decide_rep_t decide_rep;
+        lk_policy_get_t policy_get;
+        lk_policy_get_rep_t policy_get_rep;
+        lk_settle_t settle;
+        lk_settle_rep_t settle_rep;
         lk_hold_t hold;
         lk_hold_rep_t hold_rep;
         lk_audit_t audit;

@@ -47,6 +47,7 @@ typedef struct {
     const char *tenant, *key_id, *user, *provider_id, *provider_kind, *base_url, *cred_id, *upstream_model;
     const char *policy_id, *rule_id, *decision;
     int64_t policy_version;
+    h2o_iovec_t fwd_body; /* REDACT: the rewritten body policy returned; else unset (the client's) */
     /* accept + credential, in parallel */
     int accept_done, cred_done;
     lk_buf_t cred_head; /* secret: the provider auth header line */
@@ -447,7 +448,8 @@ static void forward(chat_t *c)
     }
     c->up_t0_us = lk_mono_us();
     c->up = edge_upstream_post(g_edge->upstreams, &origin, "/chat/completions",
-                               (const char *)c->cred_head.data, c->cred_head.len, c->req->entity, &UP_CBS, c);
+                               (const char *)c->cred_head.data, c->cred_head.len,
+                               c->fwd_body.base ? c->fwd_body : c->req->entity, &UP_CBS, c);
     lk_buf_free(&c->cred_head); /* wiped: the upstream module holds its own copy until sent */
     if (!c->up) fail_after_accept(c, 502, "upstream_unreachable", "Lumkey could not reach the provider.");
 }
@@ -622,6 +624,12 @@ static void on_decide(void *data, const lk_msg_t *reply)
     }
     case LK_DECISION_LOG:
         c->decision = "log";
+        start_accept(c);
+        return;
+    case LK_DECISION_REDACT:
+        if (d->body.len == 0) break; /* a redaction without a body: refuse below */
+        c->decision = "redact";
+        c->fwd_body = h2o_strdup(&c->req->pool, d->body.ptr, d->body.len);
         start_accept(c);
         return;
     case LK_DECISION_ALLOW:

@@ -161,6 +161,8 @@ int edge_http_status_of(lk_status_t st)
         return 409;
     case LK_ST_UNAVAILABLE:
         return 503;
+    case LK_ST_RATE_LIMITED:
+        return 429;
     case LK_ST_INTEGRITY:
     case LK_ST_INTERNAL:
         return 500;

@@ -11,7 +11,8 @@ static const lk_msg_type_t ALL_TYPES[] = {
     LK_MSG_PING,      LK_MSG_PONG,         LK_MSG_ERROR,      LK_MSG_KEY_HASH,       LK_MSG_KEY_HASH_REP,
     LK_MSG_CRED_GET,  LK_MSG_CRED_GET_REP, LK_MSG_ADMIN_AUTH, LK_MSG_ADMIN_AUTH_REP, LK_MSG_ADMIN_REQ,
     LK_MSG_ADMIN_REP, LK_MSG_DECIDE,       LK_MSG_DECIDE_REP, LK_MSG_HOLD,           LK_MSG_HOLD_REP,
-    LK_MSG_AUDIT,     LK_MSG_AUDIT_REP,
+    LK_MSG_AUDIT,     LK_MSG_AUDIT_REP,    LK_MSG_POLICY_GET, LK_MSG_POLICY_GET_REP, LK_MSG_SETTLE,
+    LK_MSG_SETTLE_REP,
 };
 #define NTYPES (sizeof ALL_TYPES / sizeof ALL_TYPES[0])
 
@@ -85,6 +86,7 @@ static void fill_all(lk_msg_t *m, lk_msg_type_t type)
         m->u.decide.stream = 1;
         m->u.decide.source_ip = S("10.0.0.7");
         m->u.decide.body = S("{\"model\":\"gpt-4o\",\"messages\":[]}");
+        m->u.decide.headers = S("x-agent-run: prod-7\n");
         break;
     case LK_MSG_DECIDE_REP:
         m->u.decide_rep.status = LK_ST_OK;
@@ -102,6 +104,29 @@ static void fill_all(lk_msg_t *m, lk_msg_type_t type)
         m->u.decide_rep.policy_id = S("pol_1");
         m->u.decide_rep.policy_version = 12;
         m->u.decide_rep.rule_id = S("rule_7");
+        m->u.decide_rep.body = S("{\"model\":\"gpt-4o\"}");
+        m->u.decide_rep.would = LK_DECISION_BLOCK;
+        m->u.decide_rep.answer_rules = 1;
+        m->u.decide_rep.agent = S("billing-bot");
+        m->u.decide_rep.team = S("finance");
+        m->u.decide_rep.reserved = 1;
+        m->u.decide_rep.est_microusd = 12345;
+        break;
+    case LK_MSG_POLICY_GET:
+        m->u.policy_get.tenant = S("default");
+        m->u.policy_get.policy_id = S("pol_1");
+        m->u.policy_get.policy_version = 3;
+        break;
+    case LK_MSG_POLICY_GET_REP:
+        m->u.policy_get_rep.document = S("{\"rules\":[]}");
+        break;
+    case LK_MSG_SETTLE:
+        m->u.settle.tenant = S("default");
+        m->u.settle.prompt_tokens = 12;
+        m->u.settle.completion_tokens = -1;
+        break;
+    case LK_MSG_SETTLE_REP:
+        m->u.settle_rep.microusd = 42;
         break;
     case LK_MSG_HOLD:
         m->u.hold.tenant = S("ten_1");
@@ -232,6 +257,7 @@ static void check_same(const lk_msg_t *x, const lk_msg_t *y)
         CHECK_I(stream);
         CHECK_S(source_ip);
         CHECK_S(body);
+        CHECK_S(headers);
         break;
     }
     case LK_MSG_DECIDE_REP: {
@@ -251,6 +277,37 @@ static void check_same(const lk_msg_t *x, const lk_msg_t *y)
         CHECK_S(policy_id);
         CHECK_I(policy_version);
         CHECK_S(rule_id);
+        CHECK_S(body);
+        CHECK_I(would);
+        CHECK_I(answer_rules);
+        CHECK_S(agent);
+        CHECK_S(team);
+        CHECK_I(reserved);
+        CHECK_I(est_microusd);
+        break;
+    }
+    case LK_MSG_POLICY_GET: {
+        const lk_policy_get_t *a = &x->u.policy_get, *b = &y->u.policy_get;
+        CHECK_S(tenant);
+        CHECK_S(policy_id);
+        CHECK_I(policy_version);
+        break;
+    }
+    case LK_MSG_POLICY_GET_REP: {
+        const lk_policy_get_rep_t *a = &x->u.policy_get_rep, *b = &y->u.policy_get_rep;
+        CHECK_S(document);
+        break;
+    }
+    case LK_MSG_SETTLE: {
+        const lk_settle_t *a = &x->u.settle, *b = &y->u.settle;
+        CHECK_S(tenant);
+        CHECK_I(prompt_tokens);
+        CHECK_I(completion_tokens);
+        break;
+    }
+    case LK_MSG_SETTLE_REP: {
+        const lk_settle_rep_t *a = &x->u.settle_rep, *b = &y->u.settle_rep;
+        CHECK_I(microusd);
         break;
     }
     case LK_MSG_HOLD: {
@@ -459,7 +516,8 @@ static void names(void)
     LK_CHECK_STR(lk_status_name(LK_ST_OK), "OK");
     LK_CHECK_STR(lk_status_name(LK_ST_INTERNAL), "INTERNAL");
     LK_CHECK_STR(lk_status_name(LK_ST_INTEGRITY), "INTEGRITY");
-    LK_CHECK_STR(lk_status_name((lk_status_t)9), "UNKNOWN");
+    LK_CHECK_STR(lk_status_name(LK_ST_RATE_LIMITED), "RATE_LIMITED");
+    LK_CHECK_STR(lk_status_name((lk_status_t)10), "UNKNOWN");
     for (size_t i = 0; i < NTYPES; i++)
         LK_CHECK(strcmp(lk_proto_type_name(ALL_TYPES[i]), "UNKNOWN") != 0);
 }
@@ -807,7 +865,7 @@ static void body_errors(void)
     LK_CHECK(raw_decode(&r) == -1);
 
     /* enums out of range */
-    int64_t bad_st[] = {-1, 9, 1000};
+    int64_t bad_st[] = {-1, 10, 1000};
     for (size_t i = 0; i < sizeof bad_st / sizeof bad_st[0]; i++) {
         raw_init(&r);
         p_env(&r, 1, LK_MSG_ERROR, 1);
@@ -818,7 +876,7 @@ static void body_errors(void)
         kv_int(&r, "st", bad_st[i]);
         LK_CHECK(raw_decode(&r) == -1);
     }
-    int64_t bad_dec[] = {0, 5, -1};
+    int64_t bad_dec[] = {0, 6, -1};
     for (size_t i = 0; i < sizeof bad_dec / sizeof bad_dec[0]; i++) {
         raw_init(&r);
         p_env(&r, 1, LK_MSG_DECIDE_REP, 2);
@@ -939,13 +997,13 @@ static void encode_errors(void)
     m.u.audit.trace_id = (lk_str_t){NULL, 3};
     LK_CHECK(lk_proto_encode(&m, &b) == -1);
     fill_all(&m, LK_MSG_ERROR);
-    m.u.error.status = (lk_status_t)9;
+    m.u.error.status = (lk_status_t)10;
     LK_CHECK(lk_proto_encode(&m, &b) == -1);
     fill_all(&m, LK_MSG_DECIDE_REP);
     m.u.decide_rep.decision = (lk_decision_t)0; /* OK needs a decision */
     LK_CHECK(lk_proto_encode(&m, &b) == -1);
     fill_all(&m, LK_MSG_DECIDE_REP);
-    m.u.decide_rep.decision = (lk_decision_t)5;
+    m.u.decide_rep.decision = (lk_decision_t)6;
     LK_CHECK(lk_proto_encode(&m, &b) == -1);
     fill_all(&m, LK_MSG_HOLD_REP);
     m.u.hold_rep.outcome = (lk_hold_outcome_t)0;
