@@ -621,8 +621,9 @@ const char *lk_proto_type_name(lk_msg_type_t type)
 
 const char *lk_status_name(lk_status_t st)
 {
-    static const char *const NAMES[] = {"OK",       "BAD_REQUEST", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND",
-                                        "CONFLICT", "UNAVAILABLE", "INTERNAL",     "INTEGRITY", "RATE_LIMITED"};
+    static const char *const NAMES[] = {"OK",        "BAD_REQUEST", "UNAUTHORIZED", "FORBIDDEN",
+                                        "NOT_FOUND", "CONFLICT",    "UNAVAILABLE",  "INTERNAL",
+                                        "INTEGRITY", "RATE_LIMITED"};
     if ((unsigned)st >= sizeof NAMES / sizeof NAMES[0]) return "UNKNOWN";
     return NAMES[st];
 }

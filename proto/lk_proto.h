@@ -152,8 +152,9 @@ typedef struct {
     lk_str_t model;    /* as requested */
     int stream;        /* 0/1 */
     lk_str_t source_ip;
-    lk_str_t body;    /* the full request body (JSON text) */
-    lk_str_t headers; /* request headers policies may read: "name: value\n" lines, names lower-case, no auth */
+    lk_str_t body; /* the full request body (JSON text) */
+    lk_str_t
+        headers; /* request headers policies may read: "name: value\n" lines, names lower-case, no auth */
 } lk_decide_t;
 
 typedef struct {
@@ -175,13 +176,13 @@ typedef struct {
     lk_str_t policy_id;
     int64_t policy_version;
     lk_str_t rule_id;
-    lk_str_t body;         /* REDACT: the body to forward instead of the client's */
-    lk_decision_t would;   /* the would-be decision including dry-run rules (0: same as decision) */
-    int answer_rules;      /* the policy inspects answers: fetch it (POLICY_GET) and filter the answer */
-    lk_str_t agent;        /* identity: the key's agent (metadata) */
-    lk_str_t team;         /* identity: the key's team (metadata) */
-    int reserved;          /* a budget reservation was made: SETTLE when the request ends */
-    int64_t est_microusd;  /* estimated maximum cost, -1 unknown */
+    lk_str_t body;        /* REDACT: the body to forward instead of the client's */
+    lk_decision_t would;  /* the would-be decision including dry-run rules (0: same as decision) */
+    int answer_rules;     /* the policy inspects answers: fetch it (POLICY_GET) and filter the answer */
+    lk_str_t agent;       /* identity: the key's agent (metadata) */
+    lk_str_t team;        /* identity: the key's team (metadata) */
+    int reserved;         /* a budget reservation was made: SETTLE when the request ends */
+    int64_t est_microusd; /* estimated maximum cost, -1 unknown */
 } lk_decide_rep_t;
 
 typedef struct {

@@ -19,6 +19,7 @@ CREATE TABLE policy_versions (
     version     int NOT NULL,
     document    text NOT NULL,                    -- the JSON document as submitted (validated before insert)
     digest      text NOT NULL,                    -- sha256 hex of document
+    diff        jsonb NOT NULL DEFAULT '{}',      -- against the previous version: rules added / removed / changed, settings changed
     created_by  text NOT NULL,                    -- acting admin token id
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (policy_id, version)

@@ -15,6 +15,12 @@
  *      lumkeyctl tokens create --name N --role admin|approver|auditor
  *      lumkeyctl tokens list
  *      lumkeyctl tokens revoke ID
+ *      lumkeyctl policy validate FILE                   (local: no server needed)
+ *      lumkeyctl policy test FILE --request REQ.json [--answer ANS.json] [--api A] [--context CTX.json]
+ *      lumkeyctl policy create --name N --file F [--default]
+ *      lumkeyctl policy update ID --file F
+ *      lumkeyctl policy list | get ID | versions ID
+ *      lumkeyctl policy default ID|none
  *
  *  Address: --addr or LUMKEY_ADDR (default http://127.0.0.1:8081). Admin
  *  token: LUMKEY_TOKEN or --token-file F, never argv (argv shows in ps).
@@ -39,6 +45,7 @@
 #include "ctl_http.h"
 #include "ctl_out.h"
 #include "lk_buf.h"
+#include "lk_policy.h"
 
 #define CTL_DEFAULT_ADDR "http://127.0.0.1:8081"
 #define CTL_MAX_OPTS     64
@@ -83,6 +90,17 @@ static const char usage_text[] =
     "  tokens create --name N --role admin|approver|auditor   new admin token (shown once)\n"
     "  tokens list\n"
     "  tokens revoke ID                     the admin token stops working at once\n"
+    "  policy validate FILE                 check a policy document locally (exit 1 if invalid)\n"
+    "  policy test FILE --request REQ.json [--answer ANS.json] [--api chat.completions|messages|\n"
+    "              responses|embeddings] [--context CTX.json]\n"
+    "                                       the decision, computed locally; no provider is called\n"
+    "  policy create --name N --file F [--default]\n"
+    "  policy update ID --file F            a new version, active at once on every worker\n"
+    "  policy list\n"
+    "  policy get ID\n"
+    "  policy versions ID                   who changed what, and when\n"
+    "  policy default ID|none               the tenant's default policy (keys without their own)\n"
+    "  keys create/update ... --policy ID|none   attach a policy to a key\n"
     "  help\n"
     "\n"
     "environment:\n"
@@ -110,7 +128,7 @@ static int is_flag(const char *name, const char *const *set)
     return 0;
 }
 
-static const char *const bool_flags[] = {"api-key-stdin", "help", NULL};
+static const char *const bool_flags[] = {"api-key-stdin", "help", "default", NULL};
 static const char *const secret_flags[] = {"token", "api-key", "key", "admin-token", NULL};
 
 /* Splits argv into command words and --name value options (anywhere). */
@@ -515,6 +533,8 @@ static json_t *keys_create_body(const ctl_t *c)
     if (models) json_object_set_new(req, "models", csv_array(models));
     const char *ips = opt(c, "allowed-ips");
     if (ips) json_object_set_new(req, "allowed_ips", csv_array(ips));
+    const char *pol = opt(c, "policy");
+    if (pol) json_object_set_new(req, "policy", strcmp(pol, "none") == 0 ? json_null() : json_string(pol));
     if (exp) {
         char *end;
         errno = 0;
@@ -556,8 +576,8 @@ fail:
 
 static int cmd_keys_create(ctl_t *c)
 {
-    static const char *const allowed[] = {"name",       "user", "env",         "models",
-                                          "expires-at", "meta", "allowed-ips", NULL};
+    static const char *const allowed[] = {"name", "user",        "env",    "models", "expires-at",
+                                          "meta", "allowed-ips", "policy", NULL};
     if (check_opts(c, allowed) || require(c, "name")) return EXIT_USAGE;
     json_t *req = keys_create_body(c);
     if (req == NULL) return EXIT_USAGE;
@@ -634,9 +654,9 @@ static int object_call(ctl_t *c, const char *method, const char *path, json_t *r
     return rc;
 }
 
-static const char *const key_fields[] = {"id",         "name",        "user",       "env",
-                                         "models",     "allowed_ips", "expires_at", "metadata",
-                                         "created_at", "revoked_at",  "status",     NULL};
+static const char *const key_fields[] = {"id",          "name",       "user",     "env",    "models",
+                                         "allowed_ips", "expires_at", "metadata", "policy", "created_at",
+                                         "revoked_at",  "status",     NULL};
 
 static int cmd_keys_get(ctl_t *c)
 {
@@ -693,7 +713,7 @@ static int cmd_providers_replace_credential(ctl_t *c)
 static int cmd_keys_update(ctl_t *c)
 {
     static const char *const allowed[] = {"name", "user",        "models", "expires-at",
-                                          "meta", "allowed-ips", NULL};
+                                          "meta", "allowed-ips", "policy", NULL};
     const char *id = object_id(c, "key_");
     if (id == NULL || check_opts(c, allowed) != EXIT_OK) return EXIT_USAGE;
     json_t *req = keys_create_body(c);
@@ -701,8 +721,8 @@ static int cmd_keys_update(ctl_t *c)
     if (json_object_size(req) == 0) {
         json_decref(req);
         return usage_error("%s",
-                           "nothing to update: give --name, --user, --models, --allowed-ips, --expires-at or "
-                           "--meta");
+                           "nothing to update: give --name, --user, --models, --allowed-ips, --expires-at, "
+                           "--meta or --policy");
     }
     char path[128];
     snprintf(path, sizeof path, "/admin/v1/keys/%s", id);
@@ -837,6 +857,348 @@ static int cmd_keys_rotate(ctl_t *c)
 
 /* jansson memory is wiped when freed: request bodies carry provider keys,
  * responses carry new agent keys. */
+/* ---------------------------------------------------------------- policy */
+
+/* Reads a whole file (at most 16 MiB) into a malloc'd NUL-terminated string. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "lumkeyctl: cannot open %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+        if (n + 1 == cap) {
+            if (cap >= (16u << 20)) {
+                fprintf(stderr, "lumkeyctl: %s is larger than 16 MiB\n", path);
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (buf && err) {
+        fprintf(stderr, "lumkeyctl: cannot read %s\n", path);
+        free(buf);
+        return NULL;
+    }
+    if (buf) buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}
+
+/* Compiles FILE; prints why not. NULL on failure (reported). */
+static lk_policy_t *compile_file(const char *path)
+{
+    size_t n;
+    char *text = read_file(path, &n);
+    if (text == NULL) return NULL;
+    lk_policy_error_t err;
+    memset(&err, 0, sizeof err);
+    lk_policy_t *p = lk_policy_compile(text, n, &err);
+    free(text);
+    if (p == NULL) {
+        if (err.line > 0)
+            fprintf(stderr, "%s:%d:%d: error: %s\n", path, err.line, err.column, err.msg);
+        else
+            fprintf(stderr, "%s: error: %s: %s\n", path, err.path[0] ? err.path : "(document)", err.msg);
+    }
+    return p;
+}
+
+static const char *policy_file_arg(const ctl_t *c)
+{
+    if (c->nwords < 3) {
+        usage_error("%s", "missing the policy FILE");
+        return NULL;
+    }
+    return c->words[2];
+}
+
+static int cmd_policy_validate(ctl_t *c)
+{
+    const char *path = policy_file_arg(c);
+    if (path == NULL || check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    lk_policy_t *p = compile_file(path);
+    if (p == NULL) return EXIT_FAIL;
+    printf("%s: valid%s\n", path, lk_policy_has_answer_rules(p) ? " (has answer-side rules)" : "");
+    lk_policy_free(&p);
+    return EXIT_OK;
+}
+
+static int parse_api_name(const char *s, lk_api_t *api)
+{
+    static const struct {
+        const char *name;
+        lk_api_t api;
+    } APIS[] = {{"chat.completions", LK_API_CHAT},
+                {"chat", LK_API_CHAT},
+                {"messages", LK_API_MESSAGES},
+                {"responses", LK_API_RESPONSES},
+                {"embeddings", LK_API_EMBEDDINGS}};
+    *api = LK_API_CHAT;
+    if (s == NULL) return 0;
+    for (size_t i = 0; i < sizeof APIS / sizeof APIS[0]; i++)
+        if (strcmp(s, APIS[i].name) == 0) {
+            *api = APIS[i].api;
+            return 0;
+        }
+    return -1;
+}
+
+/* One side's decision as JSON (same shape as the admin API's policies.test). */
+static json_t *decision_json(const lk_policy_result_t *r, int answer_side)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i}", "side", answer_side ? "answer" : "request", "action",
+                          lk_policy_action_name(r->action), "would", lk_policy_action_name(r->would), "rule",
+                          r->rule_id, "message", r->message, "redactions", r->redactions);
+    if (o && r->body) {
+        json_t *b = json_loadb(r->body, r->body_len, 0, NULL);
+        json_object_set_new(o, "body", b ? b : json_stringn(r->body, r->body_len));
+    }
+    if (o && !answer_side)
+        json_object_set_new(o, "estimates",
+                            json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)r->est_prompt_tokens,
+                                      "max_tokens", (json_int_t)r->est_max_tokens, "microusd",
+                                      (json_int_t)r->est_microusd));
+    return o;
+}
+
+static int cmd_policy_test(ctl_t *c)
+{
+    static const char *const allowed[] = {"request", "answer", "api", "context", NULL};
+    const char *path = policy_file_arg(c);
+    if (path == NULL || check_opts(c, allowed) != EXIT_OK) return EXIT_USAGE;
+    const char *files[2] = {opt(c, "request"), opt(c, "answer")};
+    if (!files[0] && !files[1])
+        return usage_error("%s", "give --request REQ.json (and/or --answer ANS.json)");
+    lk_api_t api;
+    if (parse_api_name(opt(c, "api"), &api) != 0)
+        return usage_error("--api must be chat.completions, messages, responses or embeddings, not '%s'",
+                           opt(c, "api"));
+    json_t *cx = NULL;
+    if (opt(c, "context")) {
+        size_t n;
+        char *t = read_file(opt(c, "context"), &n);
+        if (t == NULL) return EXIT_FAIL;
+        json_error_t jerr;
+        cx = json_loadb(t, n, 0, &jerr);
+        free(t);
+        if (!json_is_object(cx)) {
+            fprintf(stderr, "lumkeyctl: %s: not a JSON object (line %d, column %d)\n", opt(c, "context"),
+                    jerr.line, jerr.column);
+            json_decref(cx);
+            return EXIT_FAIL;
+        }
+    }
+    lk_policy_t *p = compile_file(path);
+    if (p == NULL) {
+        json_decref(cx);
+        return EXIT_FAIL;
+    }
+    const char *hdr[32][2];
+    size_t nh = 0;
+    const char *hk;
+    json_t *hv;
+    json_object_foreach(json_object_get(cx, "headers"), hk, hv) if (nh < 32 && json_is_string(hv))
+    {
+        hdr[nh][0] = hk;
+        hdr[nh][1] = json_string_value(hv);
+        nh++;
+    }
+    lk_policy_ctx_t ctx = {.api = api,
+                           .provider_id = json_string_value(json_object_get(cx, "provider_id")),
+                           .provider_kind = json_string_value(json_object_get(cx, "provider")),
+                           .key_id = json_string_value(json_object_get(cx, "key_id")),
+                           .user = json_string_value(json_object_get(cx, "user")),
+                           .agent = json_string_value(json_object_get(cx, "agent")),
+                           .team = json_string_value(json_object_get(cx, "team")),
+                           .headers = (const char *const(*)[2])hdr,
+                           .n_headers = nh};
+    json_t *out = json_object();
+    int rc = EXIT_OK;
+    for (int side = 0; side < 2 && rc == EXIT_OK; side++) {
+        if (!files[side]) continue;
+        size_t n;
+        char *body = read_file(files[side], &n);
+        if (body == NULL) {
+            rc = EXIT_FAIL;
+            break;
+        }
+        lk_policy_result_t r;
+        memset(&r, 0, sizeof r);
+        int e =
+            side ? lk_policy_eval_answer(p, &ctx, body, n, &r) : lk_policy_eval_request(p, &ctx, body, n, &r);
+        free(body);
+        if (e != 0) {
+            fprintf(stderr, "lumkeyctl: %s: ", files[side]);
+            ctl_out_safe(stderr, r.message[0] ? r.message : "not a valid body for this API");
+            fputc('\n', stderr);
+            rc = EXIT_FAIL;
+        } else {
+            json_object_set_new(out, side ? "answer" : "request", decision_json(&r, side));
+        }
+        lk_policy_result_clear(&r);
+    }
+    if (rc == EXIT_OK) {
+        char *text = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (text) {
+            if (c->json) {
+                puts(text);
+            } else {
+                static const char *const fields[] = {"action",     "would",     "rule", "message",
+                                                     "redactions", "estimates", "body", NULL};
+                const char *k;
+                json_t *v;
+                json_object_foreach(out, k, v)
+                {
+                    printf("%s:\n", k);
+                    ctl_out_object(stdout, v, fields, NULL);
+                }
+            }
+            ctl_out_json_free(text);
+        }
+    }
+    json_decref(out);
+    json_decref(cx);
+    lk_policy_free(&p);
+    return rc;
+}
+
+static const char *const policy_fields[] = {"id",     "name",       "version",    "default",  "keys",
+                                            "digest", "created_at", "updated_at", "document", NULL};
+
+/* The body {"document": <file as JSON text>} (plus name / default for create). */
+static json_t *policy_body(const ctl_t *c, int create)
+{
+    const char *path = opt(c, "file");
+    if (path == NULL) {
+        usage_error("%s", "give the policy document with --file F");
+        return NULL;
+    }
+    size_t n;
+    char *text = read_file(path, &n);
+    if (text == NULL) return NULL;
+    json_t *req = json_pack("{s:s%}", "document", text, n);
+    free(text);
+    if (req == NULL) {
+        fprintf(stderr, "lumkeyctl: %s is not valid UTF-8\n", path);
+        return NULL;
+    }
+    if (create) {
+        if (opt(c, "name") == NULL || json_object_set_new(req, "name", json_string(opt(c, "name"))) != 0) {
+            usage_error("%s", "give the policy a --name");
+            json_decref(req);
+            return NULL;
+        }
+        if (opt(c, "default")) json_object_set_new(req, "default", json_true());
+    }
+    return req;
+}
+
+static int cmd_policy_create(ctl_t *c)
+{
+    static const char *const allowed[] = {"name", "file", "default", NULL};
+    if (check_opts(c, allowed) != EXIT_OK) return EXIT_USAGE;
+    json_t *req = policy_body(c, 1);
+    if (req == NULL) return EXIT_USAGE;
+    int rc = object_call(c, "POST", "/admin/v1/policies", req, policy_fields);
+    json_decref(req);
+    return rc;
+}
+
+static int cmd_policy_update(ctl_t *c)
+{
+    static const char *const allowed[] = {"file", NULL};
+    const char *id = object_id(c, "pol_");
+    if (id == NULL || check_opts(c, allowed) != EXIT_OK) return EXIT_USAGE;
+    json_t *req = policy_body(c, 0);
+    if (req == NULL) return EXIT_USAGE;
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/policies/%s", id);
+    int rc = object_call(c, "PUT", path, req, policy_fields);
+    json_decref(req);
+    return rc;
+}
+
+static int cmd_policy_get(ctl_t *c)
+{
+    const char *id = object_id(c, "pol_");
+    if (id == NULL || check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/policies/%s", id);
+    return object_call(c, "GET", path, NULL, policy_fields);
+}
+
+static int cmd_policy_list(ctl_t *c)
+{
+    static const ctl_column_t cols[] = {{"ID", "id"},           {"NAME", "name"}, {"VERSION", "version"},
+                                        {"DEFAULT", "default"}, {"KEYS", "keys"}, {"UPDATED", "updated_at"}};
+    return cmd_list(c, "/admin/v1/policies", cols, sizeof(cols) / sizeof(cols[0]));
+}
+
+static int cmd_policy_versions(ctl_t *c)
+{
+    static const ctl_column_t cols[] = {{"VERSION", "version"},
+                                        {"BY", "created_by"},
+                                        {"AT", "created_at"},
+                                        {"ADDED", "diff.rules_added"},
+                                        {"REMOVED", "diff.rules_removed"},
+                                        {"CHANGED", "diff.rules_changed"},
+                                        {"SETTINGS", "diff.settings_changed"}};
+    const char *id = object_id(c, "pol_");
+    if (id == NULL) return EXIT_USAGE;
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/policies/%s/versions", id);
+    return cmd_list(c, path, cols, sizeof(cols) / sizeof(cols[0]));
+}
+
+static int cmd_policy_default(ctl_t *c)
+{
+    if (c->nwords < 3) return usage_error("%s", "give a policy id, or none");
+    const char *id = c->words[2];
+    if (strcmp(id, "none") != 0 && object_id(c, "pol_") == NULL) return EXIT_USAGE;
+    if (check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    json_t *req = json_pack("{s:o}", "policy", strcmp(id, "none") == 0 ? json_null() : json_string(id));
+    static const char *const fields[] = {"default_policy", NULL};
+    int rc = object_call(c, "PUT", "/admin/v1/policies/default", req, fields);
+    json_decref(req);
+    return rc;
+}
+
+static int dispatch_policy(ctl_t *c, const char *b)
+{
+    if (b == NULL)
+        return usage_error("%s", "'policy' needs a subcommand: validate, test, create, update, list, get, "
+                                 "versions or default");
+    size_t want = strcmp(b, "list") == 0 || strcmp(b, "create") == 0 ? 2 : 3;
+    if (c->nwords > want) return usage_error("unexpected argument '%s'", c->words[want]);
+    if (strcmp(b, "validate") == 0) return cmd_policy_validate(c);
+    if (strcmp(b, "test") == 0) return cmd_policy_test(c);
+    if (strcmp(b, "create") == 0) return cmd_policy_create(c);
+    if (strcmp(b, "update") == 0) return cmd_policy_update(c);
+    if (strcmp(b, "list") == 0) return cmd_policy_list(c);
+    if (strcmp(b, "get") == 0) return cmd_policy_get(c);
+    if (strcmp(b, "versions") == 0) return cmd_policy_versions(c);
+    if (strcmp(b, "default") == 0) return cmd_policy_default(c);
+    return usage_error("unknown command '%s'", b);
+}
+
 static void *json_alloc(size_t n)
 {
     size_t *p = malloc(n + 16);
@@ -866,6 +1228,7 @@ static int dispatch(ctl_t *c)
     }
     int rc = configure(c);
     if (rc != EXIT_OK) return rc;
+    if (strcmp(a, "policy") == 0) return dispatch_policy(c, b);
     int with_id = b && (strcmp(b, "get") == 0 || strcmp(b, "update") == 0 || strcmp(b, "rotate") == 0 ||
                         strcmp(b, "revoke") == 0 || strcmp(b, "replace-credential") == 0);
     size_t want = strcmp(a, "status") == 0 ? 1 : with_id ? 3 : 2;

@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "edge.h"
@@ -51,6 +52,14 @@ static const route_t ROUTES[] = {
     {"/admin/v1/tokens", NULL, NULL, "POST", "tokens.create", EDGE_SVC_VAULT, 1, 1, "admin"},
     {"/admin/v1/tokens", NULL, NULL, "GET", "tokens.list", EDGE_SVC_VAULT, 0, 0, "admin"},
     {"/admin/v1/tokens/", "adm_", "/revoke", "POST", "tokens.revoke", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/policies", NULL, NULL, "POST", "policies.create", EDGE_SVC_POLICY, 1, 0, "admin"},
+    {"/admin/v1/policies", NULL, NULL, "GET", "policies.list", EDGE_SVC_POLICY, 0, 0, "admin"},
+    {"/admin/v1/policies/validate", NULL, NULL, "POST", "policies.validate", EDGE_SVC_POLICY, 0, 0, "admin"},
+    {"/admin/v1/policies/test", NULL, NULL, "POST", "policies.test", EDGE_SVC_POLICY, 0, 0, "admin"},
+    {"/admin/v1/policies/default", NULL, NULL, "PUT", "policies.set_default", EDGE_SVC_POLICY, 0, 0, "admin"},
+    {"/admin/v1/policies/", "pol_", "", "GET", "policies.get", EDGE_SVC_POLICY, 0, 0, "admin"},
+    {"/admin/v1/policies/", "pol_", "", "PUT", "policies.update", EDGE_SVC_POLICY, 0, 0, "admin"},
+    {"/admin/v1/policies/", "pol_", "/versions", "GET", "policies.versions", EDGE_SVC_POLICY, 0, 0, "admin"},
 };
 
 #define ADMIN_ID_MAX 64 /* prefix + alphanumerics */
@@ -84,6 +93,7 @@ typedef struct {
     char source_ip[64];
     char tenant[128];             /* of the acting token, once authenticated */
     char actor[ADMIN_ID_MAX + 1]; /* the acting admin token's id, once authenticated */
+    int64_t policy_version;       /* policies.create / update: the version made (recorded as pver) */
     edge_call_t *call;
 } admin_t;
 
@@ -139,6 +149,10 @@ static void admin_audit(admin_t *a, int status, const char *code, const char *ob
     ev->endpoint = lk_str(op);
     ev->decision = lk_str(status < 400 ? "allow" : "deny");
     ev->rule_id = lk_str(object_id && object_id[0] ? object_id : a->object_id); /* the object acted on */
+    if (a->policy_version > 0) {
+        ev->policy_id = ev->rule_id;
+        ev->policy_version = a->policy_version;
+    }
     ev->http_status = status;
     ev->prompt_tokens = ev->completion_tokens = ev->total_tokens = -1;
     ev->error_code = lk_str(status < 400 ? "" : (code ? code : "error"));
@@ -194,6 +208,12 @@ static void on_admin_rep(void *data, const lk_msg_t *reply)
     if (status >= 400) json_scan_id(body, len, "code", code, sizeof code);
     if (status < 400 && !a->object_id[0] && a->route->created)
         json_scan_id(body, len, "id", created, sizeof created);
+    if (status < 400 &&
+        (!strcmp(a->route->op, "policies.create") || !strcmp(a->route->op, "policies.update"))) {
+        /* a policy change: the event names the version made (who = the actor; what = its stored diff) */
+        const char *v = memmem(body, len, "\"version\":", 10);
+        if (v) a->policy_version = strtoll(v + 10, NULL, 10);
+    }
     admin_audit(a, status, code, created);
     if (a->route->secret_answer)
         edge_http_send_json_secret(a->req, status, a->rid, body, len);

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "edge.h"
+#include "edge_policy.h"
 #include "edge_http.h"
 #include "edge_metrics.h"
 #include "edge_upstream.h"
@@ -48,6 +49,13 @@ typedef struct {
     const char *policy_id, *rule_id, *decision;
     int64_t policy_version;
     h2o_iovec_t fwd_body; /* REDACT: the rewritten body policy returned; else unset (the client's) */
+    char agent[128], team[128];
+    int answer_rules;             /* the policy inspects answers: wait for it before forwarding */
+    int reserved;                 /* policy reserved budget: SETTLE when the request ends */
+    edge_policy_ref_t *pol;       /* the compiled policy (answer side), held until dispose */
+    edge_policy_wait_t *pol_wait; /* while it loads */
+    lk_policy_stream_t *pstream;  /* the streamed answer's filter */
+    int policy_blocked;           /* the filter ended the stream */
     /* accept + credential, in parallel */
     int accept_done, cred_done;
     lk_buf_t cred_head; /* secret: the provider auth header line */
@@ -175,6 +183,17 @@ static void worker_failed(chat_t *c, const lk_msg_t *reply, const char *what)
     deny(c, 500, "internal_error", "Unexpected answer from an internal service.");
 }
 
+static lk_policy_ctx_t answer_ctx(const chat_t *c)
+{
+    return (lk_policy_ctx_t){.api = LK_API_CHAT,
+                             .provider_id = c->provider_id,
+                             .provider_kind = c->provider_kind,
+                             .key_id = c->key_id,
+                             .user = c->user,
+                             .agent = c->agent[0] ? c->agent : NULL,
+                             .team = c->team[0] ? c->team : NULL};
+}
+
 static const char *pool_str(chat_t *c, lk_str_t s)
 {
     if (!s.len) return NULL;
@@ -252,12 +271,41 @@ static void take_usage(chat_t *c, json_t *obj)
     if (json_is_integer(t)) c->total_tokens = json_integer_value(t);
 }
 
+static int emit_event(chat_t *c, const char *event, size_t event_len, const char *data, size_t data_len);
+
+/* The policy's stream filter hands on what the agent may see (emit_event). */
+static void on_policy_emit(void *ud, const char *event, size_t event_len, const char *data, size_t data_len)
+{
+    chat_t *c = ud;
+    if (emit_event(c, event, event_len, data, data_len) != 0)
+        lk_log(LK_LOG_ERROR, c->rid, "out of memory relaying a filtered event");
+}
+
+/* One event through the answer-side policy. A block ends the stream: the
+ * filter has emitted the error event; nothing more is relayed. */
+static int policy_feed(chat_t *c, const char *event, size_t event_len, const char *data, size_t data_len)
+{
+    int rc = lk_policy_stream_feed(c->pstream, event, event_len, data, data_len);
+    if (rc == LK_PSTREAM_OK) return 0;
+    if (rc == LK_PSTREAM_BLOCKED || rc == LK_PSTREAM_HOLD) {
+        const lk_policy_result_t *r = lk_policy_stream_result(c->pstream);
+        c->policy_blocked = 1;
+        c->decision = "block";
+        c->rule_id = pool_str(c, lk_str(r->rule_id));
+        c->error_code = "blocked_by_policy";
+        return -1;
+    }
+    c->sse.error = "the answer could not be inspected by policy (too large or malformed)";
+    return -1;
+}
+
 static int on_sse_event(void *ctx, const char *event, size_t event_len, const char *data, size_t data_len)
 {
     chat_t *c = ctx;
     if (c->saw_done) return -1; /* nothing may follow [DONE] */
     if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         c->saw_done = 1;
+        if (c->pstream) return policy_feed(c, event, event_len, data, data_len);
         return append(&c->pending, "data: [DONE]\n\n", 14);
     }
     json_error_t jerr;
@@ -269,6 +317,13 @@ static int on_sse_event(void *ctx, const char *event, size_t event_len, const ch
     }
     if (memmem(data, data_len, "\"usage\"", 7)) take_usage(c, obj);
     json_decref(obj);
+    if (c->pstream) return policy_feed(c, event, event_len, data, data_len);
+    return emit_event(c, event, event_len, data, data_len);
+}
+
+/* Writes one SSE event to the agent's pending output. 0 / -1. */
+static int emit_event(chat_t *c, const char *event, size_t event_len, const char *data, size_t data_len)
+{
     if (event_len && (append(&c->pending, "event: ", 7) != 0 || append(&c->pending, event, event_len) != 0 ||
                       append(&c->pending, "\n", 1) != 0))
         return -1;
@@ -307,6 +362,17 @@ static int up_on_head(void *data, int status, h2o_iovec_t ctype)
         edge_http_add_common_headers(req, 200, c->rid);
         c->gen.proceed = on_proceed;
         c->gen.stop = on_stop;
+        if (c->pol) {
+            lk_policy_ctx_t ctx = answer_ctx(c);
+            c->pstream = lk_policy_stream_new(edge_policy_get(c->pol), &ctx, on_policy_emit, c);
+            if (!c->pstream) { /* nothing sent yet: answered here (no up_on_done follows a refused head) */
+                c->streaming = 0;
+                c->up = NULL;
+                fail_after_accept(c, 500, "internal_error",
+                                  "Out of memory while starting the answer filter.");
+                return -1;
+            }
+        }
         h2o_start_response(req, &c->gen);
     }
     return 0;
@@ -317,6 +383,14 @@ static int up_on_body(void *data, const char *bytes, size_t len)
     chat_t *c = data;
     if (c->streaming) {
         if (lk_sse_feed(&c->sse, bytes, len, on_sse_event, c) != 0) {
+            if (c->policy_blocked) { /* the filter sent the error event */
+                lk_log(LK_LOG_INFO, c->rid, "answer blocked mid-stream by policy rule %s",
+                       c->rule_id ? c->rule_id : "?");
+                c->up = NULL;
+                c->upstream_done = 1;
+                chat_flush(c);
+                return -1;
+            }
             lk_log(LK_LOG_WARN, c->rid, "malformed event stream from the provider: %s",
                    c->sse.error ? c->sse.error : "?");
             c->up = NULL; /* aborted by returning -1 */
@@ -392,6 +466,14 @@ static void up_on_done(void *data, const char *err, int before_head)
     chat_t *c = data;
     c->up = NULL;
     if (c->streaming) {
+        if (c->pstream && !err && lk_policy_stream_finish(c->pstream) == LK_PSTREAM_BLOCKED) {
+            c->policy_blocked = 1;
+            c->decision = "block";
+            c->error_code = "blocked_by_policy";
+            c->upstream_done = 1;
+            chat_flush(c);
+            return;
+        }
         if (err)
             stream_error(c, "upstream_stream_error", "The connection to the provider failed mid-stream.");
         else if (!c->saw_done || lk_sse_pending(&c->sse))
@@ -422,6 +504,38 @@ static void up_on_done(void *data, const char *err, int before_head)
     }
     take_usage(c, root);
     json_decref(root);
+    if (c->pol) {
+        lk_policy_result_t r;
+        memset(&r, 0, sizeof r);
+        lk_policy_ctx_t ctx = answer_ctx(c);
+        int rc =
+            lk_policy_eval_answer(edge_policy_get(c->pol), &ctx, (const char *)c->resp.data, c->resp.len, &r);
+        if (rc != 0 || r.action == LK_ACT_BLOCK || r.action == LK_ACT_HOLD) {
+            c->decision = "block";
+            c->rule_id = pool_str(c, lk_str(r.rule_id));
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s",
+                     rc != 0 ? "The provider's answer could not be inspected by policy, so it was withheld."
+                     : r.message[0] ? r.message
+                                    : "The model's answer was blocked by a Lumkey policy.");
+            lk_policy_result_clear(&r);
+            fail_after_accept(c, rc != 0 ? 502 : 403,
+                              rc != 0 ? "upstream_malformed_response" : "blocked_by_policy", msg);
+            return;
+        }
+        if (r.action == LK_ACT_REDACT && r.body) {
+            if (!c->decision || strcmp(c->decision, "allow") == 0 || strcmp(c->decision, "log") == 0)
+                c->decision = "redact";
+            if (!c->rule_id) c->rule_id = pool_str(c, lk_str(r.rule_id));
+            c->resp.len = 0;
+            if (append(&c->resp, r.body, r.body_len) != 0) {
+                lk_policy_result_clear(&r);
+                fail_after_accept(c, 500, "internal_error", "Out of memory while redacting the answer.");
+                return;
+            }
+        }
+        lk_policy_result_clear(&r);
+    }
     c->http_status = c->upstream_status;
     audit_close(c, "request.completed");
     edge_http_send_json(c->req, c->upstream_status, c->rid, (const char *)c->resp.data, c->resp.len);
@@ -447,16 +561,38 @@ static void forward(chat_t *c)
         }
     }
     c->up_t0_us = lk_mono_us();
-    c->up = edge_upstream_post(g_edge->upstreams, &origin, "/chat/completions",
-                               (const char *)c->cred_head.data, c->cred_head.len,
-                               c->fwd_body.base ? c->fwd_body : c->req->entity, &UP_CBS, c);
+    c->up =
+        edge_upstream_post(g_edge->upstreams, &origin, "/chat/completions", (const char *)c->cred_head.data,
+                           c->cred_head.len, c->fwd_body.base ? c->fwd_body : c->req->entity, &UP_CBS, c);
     lk_buf_free(&c->cred_head); /* wiped: the upstream module holds its own copy until sent */
     if (!c->up) fail_after_accept(c, 502, "upstream_unreachable", "Lumkey could not reach the provider.");
 }
 
 static void maybe_forward(chat_t *c)
 {
-    if (c->accept_done && c->cred_done) forward(c);
+    if (c->accept_done && c->cred_done && (!c->answer_rules || c->pol)) forward(c);
+}
+
+/* The answer-side policy arrived (or could not be loaded: nothing is forwarded). */
+static void on_answer_policy(void *ud, edge_policy_ref_t *ref)
+{
+    chat_t *c = ud;
+    c->pol_wait = NULL;
+    if (!ref) {
+        edge_rpc_cancel(g_edge->rpc, c->call);
+        edge_rpc_cancel(g_edge->rpc, c->call2);
+        c->call = c->call2 = NULL;
+        lk_buf_free(&c->cred_head);
+        c->decision = "error";
+        if (c->accept_done)
+            fail_after_accept(c, 503, "policy_unavailable",
+                              "Lumkey could not load the policy that inspects this answer; please retry.");
+        else
+            unavailable(c, "policy");
+        return;
+    }
+    c->pol = ref;
+    maybe_forward(c);
 }
 
 /* ----------------------------------------------------- worker replies -- */
@@ -538,6 +674,15 @@ static void start_accept(chat_t *c)
         edge_rpc_cancel(g_edge->rpc, c->call);
         c->call = NULL;
         unavailable(c, "vault");
+        return;
+    }
+    if (c->answer_rules &&
+        edge_policy_acquire(c->rid, c->tenant, c->policy_id ? c->policy_id : "", c->policy_version,
+                            on_answer_policy, c, &c->pol, &c->pol_wait) < 0) {
+        edge_rpc_cancel(g_edge->rpc, c->call);
+        edge_rpc_cancel(g_edge->rpc, c->call2);
+        c->call = c->call2 = NULL;
+        unavailable(c, "policy");
     }
 }
 
@@ -587,6 +732,10 @@ static void on_decide(void *data, const lk_msg_t *reply)
     c->policy_id = pool_str(c, d->policy_id);
     c->rule_id = pool_str(c, d->rule_id);
     c->policy_version = d->policy_version;
+    c->answer_rules = d->answer_rules;
+    c->reserved = d->reserved;
+    lk_str_copy(c->agent, sizeof c->agent, d->agent);
+    lk_str_copy(c->team, sizeof c->team, d->team);
     char msg[512];
     lk_str_copy(msg, sizeof msg, d->message);
     char code[64];
@@ -655,6 +804,34 @@ static void on_key_hash(void *data, const lk_msg_t *reply)
     send_decide(c);
 }
 
+/* The request headers policies may read, as "name: value\n" lines (h2o keeps
+ * names lower-case): never credentials or cookies, at most 8 KiB. */
+static lk_str_t policy_headers(chat_t *c)
+{
+    static const char *const SKIP[] = {
+        "authorization",  "x-api-key",         "api-key",    "cookie", "proxy-authorization",
+        "content-length", "transfer-encoding", "connection", NULL};
+    enum { CAP = 8192 };
+    char *buf = h2o_mem_alloc_pool(&c->req->pool, CAP);
+    size_t n = 0;
+    for (size_t i = 0; i < c->req->headers.size; i++) {
+        const h2o_header_t *h = &c->req->headers.entries[i];
+        int skip = 0;
+        for (const char *const *k = SKIP; *k && !skip; k++)
+            skip = h2o_memis(h->name->base, h->name->len, *k, strlen(*k));
+        if (skip || memchr(h->value.base, '\n', h->value.len) || n + h->name->len + h->value.len + 3 > CAP)
+            continue;
+        memcpy(buf + n, h->name->base, h->name->len);
+        n += h->name->len;
+        memcpy(buf + n, ": ", 2);
+        n += 2;
+        memcpy(buf + n, h->value.base, h->value.len);
+        n += h->value.len;
+        buf[n++] = '\n';
+    }
+    return (lk_str_t){buf, n};
+}
+
 static void send_decide(chat_t *c)
 {
     lk_msg_t m = {0};
@@ -668,11 +845,35 @@ static void send_decide(chat_t *c)
     m.u.decide.stream = c->stream;
     m.u.decide.source_ip = lk_str(c->source_ip);
     m.u.decide.body = (lk_str_t){c->req->entity.base, c->req->entity.len};
+    m.u.decide.headers = policy_headers(c);
     c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_POLICY, &m, on_decide, c);
     if (!c->call) unavailable(c, "policy");
 }
 
 /* ------------------------------------------------------------- request -- */
+
+static void on_settled(void *data, const lk_msg_t *reply)
+{
+    (void)data;
+    if (!reply || reply->env.type != LK_MSG_SETTLE_REP)
+        lk_log(LK_LOG_WARN, NULL, "a budget reservation was not settled (it keeps its reserved maximum)");
+}
+
+/* The request ended: its budget reservation is settled to the real usage (fire and forget). */
+static void settle(chat_t *c)
+{
+    lk_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.env.type = LK_MSG_SETTLE;
+    m.env.rid = lk_str(c->rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    m.u.settle.tenant = lk_str(c->tenant);
+    int known = c->prompt_tokens >= 0 && c->completion_tokens >= 0 && c->upstream_status;
+    m.u.settle.prompt_tokens = known ? c->prompt_tokens : (c->upstream_status ? -1 : 0);
+    m.u.settle.completion_tokens = known ? c->completion_tokens : (c->upstream_status ? -1 : 0);
+    if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_POLICY, &m, on_settled, NULL))
+        lk_log(LK_LOG_WARN, c->rid, "policy unreachable: the budget reservation keeps its reserved maximum");
+}
 
 static void on_dispose(void *p)
 {
@@ -681,6 +882,7 @@ static void on_dispose(void *p)
                          (double)(lk_mono_us() - c->t0_us) / 1e6);
     edge_rpc_cancel(g_edge->rpc, c->call);
     edge_rpc_cancel(g_edge->rpc, c->call2);
+    edge_policy_abandon(c->pol_wait);
     if (c->up) {
         edge_upstream_cancel(c->up);
         c->up = NULL;
@@ -690,6 +892,14 @@ static void on_dispose(void *p)
         c->http_status = c->http_status ? c->http_status : 499;
         audit_close(c, "request.completed");
     }
+    if (c->reserved) settle(c);
+    if (c->pstream) {
+        const lk_policy_result_t *r = lk_policy_stream_result(c->pstream);
+        if (r->redactions)
+            lk_log(LK_LOG_INFO, c->rid, "%d spans redacted in the streamed answer", r->redactions);
+    }
+    lk_policy_stream_free(&c->pstream);
+    edge_policy_release(&c->pol);
     lk_buf_free(&c->cred_head);
     lk_buf_free(&c->resp);
     lk_buf_free(&c->pending);

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lk_log.h"
 #include "lk_worker.h"
@@ -12,14 +13,20 @@
 
 /* $1 key hash, $2 model, $3 source address (NULL if unknown). Route: the key's tenant's providers serving the
  * model (explicitly first, then those serving any model; oldest first) that
- * have a credential (the newest one). */
+ * have a credential (the newest one). Policy: the key's own, else its
+ * tenant's default; its current version. */
 static const char SQL_DECIDE[] =
     "SELECT k.id, k.tenant_id, k.user_id, k.revoked_at IS NOT NULL, "
     "       k.expires_at IS NOT NULL AND k.expires_at <= now(), "
     "       cardinality(k.allowed_models) = 0 OR $2::text = ANY (k.allowed_models), "
     "       r.id, r.kind, r.base_url, r.cred_id, "
-    "       cardinality(k.allowed_ips) = 0 OR COALESCE($3::text::inet <<= ANY (k.allowed_ips), false) "
+    "       cardinality(k.allowed_ips) = 0 OR COALESCE($3::text::inet <<= ANY (k.allowed_ips), false), "
+    "       COALESCE(k.metadata->>'agent', ''), COALESCE(k.metadata->>'team', ''), pol.id, "
+    "pol.current_version "
     "FROM api_keys k "
+    "JOIN tenants t ON t.id = k.tenant_id "
+    "LEFT JOIN policies pol ON pol.id = COALESCE(k.policy_id, t.default_policy_id) AND pol.tenant_id = "
+    "k.tenant_id "
     "LEFT JOIN LATERAL ("
     "    SELECT p.id, p.kind, p.base_url, c.id AS cred_id "
     "    FROM providers p "
@@ -31,7 +38,28 @@ static const char SQL_DECIDE[] =
     "    LIMIT 1) r ON true "
     "WHERE k.hash = $1::bytea";
 
-enum { C_KEY, C_TENANT, C_USER, C_REVOKED, C_EXPIRED, C_MODEL_OK, C_PROV, C_KIND, C_URL, C_CRED, C_IP_OK };
+/* $1 tenant, $2 policy id, $3 version. */
+static const char SQL_POLICY_DOC[] =
+    "SELECT v.document FROM policy_versions v JOIN policies p ON p.id = v.policy_id "
+    "WHERE p.tenant_id = $1 AND v.policy_id = $2 AND v.version = $3::int";
+
+enum {
+    C_KEY,
+    C_TENANT,
+    C_USER,
+    C_REVOKED,
+    C_EXPIRED,
+    C_MODEL_OK,
+    C_PROV,
+    C_KIND,
+    C_URL,
+    C_CRED,
+    C_IP_OK,
+    C_AGENT,
+    C_TEAM,
+    C_POL,
+    C_POL_VER
+};
 
 /* Copies s into buf if it is a plain IPv4 or IPv6 address. 1 / 0. */
 static int valid_ip(lk_str_t s, char *buf, size_t cap)
@@ -47,7 +75,9 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
     policy_t *self = calloc(1, sizeof *self);
     if (!self) return NULL;
     self->db = lk_db_new(conninfo, "lumkey-policy", statement_timeout_ms);
-    if (!self->db || lk_db_prepare(self->db, "decide", SQL_DECIDE) != 0) {
+    if (!self->db || lk_db_prepare(self->db, "decide", SQL_DECIDE) != 0 ||
+        lk_db_prepare(self->db, "policy_doc", SQL_POLICY_DOC) != 0 || policy_budget_prepare(self->db) != 0 ||
+        policy_admin_prepare(self->db) != 0) {
         policy_destroy(&self);
         return NULL;
     }
@@ -58,6 +88,9 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
 void policy_destroy(policy_t **self_p)
 {
     if (!self_p || !*self_p) return;
+    for (int i = 0; i < POLICY_CACHE_N; i++)
+        lk_policy_free(&(*self_p)->cache[i].pol);
+    lk_policy_result_clear(&(*self_p)->result);
     lk_db_destroy(&(*self_p)->db);
     free(*self_p);
     *self_p = NULL;
@@ -96,6 +129,206 @@ static void refuse_model(policy_t *self, lk_decide_rep_t *d, lk_status_t st, con
     refuse(d, st, code, self->msg);
 }
 
+/* ------------------------------------------------------- compiled cache -- */
+
+const lk_policy_t *policy_compiled(policy_t *self, lk_str_t tenant, lk_str_t id, int64_t version,
+                                   lk_status_t *st)
+{
+    self->tick++;
+    policy_cache_entry_t *victim = &self->cache[0];
+    for (int i = 0; i < POLICY_CACHE_N; i++) {
+        policy_cache_entry_t *e = &self->cache[i];
+        if (e->pol && e->version == version && lk_str_eq(id, e->id)) {
+            e->used = self->tick;
+            return e->pol;
+        }
+        if (!e->pol || (victim->pol && e->used < victim->used)) victim = e;
+    }
+    if (id.len == 0 || id.len >= POLICY_ID_MAX) {
+        *st = LK_ST_NOT_FOUND;
+        return NULL;
+    }
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, tenant);
+    lk_db_param_str(&p, id);
+    lk_db_param_i64(&p, version);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_exec(self->db, "policy_doc", &p, &res);
+    if (rc != LK_DB_OK) {
+        *st = lk_db_status(rc);
+        return NULL;
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        *st = LK_ST_NOT_FOUND;
+        return NULL;
+    }
+    lk_policy_error_t err;
+    lk_str_t doc = lk_db_str(res, 0, 0);
+    lk_policy_t *pol = lk_policy_compile(doc.ptr, doc.len, &err);
+    PQclear(res);
+    if (!pol) {
+        lk_log(LK_LOG_ERROR, NULL, "stored policy %.*s version %lld does not compile: %s at %s", (int)id.len,
+               id.ptr, (long long)version, err.msg, err.path);
+        *st = LK_ST_INTERNAL;
+        return NULL;
+    }
+    lk_policy_free(&victim->pol);
+    lk_str_copy(victim->id, sizeof victim->id, id);
+    victim->version = version;
+    victim->pol = pol;
+    victim->used = self->tick;
+    return pol;
+}
+
+/* ------------------------------------------------------------- decide -- */
+
+static lk_api_t api_of(lk_str_t ep)
+{
+    if (lk_str_eq(ep, "messages")) return LK_API_MESSAGES;
+    if (lk_str_eq(ep, "responses")) return LK_API_RESPONSES;
+    if (lk_str_eq(ep, "embeddings")) return LK_API_EMBEDDINGS;
+    return LK_API_CHAT;
+}
+
+#define MAX_HEADERS 32
+
+/* Splits "name: value\n" lines (text is copied into buf, NUL-terminated in
+ * place) into pairs. Returns the number of pairs. */
+static size_t split_headers(lk_str_t text, char *buf, size_t cap, const char *pairs[][2], size_t max)
+{
+    size_t n = 0;
+    if (text.len == 0 || text.len >= cap) return 0;
+    memcpy(buf, text.ptr, text.len);
+    buf[text.len] = '\0';
+    for (char *line = buf; *line && n < max;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        char *colon = strchr(line, ':');
+        if (colon) {
+            *colon = '\0';
+            char *v = colon + 1;
+            while (*v == ' ')
+                v++;
+            pairs[n][0] = line;
+            pairs[n][1] = v;
+            n++;
+        }
+        if (!nl) break;
+        line = nl + 1;
+    }
+    return n;
+}
+
+static lk_decision_t decision_of(lk_action_t a)
+{
+    switch (a) {
+    case LK_ACT_BLOCK:
+        return LK_DECISION_BLOCK;
+    case LK_ACT_HOLD:
+        return LK_DECISION_HOLD;
+    case LK_ACT_REDACT:
+        return LK_DECISION_REDACT;
+    case LK_ACT_LOG:
+        return LK_DECISION_LOG;
+    case LK_ACT_ALLOW:
+        break;
+    }
+    return LK_DECISION_ALLOW;
+}
+
+/* Runs the policy on the request and fills d (decision, rule, body, estimates,
+ * budget). 0, or -1 (could not: d is a refusal or rep an ERROR). */
+static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, PGresult *res)
+{
+    const lk_decide_t *q = &req->u.decide;
+    lk_decide_rep_t *d = &rep->u.decide_rep;
+    lk_status_t st = LK_ST_OK;
+    const lk_policy_t *pol = policy_compiled(self, d->tenant, d->policy_id, d->policy_version, &st);
+    if (!pol) {
+        if (st == LK_ST_UNAVAILABLE) return lk_worker_error(rep, st, "database unavailable"), -1;
+        refuse(d, LK_ST_INTERNAL, "policy_unavailable", "The policy of this key could not be loaded.");
+        return -1;
+    }
+    char hbuf[8192], model[MAX_MODEL + 1];
+    const char *pairs[MAX_HEADERS][2];
+    size_t nh = split_headers(q->headers, hbuf, sizeof hbuf, pairs, MAX_HEADERS);
+    lk_str_copy(model, sizeof model, q->model);
+    char prov[POLICY_ID_MAX], kind[32], kid[POLICY_ID_MAX], user[256], agent[256], team[256];
+    lk_str_copy(prov, sizeof prov, d->provider_id);
+    lk_str_copy(kind, sizeof kind, d->provider_kind);
+    lk_str_copy(kid, sizeof kid, d->key_id);
+    lk_str_copy(user, sizeof user, d->user);
+    lk_str_copy(agent, sizeof agent, d->agent);
+    lk_str_copy(team, sizeof team, d->team);
+    lk_policy_ctx_t ctx = {.api = api_of(q->endpoint),
+                           .provider_id = prov,
+                           .provider_kind = kind,
+                           .key_id = kid,
+                           .user = user[0] ? user : NULL,
+                           .agent = agent[0] ? agent : NULL,
+                           .team = team[0] ? team : NULL,
+                           .headers = (const char *const(*)[2])pairs,
+                           .n_headers = nh};
+    lk_policy_result_t *r = &self->result;
+    lk_policy_result_clear(r);
+    if (lk_policy_eval_request(pol, &ctx, q->body.ptr ? q->body.ptr : "", q->body.len, r) != 0) {
+        snprintf(self->msg, sizeof self->msg, "%s",
+                 r->message[0] ? r->message : "The request body is not valid.");
+        refuse(d, LK_ST_BAD_REQUEST, "invalid_request", self->msg);
+        return -1;
+    }
+    d->decision = decision_of(r->action);
+    if (r->would > r->action) d->would = decision_of(r->would);
+    d->rule_id = lk_str(r->rule_id);
+    d->answer_rules = lk_policy_has_answer_rules(pol);
+    d->est_microusd = r->est_microusd;
+    if (r->action == LK_ACT_BLOCK) {
+        d->error_code = LK_STR_LIT("blocked_by_policy");
+        d->message = lk_str(r->message[0] ? r->message : "This request was blocked by a Lumkey policy.");
+        return 0;
+    }
+    if (r->action == LK_ACT_HOLD && r->message[0]) d->message = lk_str(r->message);
+    if (r->action == LK_ACT_REDACT) {
+        if (!r->body) return lk_worker_error(rep, LK_ST_INTERNAL, "redaction produced no body"), -1;
+        d->body = (lk_str_t){r->body, r->body_len};
+    }
+
+    /* budgets and rate limits: reserve the maximum now, settle after */
+    lk_policy_limits_t lim;
+    lk_policy_limits(pol, &lim);
+    char scope[600];
+    if (lim.per_team && team[0])
+        snprintf(scope, sizeof scope, "team:%.*s/%s", (int)d->tenant.len, d->tenant.ptr, team);
+    else
+        snprintf(scope, sizeof scope, "key:%s", kid);
+    policy_budget_req_t b = {.scope = scope,
+                             .tokens = r->est_prompt_tokens + r->est_max_tokens,
+                             .microusd = r->est_microusd,
+                             .model = model,
+                             .price_in = -1,
+                             .price_out = -1};
+    lk_policy_price(pol, model, &b.price_in, &b.price_out);
+    const char *code = NULL;
+    lk_db_rc_t rc = LK_DB_OK;
+    switch (
+        policy_budget_reserve(self->db, req->env.rid, &lim, &b, &code, self->msg, sizeof self->msg, &rc)) {
+    case BUDGET_OK:
+        d->reserved = 1;
+        break;
+    case BUDGET_NONE:
+        break;
+    case BUDGET_REFUSED:
+        refuse(d, LK_ST_RATE_LIMITED, code, self->msg);
+        return -1;
+    case BUDGET_DB_ERROR:
+        lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
+        return -1;
+    }
+    return 0;
+}
+
 static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
 {
     const lk_decide_t *q = &req->u.decide;
@@ -127,6 +360,8 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
     d->key_id = lk_db_str(res, 0, C_KEY);
     d->tenant = lk_db_str(res, 0, C_TENANT);
     d->user = lk_db_str(res, 0, C_USER);
+    d->agent = lk_db_str(res, 0, C_AGENT);
+    d->team = lk_db_str(res, 0, C_TEAM);
     if (lk_db_bool(res, 0, C_REVOKED)) {
         refuse(d, LK_ST_UNAUTHORIZED, "key_revoked", "This API key has been revoked.");
     } else if (lk_db_bool(res, 0, C_EXPIRED)) {
@@ -150,17 +385,70 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
         d->base_url = lk_db_str(res, 0, C_URL);
         d->cred_id = lk_db_str(res, 0, C_CRED);
         d->upstream_model = q->model; /* points into the request frame: stays valid */
+        if (!lk_db_is_null(res, 0, C_POL)) {
+            d->policy_id = lk_db_str(res, 0, C_POL);
+            d->policy_version = lk_db_i64(res, 0, C_POL_VER);
+            if (apply_policy(self, req, rep, res) != 0 && rep->env.type == LK_MSG_ERROR) goto cleanup;
+        }
     }
-    lk_str_t *keep[] = {&d->key_id,        &d->tenant,   &d->user,   &d->provider_id,
-                        &d->provider_kind, &d->base_url, &d->cred_id};
+    if (rep->env.type == LK_MSG_ERROR) goto cleanup;
+    lk_str_t *keep[] = {&d->key_id,   &d->tenant,  &d->user,       &d->provider_id, &d->provider_kind,
+                        &d->base_url, &d->cred_id, &d->agent,      &d->team,        &d->policy_id,
+                        &d->rule_id,  &d->message, &d->error_code, &d->body};
     ret = lk_worker_keep(scratch, keep, sizeof keep / sizeof keep[0]);
 cleanup:
+    PQclear(res);
+    lk_policy_result_clear(&self->result);
+    return ret;
+}
+
+/* ------------------------------------------------- policy get, settle -- */
+
+static int on_policy_get(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    const lk_policy_get_t *q = &req->u.policy_get;
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->tenant);
+    lk_db_param_str(&p, q->policy_id);
+    lk_db_param_i64(&p, q->policy_version);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_exec(self->db, "policy_doc", &p, &res);
+    if (rc != LK_DB_OK) return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
+    int ret;
+    if (PQntuples(res) != 1) {
+        ret = lk_worker_error(rep, LK_ST_NOT_FOUND, "no such policy version");
+    } else {
+        rep->u.policy_get_rep.document = lk_db_str(res, 0, 0);
+        lk_str_t *keep[] = {&rep->u.policy_get_rep.document};
+        ret = lk_worker_keep(scratch, keep, 1);
+    }
     PQclear(res);
     return ret;
 }
 
+static int on_settle(policy_t *self, const lk_msg_t *req, lk_msg_t *rep)
+{
+    int64_t cost = -1;
+    lk_db_rc_t rc = policy_budget_settle(self->db, req->env.rid, req->u.settle.prompt_tokens,
+                                         req->u.settle.completion_tokens, &cost);
+    if (rc != LK_DB_OK) return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
+    rep->u.settle_rep.microusd = cost;
+    return 0;
+}
+
 int policy_handle(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    if (req->env.type == LK_MSG_DECIDE) return on_decide(ctx, req, rep, scratch);
-    return lk_worker_error(rep, LK_ST_BAD_REQUEST, "policy does not handle this message type");
+    switch (req->env.type) {
+    case LK_MSG_DECIDE:
+        return on_decide(ctx, req, rep, scratch);
+    case LK_MSG_POLICY_GET:
+        return on_policy_get(ctx, req, rep, scratch);
+    case LK_MSG_SETTLE:
+        return on_settle(ctx, req, rep);
+    case LK_MSG_ADMIN_REQ:
+        return policy_admin_handle(ctx, req, rep, scratch);
+    default:
+        return lk_worker_error(rep, LK_ST_BAD_REQUEST, "policy does not handle this message type");
+    }
 }

@@ -1,10 +1,10 @@
 /*  vault_keys - the keys.* admin operations (the Lumkey key lifecycle) and
  *  tokens.* (admin tokens, stored like keys: only their keyed hash).
  *
- *      keys.create  {name, user?, env?, models?, expires_at?, metadata?}
+ *      keys.create  {name, user?, env?, models?, expires_at?, metadata?, allowed_ips?, policy?}
  *      keys.list
  *      keys.get     (object id: the key)
- *      keys.update  {name?, user?, models?, expires_at?, metadata?}
+ *      keys.update  {name?, user?, models?, expires_at?, metadata?, allowed_ips?, policy? (id or null)}
  *      keys.rotate  {overlap_seconds?: 86400, at most 30 days}
  *      keys.revoke
  *      tokens.create {name, role: admin|approver|auditor}  (the token is shown once)
@@ -77,10 +77,43 @@ bad:
     return NULL;
 }
 
+/* "policy": absent (*has 0), null (*has 1, *id NULL: detach) or the id of a
+ * policy of the caller's tenant (checked). 0 / -1 (e set, or *db_rc set). */
+static int get_policy(vault_t *self, const lk_admin_req_t *q, json_t *body, int *has, const char **id,
+                      vault_admin_err_t *e, lk_db_rc_t *db_rc)
+{
+    json_t *v = json_object_get(body, "policy");
+    *has = v != NULL;
+    *id = NULL;
+    *db_rc = LK_DB_OK;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_string(v) || strncmp(json_string_value(v), "pol_", 4) != 0 || json_string_length(v) > 64) {
+        vault_admin_set_err(e, LK_ST_BAD_REQUEST, "invalid_field",
+                            "The field `policy` must be a policy id (pol_...) or null.");
+        return -1;
+    }
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_cstr(&p, json_string_value(v));
+    lk_db_param_str(&p, q->tenant);
+    PGresult *res = NULL;
+    *db_rc = lk_db_exec(self->db, "key_policy_exists", &p, &res);
+    int found = *db_rc == LK_DB_OK && PQntuples(res) == 1;
+    PQclear(res);
+    if (*db_rc != LK_DB_OK) return -1;
+    if (!found) {
+        vault_admin_set_err(e, LK_ST_NOT_FOUND, "policy_not_found",
+                            "No policy with the id given in `policy`.");
+        return -1;
+    }
+    *id = json_string_value(v);
+    return 0;
+}
+
 static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    static const char *const allowed[] = {"name",       "user",     "env",         "models",
-                                          "expires_at", "metadata", "allowed_ips", NULL};
+    static const char *const allowed[] = {"name",     "user",        "env",    "models", "expires_at",
+                                          "metadata", "allowed_ips", "policy", NULL};
     vault_admin_err_t e;
     json_t *models = NULL;
     char *models_text = NULL, *meta_text = NULL, *key = NULL, *ips_text = NULL;
@@ -98,6 +131,16 @@ static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
         goto refuse;
     ips_text = get_allowed_ips(body, &has_ips, &e);
     if (has_ips && !ips_text) goto refuse;
+    int has_policy;
+    const char *policy_id;
+    lk_db_rc_t prc;
+    if (get_policy(self, q, body, &has_policy, &policy_id, &e, &prc) != 0) {
+        if (prc != LK_DB_OK) {
+            ret = vault_admin_reply_db(rep, scratch, prc, "");
+            goto cleanup;
+        }
+        goto refuse;
+    }
     env = env ? env : "live";
     if (strcmp(env, "live") != 0 && strcmp(env, "test") != 0) {
         vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "invalid_field", "The field `env` must be live or test.");
@@ -141,6 +184,10 @@ static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
     else
         lk_db_param_null(&p);
     lk_db_param_cstr(&p, ips_text ? ips_text : "[]");
+    if (policy_id)
+        lk_db_param_cstr(&p, policy_id);
+    else
+        lk_db_param_null(&p);
     lk_db_rc_t rc = lk_db_exec(self->db, "key_insert", &p, &res);
     if (rc != LK_DB_OK) {
         ret = vault_admin_reply_db(rep, scratch, rc, "A key with this id already exists; please retry.");
@@ -150,11 +197,11 @@ static int keys_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
     json_t *meta_out = json_loads(meta_text, 0, NULL);
     json_t *ips_out = json_loads(ips_text ? ips_text : "[]", 0, NULL);
     json_t *out =
-        json_pack("{s:s,s:s,s:s,s:s?,s:s,s:O,s:o,s:o,s:s,s:n,s:s,s:o}", "id", key_id, "key", key, "name",
+        json_pack("{s:s,s:s,s:s,s:s?,s:s,s:O,s:o,s:o,s:s,s:n,s:s,s:o,s:s?}", "id", key_id, "key", key, "name",
                   name, "user", user, "env", env, "models", models, "expires_at",
                   lk_db_is_null(res, 0, 1) ? json_null() : json_string(PQgetvalue(res, 0, 1)), "metadata",
                   meta_out ? meta_out : json_object(), "created_at", PQgetvalue(res, 0, 0), "revoked_at",
-                  "status", "active", "allowed_ips", ips_out ? ips_out : json_array());
+                  "status", "active", "allowed_ips", ips_out ? ips_out : json_array(), "policy", policy_id);
     ret = vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
     goto cleanup;
 refuse:
@@ -179,7 +226,7 @@ cleanup:
     "CASE WHEN revoked_at IS NOT NULL THEN 'revoked' "                              \
     "WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' "          \
     "ELSE 'active' END, "                                                           \
-    "array_to_json(allowed_ips)::text"
+    "array_to_json(allowed_ips)::text, policy_id"
 // clang-format on
 
 static json_t *opt_ts(PGresult *res, int i, int col)
@@ -194,12 +241,13 @@ static json_t *key_row(PGresult *res, int i)
     json_t *meta = json_loads(PQgetvalue(res, i, 6), 0, NULL);
     json_t *ips = json_loads(PQgetvalue(res, i, 10), 0, NULL);
     lk_str_t user = lk_db_str(res, i, 2);
-    return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:s,s:o,s:s,s:o}", "id", PQgetvalue(res, i, 0), "name",
+    return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:s,s:o,s:s,s:o,s:o}", "id", PQgetvalue(res, i, 0), "name",
                      PQgetvalue(res, i, 1), "user", user.len ? json_string(user.ptr) : json_null(), "env",
                      PQgetvalue(res, i, 3), "models", models ? models : json_array(), "expires_at",
                      opt_ts(res, i, 5), "metadata", meta ? meta : json_object(), "created_at",
                      PQgetvalue(res, i, 7), "revoked_at", opt_ts(res, i, 8), "status", PQgetvalue(res, i, 9),
-                     "allowed_ips", ips ? ips : json_array());
+                     "allowed_ips", ips ? ips : json_array(), "policy",
+                     lk_db_is_null(res, i, 11) ? json_null() : json_string(PQgetvalue(res, i, 11)));
 }
 
 static int keys_list(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
@@ -260,7 +308,7 @@ static json_t *load_opt_body(lk_str_t text, const char *const *allowed, vault_ad
 static int keys_update(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
     static const char *const allowed[] = {"name",     "user",        "models", "expires_at",
-                                          "metadata", "allowed_ips", NULL};
+                                          "metadata", "allowed_ips", "policy", NULL};
     vault_admin_err_t e;
     json_t *models = NULL;
     char *models_text = NULL, *meta_text = NULL, *ips_text = NULL;
@@ -282,6 +330,16 @@ static int keys_update(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
     }
     ips_text = get_allowed_ips(body, &has_ips, &e);
     if (has_ips && !ips_text) goto refuse;
+    int has_policy;
+    const char *policy_id;
+    lk_db_rc_t prc;
+    if (get_policy(self, q, body, &has_policy, &policy_id, &e, &prc) != 0) {
+        if (prc != LK_DB_OK) {
+            ret = vault_admin_reply_db(rep, scratch, prc, "");
+            goto cleanup;
+        }
+        goto refuse;
+    }
     if (json_object_get(body, "models")) {
         if (!(models = vault_admin_get_models(body, &e))) goto refuse;
         if (!(models_text = json_dumps(models, JSON_COMPACT))) goto cleanup;
@@ -328,6 +386,11 @@ static int keys_update(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk
         lk_db_param_null(&p);
     if (ips_text)
         lk_db_param_cstr(&p, ips_text);
+    else
+        lk_db_param_null(&p);
+    lk_db_param_i64(&p, has_policy);
+    if (policy_id)
+        lk_db_param_cstr(&p, policy_id);
     else
         lk_db_param_null(&p);
     lk_db_rc_t rc = lk_db_exec(self->db, "key_update", &p, &res);
@@ -607,10 +670,12 @@ int vault_keys_prepare(lk_db_t *db)
     return lk_db_prepare(
                db, "key_insert",
                "INSERT INTO api_keys (id, tenant_id, hash, env, name, user_id, metadata, allowed_models, "
-               "expires_at, allowed_ips) VALUES ($1::text, $2::text, $3::bytea, $4::text, $5::text, "
+               "expires_at, allowed_ips, policy_id) VALUES ($1::text, $2::text, $3::bytea, $4::text, "
+               "$5::text, "
                "$6::text, "
                "$7::text::jsonb, ARRAY(SELECT json_array_elements_text($8::text::json)), "
-               "to_timestamp($9::bigint), ARRAY(SELECT json_array_elements_text($10::text::json)::inet)) "
+               "to_timestamp($9::bigint), ARRAY(SELECT json_array_elements_text($10::text::json)::inet), "
+               "$11::text) "
                "RETURNING " TS("created_at") ", " TS("expires_at")) |
            lk_db_prepare(db, "key_list",
                          "SELECT " KEY_COLS
@@ -625,8 +690,11 @@ int vault_keys_prepare(lk_db_t *db)
                "expires_at = CASE WHEN $6::bigint = 1 THEN to_timestamp($7::bigint) ELSE expires_at END, "
                "metadata = COALESCE($8::text::jsonb, metadata), "
                "allowed_ips = CASE WHEN $9::text IS NULL THEN allowed_ips "
-               "ELSE ARRAY(SELECT json_array_elements_text($9::text::json)::inet) END "
+               "ELSE ARRAY(SELECT json_array_elements_text($9::text::json)::inet) END, "
+               "policy_id = CASE WHEN $10::bigint = 1 THEN $11::text ELSE policy_id END "
                "WHERE id = $1::text AND tenant_id = $2::text RETURNING id") |
+           lk_db_prepare(db, "key_policy_exists",
+                         "SELECT 1 FROM policies WHERE id = $1::text AND tenant_id = $2::text") |
            lk_db_prepare(
                db, "key_lock",
                "SELECT env, CASE WHEN revoked_at IS NOT NULL THEN 'revoked' "
@@ -635,9 +703,11 @@ int vault_keys_prepare(lk_db_t *db)
            lk_db_prepare(
                db, "key_clone",
                "INSERT INTO api_keys (id, tenant_id, hash, env, name, user_id, metadata, allowed_models, "
-               "expires_at, allowed_ips) SELECT $1::text, tenant_id, $3::bytea, env, name, user_id, "
+               "expires_at, allowed_ips, policy_id) SELECT $1::text, tenant_id, $3::bytea, env, name, "
+               "user_id, "
                "metadata, "
-               "allowed_models, expires_at, allowed_ips FROM api_keys WHERE id = $4::text AND tenant_id = "
+               "allowed_models, expires_at, allowed_ips, policy_id FROM api_keys WHERE id = $4::text AND "
+               "tenant_id = "
                "$2::text") |
            lk_db_prepare(
                db, "key_sunset",

@@ -66,6 +66,10 @@ typedef struct {
     int per_team; /* 1: counters are shared by the key's team, 0: per key */
 } lk_policy_limits_t;
 void lk_policy_limits(const lk_policy_t *p, lk_policy_limits_t *out);
+/* The price of model from the document's price table (first matching glob in
+ * document order): 1 and USD per million input / output tokens, or 0 when no
+ * entry matches. */
+int lk_policy_price(const lk_policy_t *p, const char *model, double *in_per_mtok, double *out_per_mtok);
 /* 1 if any rule applies to answers (the edge then inspects the answer). */
 int lk_policy_has_answer_rules(const lk_policy_t *p);
 
