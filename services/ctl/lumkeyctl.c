@@ -73,7 +73,8 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  status                       is the edge ready?\n"
-    "  providers create --name N --kind openai|anthropic|openai-compatible --base-url URL\n"
+    "  providers create --name N --kind openai|anthropic|azure|openai-compatible --base-url URL\n"
+    "                   [--allow-private] (a loopback/private base URL, for a local provider)\n"
     "                   [--models a,b] (--api-key-stdin | --api-key-file F)\n"
     "  providers replace-credential ID (--api-key-stdin | --api-key-file F)\n"
     "  providers list\n"
@@ -128,7 +129,7 @@ static int is_flag(const char *name, const char *const *set)
     return 0;
 }
 
-static const char *const bool_flags[] = {"api-key-stdin", "help", "default", NULL};
+static const char *const bool_flags[] = {"api-key-stdin", "allow-private", "help", "default", NULL};
 static const char *const secret_flags[] = {"token", "api-key", "key", "admin-token", NULL};
 
 /* Splits argv into command words and --name value options (anywhere). */
@@ -418,13 +419,14 @@ static int cmd_status(ctl_t *c)
 
 static int cmd_providers_create(ctl_t *c)
 {
-    static const char *const allowed[] = {"name",          "kind",         "base-url", "models",
-                                          "api-key-stdin", "api-key-file", NULL};
-    static const char *const kinds[] = {"openai", "anthropic", "openai-compatible", NULL};
+    static const char *const allowed[] = {"name",          "kind",         "base-url",      "models",
+                                          "api-key-stdin", "api-key-file", "allow-private", NULL};
+    static const char *const kinds[] = {"openai", "anthropic", "azure", "openai-compatible", NULL};
     if (check_opts(c, allowed) || require(c, "name") || require(c, "kind") || require(c, "base-url"))
         return EXIT_USAGE;
     if (!is_flag(opt(c, "kind"), kinds))
-        return usage_error("--kind must be openai, anthropic or openai-compatible, not '%s'", opt(c, "kind"));
+        return usage_error("--kind must be openai, anthropic, azure or openai-compatible, not '%s'",
+                           opt(c, "kind"));
     const char *file = opt(c, "api-key-file");
     int from_stdin = opt(c, "api-key-stdin") != NULL;
     if (!!file == from_stdin)
@@ -444,6 +446,7 @@ static int cmd_providers_create(ctl_t *c)
                             "base_url", opt(c, "base-url"), "api_key", (const char *)key.data, key.len);
     lk_buf_free(&key);
     if (req && opt(c, "models")) json_object_set_new(req, "models", csv_array(opt(c, "models")));
+    if (req && opt(c, "allow-private")) json_object_set_new(req, "allow_private", json_true());
     if (req == NULL) {
         fputs("lumkeyctl: arguments are not valid UTF-8\n", stderr);
         return EXIT_USAGE;

@@ -45,7 +45,7 @@ extern edge_t *g_edge;
 /* edge_config.c */
 int edge_config_load(edge_config_t *cfg, int argc, char **argv) __attribute__((warn_unused_result));
 
-/* edge_chat.c: POST /v1/chat/completions */
+/* edge_chat.c: the model APIs under /v1/ (exact paths from edge_api.c; others 404) */
 int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req);
 /* edge_admin.c: /admin/v1/..., and health on both listeners */
 int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req);

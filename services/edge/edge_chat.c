@@ -1,4 +1,9 @@
-/*  edge_chat - POST /v1/chat/completions, from the agent to the provider and back.
+/*  edge_chat - one model-API request, from the agent to the provider and back.
+ *
+ *  Serves every dialect in edge_api's table (chat completions, Anthropic
+ *  messages, Responses, embeddings) with the same flow; the table row says
+ *  where the key is, the error shape, the upstream path per provider kind and
+ *  how a stream ends.
  *
  *  The steps of one request (each a callback of the previous):
  *    parse (bounded body, key format, JSON view)
@@ -19,6 +24,7 @@
 #include <string.h>
 
 #include "edge.h"
+#include "edge_api.h"
 #include "edge_policy.h"
 #include "edge_http.h"
 #include "edge_metrics.h"
@@ -31,6 +37,9 @@
 typedef struct {
     h2o_generator_t gen; /* first: the streaming generator */
     h2o_req_t *req;
+    const edge_api_t *api; /* the dialect */
+    edge_kind_t kind;      /* the routed provider's kind */
+    h2o_iovec_t fwd_body;  /* what goes upstream: the client's body, or policy's rewrite */
     char rid[LK_RID_LEN + 1];
     int64_t t0_us;
     edge_call_t *call, *call2;
@@ -48,7 +57,6 @@ typedef struct {
     const char *tenant, *key_id, *user, *provider_id, *provider_kind, *base_url, *cred_id, *upstream_model;
     const char *policy_id, *rule_id, *decision;
     int64_t policy_version;
-    h2o_iovec_t fwd_body; /* REDACT: the rewritten body policy returned; else unset (the client's) */
     char agent[128], team[128];
     int answer_rules;             /* the policy inspects answers: wait for it before forwarding */
     int reserved;                 /* policy reserved budget: SETTLE when the request ends */
@@ -90,7 +98,7 @@ static void fill_audit(chat_t *c, lk_msg_t *m, const char *kind, char *event_id)
     a->key_id = lk_str(c->key_id ? c->key_id : (c->key_pub_id[0] ? c->key_pub_id : NULL));
     a->user = lk_str(c->user);
     a->source_ip = lk_str(c->source_ip);
-    a->endpoint = LK_STR_LIT("chat.completions");
+    a->endpoint = lk_str(c->api->endpoint);
     a->provider_id = lk_str(c->provider_id);
     a->model = lk_str(c->model);
     a->upstream_model = lk_str(c->upstream_model);
@@ -131,6 +139,13 @@ static void audit_close(chat_t *c, const char *kind)
 
 /* ------------------------------------------------------------- answers -- */
 
+/* An error answer in the client's API shape. */
+static void send_err(chat_t *c, int status, const char *rid, const char *type, const char *code,
+                     const char *message)
+{
+    edge_api_send_error(c->api, c->req, status, rid, type, code, message);
+}
+
 static void deny(chat_t *c, int status, const char *code, const char *message)
 {
     c->http_status = status;
@@ -138,7 +153,7 @@ static void deny(chat_t *c, int status, const char *code, const char *message)
     if (!c->decision) c->decision = status >= 500 ? "error" : "deny";
     g_edge->stats.denied++;
     audit_close(c, "request.denied");
-    edge_http_send_error(c->req, status, c->rid, NULL, code, message);
+    send_err(c, status, c->rid, NULL, code, message);
 }
 
 /* A failure after the request was accepted (the provider was, or was about to be, called). */
@@ -148,7 +163,7 @@ static void fail_after_accept(chat_t *c, int status, const char *code, const cha
     c->error_code = code;
     g_edge->stats.upstream_errors++;
     audit_close(c, "request.completed");
-    edge_http_send_error(c->req, status, c->rid, NULL, code, message);
+    send_err(c, status, c->rid, NULL, code, message);
 }
 
 static void unavailable(chat_t *c, const char *what)
@@ -185,7 +200,12 @@ static void worker_failed(chat_t *c, const lk_msg_t *reply, const char *what)
 
 static lk_policy_ctx_t answer_ctx(const chat_t *c)
 {
-    return (lk_policy_ctx_t){.api = LK_API_CHAT,
+    const char *ep = c->api->endpoint;
+    lk_api_t api = !strcmp(ep, "messages")     ? LK_API_MESSAGES
+                   : !strcmp(ep, "responses")  ? LK_API_RESPONSES
+                   : !strcmp(ep, "embeddings") ? LK_API_EMBEDDINGS
+                                               : LK_API_CHAT;
+    return (lk_policy_ctx_t){.api = api,
                              .provider_id = c->provider_id,
                              .provider_kind = c->provider_kind,
                              .key_id = c->key_id,
@@ -249,29 +269,33 @@ static int append(lk_buf_t *b, const char *s, size_t n)
 static void stream_error(chat_t *c, const char *code, const char *message)
 {
     if (!c->error_code || strcmp(c->error_code, "client_closed") == 0) c->error_code = code;
-    json_t *ev = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", message, "type", "api_error", "param",
-                           "code", code);
-    char *s = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
-    if (s && (append(&c->pending, "data: ", 6) != 0 || append(&c->pending, s, strlen(s)) != 0 ||
-              append(&c->pending, "\n\n", 2) != 0))
+    if (edge_api_stream_error(c->api, &c->pending, code, message) != 0)
         lk_log(LK_LOG_ERROR, c->rid, "out of memory writing a stream error");
-    free(s);
-    json_decref(ev);
     c->upstream_done = 1;
 }
 
+/* Token counts from an answer or an event, whatever the dialect's shape. */
 static void take_usage(chat_t *c, json_t *obj)
 {
-    json_t *u = json_object_get(obj, "usage");
-    if (!json_is_object(u)) return;
-    json_t *p = json_object_get(u, "prompt_tokens"), *q = json_object_get(u, "completion_tokens"),
-           *t = json_object_get(u, "total_tokens");
-    if (json_is_integer(p)) c->prompt_tokens = json_integer_value(p);
-    if (json_is_integer(q)) c->completion_tokens = json_integer_value(q);
-    if (json_is_integer(t)) c->total_tokens = json_integer_value(t);
+    edge_usage_t u = {c->prompt_tokens, c->completion_tokens, c->total_tokens};
+    edge_api_take_usage(&u, obj);
+    c->prompt_tokens = u.in;
+    c->completion_tokens = u.out;
+    c->total_tokens = u.total;
 }
 
-static int emit_event(chat_t *c, const char *event, size_t event_len, const char *data, size_t data_len);
+static void finish_usage(chat_t *c)
+{
+    edge_usage_t u = {c->prompt_tokens, c->completion_tokens, c->total_tokens};
+    edge_api_finish_usage(&u);
+    c->total_tokens = u.total;
+}
+
+/* Writes one SSE event to the agent's pending output. 0 / -1. */
+static int emit_event(chat_t *c, const char *event, size_t event_len, const char *data, size_t data_len)
+{
+    return edge_api_sse_write(&c->pending, event, event_len, data, data_len);
+}
 
 /* The policy's stream filter hands on what the agent may see (emit_event). */
 static void on_policy_emit(void *ud, const char *event, size_t event_len, const char *data, size_t data_len)
@@ -299,14 +323,23 @@ static int policy_feed(chat_t *c, const char *event, size_t event_len, const cha
     return -1;
 }
 
+/* THE relay point: every SSE event of every API passes here once, as
+ * (event name, data), in order: through the answer-side policy's stream
+ * filter when the policy has answer rules (it may hold back, rewrite or end
+ * the stream, keeping the API's shape), else straight to the agent. */
+static int relay_event(chat_t *c, const char *event, size_t event_len, const char *data, size_t data_len)
+{
+    if (c->pstream) return policy_feed(c, event, event_len, data, data_len);
+    return emit_event(c, event, event_len, data, data_len);
+}
+
 static int on_sse_event(void *ctx, const char *event, size_t event_len, const char *data, size_t data_len)
 {
     chat_t *c = ctx;
-    if (c->saw_done) return -1; /* nothing may follow [DONE] */
-    if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+    if (c->saw_done && !c->api->done_event) return -1; /* nothing may follow [DONE] */
+    if (!c->api->done_event && data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         c->saw_done = 1;
-        if (c->pstream) return policy_feed(c, event, event_len, data, data_len);
-        return append(&c->pending, "data: [DONE]\n\n", 14);
+        return relay_event(c, NULL, 0, data, data_len);
     }
     json_error_t jerr;
     json_t *obj = json_loadb(data, data_len, 0, &jerr);
@@ -316,29 +349,17 @@ static int on_sse_event(void *ctx, const char *event, size_t event_len, const ch
         return -1;
     }
     if (memmem(data, data_len, "\"usage\"", 7)) take_usage(c, obj);
-    json_decref(obj);
-    if (c->pstream) return policy_feed(c, event, event_len, data, data_len);
-    return emit_event(c, event, event_len, data, data_len);
-}
-
-/* Writes one SSE event to the agent's pending output. 0 / -1. */
-static int emit_event(chat_t *c, const char *event, size_t event_len, const char *data, size_t data_len)
-{
-    if (event_len && (append(&c->pending, "event: ", 7) != 0 || append(&c->pending, event, event_len) != 0 ||
-                      append(&c->pending, "\n", 1) != 0))
-        return -1;
-    /* re-emit the data, one "data:" line per line */
-    const char *p = data, *end = data + data_len;
-    while (p <= end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        if (append(&c->pending, "data: ", 6) != 0 || append(&c->pending, p, n) != 0 ||
-            append(&c->pending, "\n", 1) != 0)
-            return -1;
-        if (!nl) break;
-        p = nl + 1;
+    if (c->api->done_event) { /* typed events: the name, or the data's "type" */
+        const char *type = json_string_value(json_object_get(obj, "type"));
+        size_t dl = strlen(c->api->done_event);
+        if ((event_len == dl && memcmp(event, c->api->done_event, dl) == 0) ||
+            (type && strcmp(type, c->api->done_event) == 0) ||
+            (type && strcmp(type, "response.failed") == 0) ||
+            (type && strcmp(type, "response.incomplete") == 0))
+            c->saw_done = 1;
     }
-    return append(&c->pending, "\n", 1);
+    json_decref(obj);
+    return relay_event(c, event, event_len, data, data_len);
 }
 
 /* ----------------------------------------------------- provider answer -- */
@@ -349,7 +370,7 @@ static int up_on_head(void *data, int status, h2o_iovec_t ctype)
     c->upstream_status = status;
     edge_metrics_upstream((double)(lk_mono_us() - c->up_t0_us) / 1e6);
     int is_sse = ctype.len >= 17 && strncasecmp(ctype.base, "text/event-stream", 17) == 0;
-    if (status == 200 && c->stream && is_sse) {
+    if (status == 200 && c->stream && c->api->streams && is_sse) {
         h2o_req_t *req = c->req;
         c->streaming = 1;
         c->http_status = 200;
@@ -442,6 +463,14 @@ static void relay_upstream_error(chat_t *c)
         if (m) snprintf(msg, sizeof msg, "%s", m);
     }
     char full[800];
+    if (st < 400) {
+        /* a redirect (or any non-error, non-2xx): never followed, never relayed as such */
+        json_decref(root);
+        snprintf(full, sizeof full,
+                 "The provider answered HTTP %d; Lumkey does not follow provider redirects.", st);
+        fail_after_accept(c, 502, "upstream_redirect", full);
+        return;
+    }
     if (st == 401 || st == 403) {
         /* the provider refused Lumkey's stored credential: not the agent's fault */
         snprintf(full, sizeof full, "The provider rejected the credential Lumkey holds for it (HTTP %d).",
@@ -458,7 +487,7 @@ static void relay_upstream_error(chat_t *c)
     c->http_status = st;
     c->error_code = "upstream_error";
     audit_close(c, "request.completed");
-    edge_http_send_error(c->req, st, c->rid, type_copy, "upstream_error", full);
+    send_err(c, st, c->rid, type_copy, "upstream_error", full);
 }
 
 static void up_on_done(void *data, const char *err, int before_head)
@@ -479,6 +508,7 @@ static void up_on_done(void *data, const char *err, int before_head)
         else if (!c->saw_done || lk_sse_pending(&c->sse))
             stream_error(c, "upstream_stream_truncated",
                          "The provider closed the stream before it was complete.");
+        finish_usage(c);
         c->upstream_done = 1;
         chat_flush(c);
         return;
@@ -503,6 +533,7 @@ static void up_on_done(void *data, const char *err, int before_head)
         return;
     }
     take_usage(c, root);
+    finish_usage(c);
     json_decref(root);
     if (c->pol) {
         lk_policy_result_t r;
@@ -551,19 +582,24 @@ static void forward(chat_t *c)
         fail_after_accept(c, 502, "provider_misconfigured", "The provider's base URL is not usable.");
         return;
     }
-    if (c->traceparent[0]) {
-        char tp[96];
-        int n = snprintf(tp, sizeof tp, "traceparent: %s\r\n", c->traceparent);
-        if (lk_buf_append(&c->cred_head, tp, (size_t)n) != 0) {
-            lk_buf_free(&c->cred_head);
-            fail_after_accept(c, 500, "internal_error", "Out of memory.");
-            return;
-        }
+    char path[1024];
+    if (edge_api_upstream_path(c->api, c->kind, origin.path, c->upstream_model, path, sizeof path) != 0) {
+        lk_buf_free(&c->cred_head);
+        fail_after_accept(c, 502, "provider_misconfigured",
+                          "The provider's route cannot be used for this API.");
+        return;
+    }
+    /* the allowlisted client headers; nothing else of the client's head goes upstream */
+    if (edge_api_pass_headers(c->req, c->kind, c->traceparent, &c->cred_head) != 0) {
+        lk_buf_free(&c->cred_head);
+        fail_after_accept(c, 500, "internal_error", "Out of memory.");
+        return;
     }
     c->up_t0_us = lk_mono_us();
-    c->up =
-        edge_upstream_post(g_edge->upstreams, &origin, "/chat/completions", (const char *)c->cred_head.data,
-                           c->cred_head.len, c->fwd_body.base ? c->fwd_body : c->req->entity, &UP_CBS, c);
+    /* edge_origin_parse keeps origin.path; the API's path is the whole request path */
+    origin.path[0] = '\0';
+    c->up = edge_upstream_post(g_edge->upstreams, &origin, path, (const char *)c->cred_head.data,
+                               c->cred_head.len, c->fwd_body, &UP_CBS, c);
     lk_buf_free(&c->cred_head); /* wiped: the upstream module holds its own copy until sent */
     if (!c->up) fail_after_accept(c, 502, "upstream_unreachable", "Lumkey could not reach the provider.");
 }
@@ -610,9 +646,9 @@ static void on_accept(void *data, const lk_msg_t *reply)
         c->audited = 1; /* nothing more can be recorded either */
         c->http_status = 503;
         c->error_code = "audit_unavailable";
-        edge_http_send_error(c->req, 503, c->rid, NULL, "audit_unavailable",
-                             "Lumkey could not record this request in its audit trail, so it was not sent. "
-                             "Please retry.");
+        send_err(c, 503, c->rid, NULL, "audit_unavailable",
+                 "Lumkey could not record this request in its audit trail, so it was not sent. "
+                 "Please retry.");
         return;
     }
     c->accept_done = 1;
@@ -631,11 +667,7 @@ static void on_cred(void *data, const lk_msg_t *reply)
         return;
     }
     lk_str_t s = reply->u.cred_get_rep.secret;
-    int anthropic = c->provider_kind && strcmp(c->provider_kind, "anthropic") == 0;
-    const char *pre = anthropic ? "x-api-key: " : "Authorization: Bearer ";
-    if (memchr(s.ptr, '\r', s.len) || memchr(s.ptr, '\n', s.len) || s.len == 0 ||
-        lk_buf_append(&c->cred_head, pre, strlen(pre)) != 0 ||
-        lk_buf_append(&c->cred_head, s.ptr, s.len) != 0 || lk_buf_append(&c->cred_head, "\r\n", 2) != 0) {
+    if (edge_api_cred_header(c->kind, &c->cred_head, s.ptr, s.len) != 0) {
         edge_rpc_cancel(g_edge->rpc, c->call);
         c->call = NULL;
         lk_buf_free(&c->cred_head);
@@ -658,9 +690,9 @@ static void start_accept(chat_t *c)
         c->audited = 1;
         lk_log(LK_LOG_ERROR, c->rid, "audit unreachable: request refused (fail closed)");
         c->http_status = 503;
-        edge_http_send_error(c->req, 503, c->rid, NULL, "audit_unavailable",
-                             "Lumkey could not record this request in its audit trail, so it was not sent. "
-                             "Please retry.");
+        send_err(c, 503, c->rid, NULL, "audit_unavailable",
+                 "Lumkey could not record this request in its audit trail, so it was not sent. "
+                 "Please retry.");
         return;
     }
     memset(&m, 0, sizeof m);
@@ -736,6 +768,7 @@ static void on_decide(void *data, const lk_msg_t *reply)
     c->reserved = d->reserved;
     lk_str_copy(c->agent, sizeof c->agent, d->agent);
     lk_str_copy(c->team, sizeof c->team, d->team);
+    c->kind = edge_api_kind(c->provider_kind);
     char msg[512];
     lk_str_copy(msg, sizeof msg, d->message);
     char code[64];
@@ -745,6 +778,15 @@ static void on_decide(void *data, const lk_msg_t *reply)
         if (st == 401) edge_keycache_drop(g_edge->keycache, c->key_tag);
         deny(c, st, code[0] ? pool_str(c, d->error_code) : NULL,
              msg[0] ? msg : (st == 401 ? "Incorrect API key provided." : "The request was refused."));
+        return;
+    }
+    if (d->decision != LK_DECISION_BLOCK && !edge_api_kind_serves(c->api, c->kind)) {
+        /* no translation between dialects: refuse in the client's shape */
+        char why[600];
+        snprintf(why, sizeof why,
+                 "The model `%s` is served by a provider of kind `%s`, which does not offer the %s API.",
+                 c->model, c->provider_kind ? c->provider_kind : "?", c->api->endpoint);
+        deny(c, 400, "provider_api_mismatch", pool_str(c, lk_str(why)));
         return;
     }
     switch (d->decision) {
@@ -761,8 +803,8 @@ static void on_decide(void *data, const lk_msg_t *reply)
         m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
         m.u.hold.tenant = lk_str(c->tenant);
         m.u.hold.key_id = lk_str(c->key_id);
-        crypto_generichash(m.u.hold.digest, sizeof m.u.hold.digest, (const uint8_t *)c->req->entity.base,
-                           c->req->entity.len, NULL, 0);
+        crypto_generichash(m.u.hold.digest, sizeof m.u.hold.digest, (const uint8_t *)c->fwd_body.base,
+                           c->fwd_body.len, NULL, 0);
         m.u.hold.policy_id = lk_str(c->policy_id);
         m.u.hold.policy_version = c->policy_version;
         m.u.hold.rule_id = lk_str(c->rule_id);
@@ -840,7 +882,7 @@ static void send_decide(chat_t *c)
     m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
     memcpy(m.u.decide.key_hash, c->key_hash, sizeof c->key_hash);
     m.u.decide.key_id = lk_str(c->key_pub_id);
-    m.u.decide.endpoint = LK_STR_LIT("chat.completions");
+    m.u.decide.endpoint = lk_str(c->api->endpoint);
     m.u.decide.model = lk_str(c->model);
     m.u.decide.stream = c->stream;
     m.u.decide.source_ip = lk_str(c->source_ip);
@@ -878,7 +920,7 @@ static void settle(chat_t *c)
 static void on_dispose(void *p)
 {
     chat_t *c = p;
-    edge_metrics_request("chat.completions", c->decision, c->http_status ? c->http_status : 499,
+    edge_metrics_request(c->api->endpoint, c->decision, c->http_status ? c->http_status : 499,
                          (double)(lk_mono_us() - c->t0_us) / 1e6);
     edge_rpc_cancel(g_edge->rpc, c->call);
     edge_rpc_cancel(g_edge->rpc, c->call2);
@@ -916,7 +958,7 @@ static int parse_view(chat_t *c)
         char msg[300];
         snprintf(msg, sizeof msg,
                  "We could not parse the JSON body of your request (%s at line %d, column %d). "
-                 "The OpenAI API expects a JSON payload.",
+                 "The API expects a JSON payload.",
                  jerr.text, jerr.line, jerr.column);
         deny(c, 400, "invalid_json", msg);
         return -1;
@@ -941,7 +983,7 @@ static int parse_view(chat_t *c)
         deny(c, 400, "invalid_type", "'stream' must be a boolean.");
         goto done;
     }
-    c->stream = json_is_true(stream);
+    c->stream = c->api->streams && json_is_true(stream);
     json_t *so = json_object_get(root, "stream_options");
     c->include_usage = json_is_object(so) && json_is_true(json_object_get(so, "include_usage"));
     rc = 0;
@@ -950,27 +992,45 @@ done:
     return rc;
 }
 
+/* The client's W3C traceparent if well formed, else a new one (version 00,
+ * random trace and parent ids, sampled): always propagated upstream, and its
+ * trace id is what audit records. */
 static void read_traceparent(chat_t *c)
 {
     h2o_iovec_t tp = edge_http_header(c->req, "traceparent", NULL);
     /* version-traceid-parentid-flags: 00-<32 hex>-<16 hex>-<2 hex> */
-    if (tp.len != 55 || tp.base[2] != '-' || tp.base[35] != '-' || tp.base[52] != '-') return;
-    for (size_t i = 0; i < 55; i++) {
+    int ok = tp.len == 55 && tp.base[2] == '-' && tp.base[35] == '-' && tp.base[52] == '-';
+    for (size_t i = 0; ok && i < 55; i++) {
         char ch = tp.base[i];
         if (i == 2 || i == 35 || i == 52) continue;
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return;
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) ok = 0;
     }
-    memcpy(c->traceparent, tp.base, 55);
+    if (ok && (memcmp(tp.base + 3, "00000000000000000000000000000000", 32) == 0 ||
+               memcmp(tp.base + 36, "0000000000000000", 16) == 0))
+        ok = 0;
+    if (ok) {
+        memcpy(c->traceparent, tp.base, 55);
+    } else {
+        uint8_t r[24];
+        char hex[49];
+        randombytes_buf(r, sizeof r);
+        sodium_bin2hex(hex, sizeof hex, r, sizeof r);
+        snprintf(c->traceparent, sizeof c->traceparent, "00-%.32s-%.16s-01", hex, hex + 32);
+    }
     c->traceparent[55] = '\0';
-    memcpy(c->trace_id, tp.base + 3, 32);
+    memcpy(c->trace_id, c->traceparent + 3, 32);
     c->trace_id[32] = '\0';
 }
 
 int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
 {
+    const edge_api_t *api = edge_api_find(req->path_normalized);
+    if (!api) return edge_notfound_on_req(handler, req);
     chat_t *c = h2o_mem_alloc_shared(&req->pool, sizeof *c, on_dispose);
     memset(c, 0, sizeof *c);
     c->req = req;
+    c->api = api;
+    c->fwd_body = req->entity;
     c->t0_us = lk_mono_us();
     c->prompt_tokens = c->completion_tokens = c->total_tokens = -1;
     lk_buf_init(&c->cred_head, 1);
@@ -1011,8 +1071,11 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
     h2o_iovec_t key = edge_http_bearer(req);
     if (key.base == NULL) {
         deny(c, 401, "missing_api_key",
-             "You didn't provide an API key. You need to provide your API key in an Authorization header "
-             "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).");
+             api->shape == EDGE_SHAPE_ANTHROPIC
+                 ? "x-api-key header is required (or Authorization: Bearer YOUR_KEY)."
+                 : "You didn't provide an API key. You need to provide your API key in an Authorization "
+                   "header "
+                   "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).");
         return 0;
     }
     lk_key_info_t info;

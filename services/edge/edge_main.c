@@ -46,14 +46,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (sock) h2o_accept(&l->accept, sock);
 }
 
-/* Only the exact path: h2o matches path prefixes. */
-static int on_chat(h2o_handler_t *self, h2o_req_t *req)
-{
-    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/v1/chat/completions")))
-        return edge_notfound_on_req(self, req);
-    return edge_chat_on_req(self, req);
-}
-
 static void route(h2o_hostconf_t *host, const char *path, int (*on_req)(h2o_handler_t *, h2o_req_t *))
 {
     h2o_pathconf_t *pc = h2o_config_register_path(host, path, 0);
@@ -154,7 +146,7 @@ int main(int argc, char **argv)
     /* h2o buffers bodies up to this; our own limit answers in OpenAI's shape below it */
     size_t entity_limit = edge.cfg.max_body_bytes * 2 + 65536;
     edge.loop = h2o_evloop_create();
-    static const route_t API_ROUTES[] = {{"/v1/chat/completions", on_chat}, HEALTH_ROUTES, {NULL, NULL}};
+    static const route_t API_ROUTES[] = {{"/v1/", edge_chat_on_req}, HEALTH_ROUTES, {NULL, NULL}};
     static const route_t ADMIN_ROUTES[] = {
         {"/admin/", edge_admin_on_req}, {"/metrics", edge_metrics_on_req}, HEALTH_ROUTES, {NULL, NULL}};
     init_listener(&api, edge.loop, entity_limit, API_ROUTES);

@@ -250,8 +250,37 @@ static int ipv6_refused(const char *h, size_t n)
            strcmp(low, "::1") == 0 || strchr(low, '.') != NULL;
 }
 
-/* http(s)://host[:port][/path], no userinfo, query or fragment. 0 / -1 (e set). */
-static int check_base_url(const char *url, vault_admin_err_t *e)
+/* A plain dotted IPv4 address (already checked by numeric_host_refused) in
+ * loopback, private, carrier-grade NAT or benchmark ranges; or a name for
+ * the local host. */
+static int ipv4_private(const char *h, size_t n)
+{
+    char buf[64];
+    if (n >= sizeof buf) return 0;
+    memcpy(buf, h, n);
+    buf[n] = '\0';
+    for (char *p = buf; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    size_t bl = strlen(buf);
+    if (strcmp(buf, "localhost") == 0 || (bl > 10 && strcmp(buf + bl - 10, ".localhost") == 0)) return 1;
+    unsigned a, b, c, d;
+    char tail;
+    if (sscanf(buf, "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) != 4) return 0;
+    return a == 127 || a == 10 || (a == 172 && (b & 0xf0) == 16) || (a == 192 && b == 168) ||
+           (a == 100 && (b & 0xc0) == 64) || (a == 198 && (b & 0xfe) == 18) || a >= 224;
+}
+
+/* IPv6 unique-local (fc00::/7, which holds the AWS metadata address fd00:ec2::254). */
+static int ipv6_private(const char *h, size_t n)
+{
+    return n >= 2 && (tolower((unsigned char)h[0]) == 'f') &&
+           (tolower((unsigned char)h[1]) == 'c' || tolower((unsigned char)h[1]) == 'd');
+}
+
+/* http(s)://host[:port][/path], no userinfo, query or fragment. Metadata,
+ * link-local, mapped and disguised numeric hosts are always refused;
+ * loopback and private addresses only with allow_private. 0 / -1 (e set). */
+static int check_base_url(const char *url, int allow_private, vault_admin_err_t *e)
 {
     size_t n = strlen(url);
     const char *why = NULL;
@@ -279,8 +308,12 @@ static int check_base_url(const char *url, vault_admin_err_t *e)
         }
         host = auth + 1;
         hlen = (size_t)(close - host);
-        if (ipv6_refused(host, hlen)) {
-            why = "names an IPv6 address that is not allowed (mapped, link-local or loopback)";
+        if (ipv6_refused(host, hlen) || (hlen == 13 && strncasecmp(host, "fd00:ec2::254", 13) == 0)) {
+            why = "names an IPv6 address that is not allowed (mapped, link-local, metadata or loopback)";
+            goto bad;
+        }
+        if (!allow_private && ipv6_private(host, hlen)) {
+            why = "names a private address (set allow_private for a local provider)";
             goto bad;
         }
         if (close + 1 < auth + alen) {
@@ -311,6 +344,10 @@ static int check_base_url(const char *url, vault_admin_err_t *e)
         }
         if (numeric_host_refused(host, hlen)) {
             why = "names a numeric host that is not a plain dotted address, or a link-local one";
+            goto bad;
+        }
+        if (!allow_private && ipv4_private(host, hlen)) {
+            why = "names a loopback or private address (set allow_private for a local provider)";
             goto bad;
         }
     }
@@ -521,7 +558,8 @@ static int seal_or_answer(vault_t *self, lk_str_t tenant, const char *prov_id, c
 
 static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    static const char *const allowed[] = {"name", "kind", "base_url", "api_key", "models", NULL};
+    static const char *const allowed[] = {"name",   "kind",          "base_url", "api_key",
+                                          "models", "allow_private", NULL};
     vault_admin_err_t e;
     json_t *models = NULL, *out = NULL;
     char *models_text = NULL;
@@ -536,13 +574,19 @@ static int providers_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *re
         vault_admin_get_str(body, "api_key", 1, VAULT_MAX_SECRET, &key, &e) != 0 ||
         !(models = vault_admin_get_models(body, &e)))
         goto refuse;
-    if (strcmp(kind, "openai") != 0 && strcmp(kind, "anthropic") != 0 &&
+    if (strcmp(kind, "openai") != 0 && strcmp(kind, "anthropic") != 0 && strcmp(kind, "azure") != 0 &&
         strcmp(kind, "openai-compatible") != 0) {
         vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "invalid_field",
-                            "The field `kind` must be one of openai, anthropic, openai-compatible.");
+                            "The field `kind` must be one of openai, anthropic, azure, openai-compatible.");
         goto refuse;
     }
-    if (check_base_url(url, &e) != 0) goto refuse;
+    json_t *ap = json_object_get(body, "allow_private");
+    if (ap && !json_is_boolean(ap)) {
+        vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "invalid_field",
+                            "The field `allow_private` must be a boolean.");
+        goto refuse;
+    }
+    if (check_base_url(url, json_is_true(ap), &e) != 0) goto refuse;
     models_text = json_dumps(models, JSON_COMPACT);
     if (!models_text) goto cleanup;
 

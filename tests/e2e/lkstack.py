@@ -51,6 +51,8 @@ SERVICES = WORKERS + ("edge",)
 MODEL = "mock-gpt"          # served by the mock provider
 MODEL_ALT = "gpt-4o-mini"   # also served by the mock provider
 DEAD_MODEL = "dead-model"   # served by a provider whose base URL is a closed port
+CLAUDE_MODEL = "claude-mock"  # served by the mock as an anthropic-kind provider
+AZURE_MODEL = "azure-dep"     # served by the mock as an azure-kind provider (deployment azure-dep)
 
 BINARIES = {
     "edge": "services/edge/lumkey-edge",
@@ -479,15 +481,22 @@ class Stack:
             time.sleep(0.1)
 
     def _provision(self) -> None:
-        # the mock provider, and one whose base URL is a closed port
+        # the mock provider (on loopback: explicitly allowed), and one whose base URL is a closed port
         p = self.ctl("providers", "create", "--name", "mock", "--kind", "openai-compatible", "--base-url",
                      self.mock_base + "/v1", "--api-key-stdin", "--models", f"{MODEL},{MODEL_ALT}",
-                     "--format", "json", input=self._provider_cred.encode())
+                     "--allow-private", "--format", "json", input=self._provider_cred.encode())
         prov = json.loads(p.stdout)
         self.provider_id = prov.get("id", "")
         self.ctl("providers", "create", "--name", "dead", "--kind", "openai-compatible", "--base-url",
                  f"http://127.0.0.1:{free_port()}/v1", "--api-key-stdin", "--models", DEAD_MODEL,
-                 "--format", "json", input=self._dead_cred.encode())
+                 "--allow-private", "--format", "json", input=self._dead_cred.encode())
+        # the same mock as an Anthropic provider (base URL without /v1) and as an Azure one
+        self.ctl("providers", "create", "--name", "mock-anthropic", "--kind", "anthropic", "--base-url",
+                 self.mock_base, "--api-key-stdin", "--models", CLAUDE_MODEL, "--allow-private",
+                 "--format", "json", input=self._provider_cred.encode())
+        self.ctl("providers", "create", "--name", "mock-azure", "--kind", "azure", "--base-url",
+                 self.mock_base, "--api-key-stdin", "--models", AZURE_MODEL, "--allow-private",
+                 "--format", "json", input=self._provider_cred.encode())
         k = json.loads(self.ctl("keys", "create", "--name", "e2e", "--user", "e2e-user", "--format", "json").stdout)
         self._key = k["key"]
         self.key_id = k["id"]
@@ -529,6 +538,12 @@ class Stack:
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 60)
         return openai.OpenAI(base_url=self.openai_base_url, api_key=api_key or self._key, **kw)
+
+    def anthropic(self, api_key: str | None = None, **kw):
+        import anthropic
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 60)
+        return anthropic.Anthropic(base_url=self.api_base, api_key=api_key or self._key, **kw)
 
     def chat_raw(self, body, api_key: str | None = None, headers: dict | None = None, use_key: bool = True,
                  timeout: float = 30):

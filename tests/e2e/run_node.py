@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lkstack import MODEL, SOURCE_DIR, Stack, StackError, _set_pdeathsig  # noqa: E402
+from lkstack import CLAUDE_MODEL, MODEL, SOURCE_DIR, Stack, StackError, _set_pdeathsig  # noqa: E402
 
 
 def main() -> int:
@@ -41,6 +41,8 @@ def main() -> int:
             "MOCK_URL": stack.mock_base,
             "LK_MODEL": MODEL,
             "LK_PROVIDER_AUTH": f"Bearer {stack.provider_credential}",
+            "LK_API_BASE": stack.api_base,
+            "LK_CLAUDE_MODEL": CLAUDE_MODEL,
         })
         p = subprocess.run(["node", "--test", *files], cwd=node_dir, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, preexec_fn=_set_pdeathsig, timeout=500)

@@ -11,6 +11,7 @@
 #include <h2o.h>
 #include <jansson.h>
 
+#include "mock_anthropic.h"
 #include "mock_directive.h"
 #include "mock_openai.h"
 #include "mock_record.h"
@@ -484,6 +485,130 @@ static void handle_embeddings(mock_thread_t *thr, h2o_req_t *req, mock_directive
     send_body(thr, req, d, 200, h2o_iovec_init(sb.base, sb.len));
 }
 
+/* ------------------------------------- Anthropic messages, OpenAI Responses */
+
+static void send_anthropic_error(h2o_req_t *req, int status, const char *message)
+{
+    mock_sb_t sb;
+    mock_sb_init(&sb, &req->pool, 256 + strlen(message) * 6);
+    mock_anthropic_error(&sb, status, message);
+    set_json_headers(req, status);
+    send_now(req, h2o_iovec_init(sb.base, sb.len));
+}
+
+/* Scans directives in every message's content (string, or blocks with text).
+ * *tool_result: the last message carries a tool result (answer in text then). */
+static int scan_messages(h2o_req_t *req, mock_directive_t *d, json_t *msgs, int *tool_result, char *err,
+                         size_t errcap)
+{
+    size_t i;
+    json_t *m;
+    *tool_result = 0;
+    if (json_is_string(msgs))
+        return mock_directive_scan(d, json_string_value(msgs), json_string_length(msgs), err, errcap);
+    json_array_foreach(msgs, i, m)
+    {
+        const char *text;
+        size_t n;
+        json_t *content = json_object_get(m, "content");
+        if (text_of(content, &req->pool, &text, &n) == 0 && mock_directive_scan(d, text, n, err, errcap) != 0)
+            return -1;
+        const char *type = json_string_value(json_object_get(m, "type"));
+        int tr = type && strcmp(type, "function_call_output") == 0;
+        size_t j;
+        json_t *b;
+        if (json_is_array(content)) json_array_foreach(content, j, b)
+            {
+                const char *bt = json_string_value(json_object_get(b, "type"));
+                if (bt && strcmp(bt, "tool_result") == 0) tr = 1;
+            }
+        *tool_result = tr;
+    }
+    return 0;
+}
+
+/* POST /v1/messages (anthropic = 1) and POST /v1/responses: whole answer or
+ * whole stream at once (latency, pacing and hang are not honoured here). */
+static void handle_typed(mock_thread_t *thr, h2o_req_t *req, mock_directive_t *d, h2o_iovec_t xmock,
+                         int anthropic)
+{
+    char err[160];
+    json_t *root = parse_body(req);
+    void (*fail)(h2o_req_t *, int, const char *) = anthropic ? send_anthropic_error : NULL;
+#define FAIL(st, msg)                                                                                        \
+    do {                                                                                                     \
+        if (fail)                                                                                            \
+            fail(req, st, msg);                                                                              \
+        else                                                                                                 \
+            send_error(req, st, msg, NULL);                                                                  \
+        return;                                                                                              \
+    } while (0)
+    if (!json_is_object(root)) FAIL(400, "lumkey-mock expects a JSON object");
+    json_t *model = json_object_get(root, "model");
+    if (!json_is_string(model)) FAIL(400, "model: field required");
+    json_t *msgs = json_object_get(root, anthropic ? "messages" : "input");
+    if (anthropic ? !json_is_array(msgs) || json_array_size(msgs) == 0
+                  : !json_is_array(msgs) && !json_is_string(msgs))
+        FAIL(400, anthropic ? "messages: field required" : "input: field required");
+    if (anthropic && h2o_find_header_by_str(&req->headers, H2O_STRLIT("anthropic-version"), -1) < 0)
+        FAIL(400, "anthropic-version: header is required");
+    int tool_result;
+    if (scan_messages(req, d, msgs, &tool_result, err, sizeof err) != 0) FAIL(400, err);
+    if (xmock.base && mock_directive_apply(d, xmock.base, xmock.len, err, sizeof(err)) != 0) FAIL(400, err);
+    if (tool_result) d->tool = NULL;
+    if (d->status && d->status != 200) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "lumkey-mock: simulated HTTP %d error", d->status);
+        FAIL(d->status, msg);
+    }
+#undef FAIL
+    mock_answer_t a;
+    uint64_t uid = ((uint64_t)mock_cfg.boot << 48) ^ ((uint64_t)thr->index << 40) ^ ++thr->served;
+    mock_answer_init(&a, &req->pool, anthropic ? "msg_" : "resp_", uid, h2o_now(thr->ctx.loop) / 1000,
+                     json_string_value(model), json_string_length(model), d->tool, d->tool_len, d->chunks,
+                     req->entity.len);
+    int stream = json_is_true(json_object_get(root, "stream"));
+    mock_sb_t sb;
+    mock_sb_init(&sb, &req->pool, 2048 + (size_t)a.pieces * 200 + a.model_len * 12);
+    if (anthropic)
+        (stream ? mock_anthropic_stream : mock_anthropic_body)(&sb, &a);
+    else
+        (stream ? mock_responses_stream : mock_responses_body)(&sb, &a);
+    h2o_iovec_t v = h2o_strdup(&req->pool, a.id, SIZE_MAX);
+    h2o_add_header_by_str(&req->pool, &req->res.headers,
+                          H2O_STRLIT(anthropic ? "request-id" : "x-request-id"), 0, NULL, v.base, v.len);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    if (stream) {
+        add_header(req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("text/event-stream"));
+        add_header(req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-cache"));
+    } else {
+        add_header(req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/json"));
+    }
+    send_now(req, h2o_iovec_init(sb.base, sb.len));
+}
+
+/* /openai/deployments/{name}/(chat/completions|embeddings): the suffix as an
+ * OpenAI path ("/v1/chat/completions"), or {NULL,0}. api-version is required. */
+static h2o_iovec_t azure_path(h2o_req_t *req, h2o_iovec_t path)
+{
+    static const char pre[] = "/openai/deployments/";
+    if (path.len <= sizeof pre - 1 || memcmp(path.base, pre, sizeof pre - 1) != 0)
+        return h2o_iovec_init(NULL, 0);
+    const char *name = path.base + sizeof pre - 1, *end = path.base + path.len;
+    const char *slash = memchr(name, '/', (size_t)(end - name));
+    if (!slash || slash == name) return h2o_iovec_init(NULL, 0);
+    h2o_iovec_t q = req->query_at == SIZE_MAX
+                        ? h2o_iovec_init(NULL, 0)
+                        : h2o_iovec_init(req->path.base + req->query_at, req->path.len - req->query_at);
+    if (!q.base || !memmem(q.base, q.len, "api-version=", 12)) return h2o_iovec_init(NULL, 0);
+    size_t n = (size_t)(end - slash);
+    char *p = h2o_mem_alloc_pool(&req->pool, n + 3);
+    memcpy(p, "/v1", 3);
+    memcpy(p + 3, slash, n);
+    return h2o_iovec_init(p, n + 3);
+}
+
 static int peer_is_loopback(h2o_req_t *req)
 {
     struct sockaddr_storage ss;
@@ -526,15 +651,29 @@ static void handle_hook(h2o_req_t *req, h2o_iovec_t path)
     send_now(req, h2o_iovec_init(sb.base, sb.len));
 }
 
-static int authorized(h2o_req_t *req)
+/* The provider credential in the header each provider kind uses: Anthropic
+ * x-api-key (on /v1/messages), Azure api-key (on deployment paths), else
+ * Authorization: Bearer. Exactly one such header. */
+static int authorized(h2o_req_t *req, int anthropic, int azure)
 {
-    ssize_t at = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (at < 0) return 0;
+    const char *want = mock_cfg.expect_auth;
+    size_t want_len = mock_cfg.expect_auth_len;
+    ssize_t at;
+    if (anthropic || azure) {
+        const char *name = anthropic ? "x-api-key" : "api-key";
+        at = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+        if (at < 0 || h2o_find_header_by_str(&req->headers, name, strlen(name), at) >= 0) return 0;
+        want += 7; /* "Bearer " */
+        want_len -= 7;
+    } else {
+        at = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+        if (at < 0 || h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, at) >= 0) return 0;
+    }
     h2o_iovec_t v = req->headers.entries[at].value;
-    if (v.len != mock_cfg.expect_auth_len) return 0;
+    if (v.len != want_len) return 0;
     unsigned char diff = 0;
     for (size_t i = 0; i < v.len; i++)
-        diff |= (unsigned char)(v.base[i] ^ mock_cfg.expect_auth[i]);
+        diff |= (unsigned char)(v.base[i] ^ want[i]);
     return diff == 0;
 }
 
@@ -548,7 +687,14 @@ int mock_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     atomic_fetch_add_explicit(&mock_total_requests, 1, memory_order_relaxed);
     mock_record_add(req);
-    if (mock_cfg.expect_auth && !authorized(req)) {
+    int anthropic = h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages"));
+    h2o_iovec_t az = azure_path(req, path);
+    if (az.base) path = az;
+    if (mock_cfg.expect_auth && !authorized(req, anthropic, az.base != NULL)) {
+        if (anthropic) {
+            send_anthropic_error(req, 401, "invalid x-api-key");
+            return 0;
+        }
         /* Like OpenAI, name the key that was refused, but in full (OpenAI masks the
          * middle): the worst case for a gateway that must not pass it on. */
         ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
@@ -574,6 +720,10 @@ int mock_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     if (post && h2o_memis(path.base, path.len, H2O_STRLIT("/v1/chat/completions"))) {
         handle_chat(thr, req, &d, xmock); /* body directives first, then the header */
+        return 0;
+    }
+    if (post && (anthropic || h2o_memis(path.base, path.len, H2O_STRLIT("/v1/responses")))) {
+        handle_typed(thr, req, &d, xmock, anthropic);
         return 0;
     }
     char err[160];
