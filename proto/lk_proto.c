@@ -151,12 +151,23 @@ static const field_t F_HOLD[] = {
     STR("rule", OPT, hold.rule_id),
     STR("reason", OPT, hold.reason),
     I64("tmo", OPT, hold.timeout_ms),
+    STR("kind", OPT, hold.kind),
+    STR("user", OPT, hold.user),
+    STR("agent", OPT, hold.agent),
+    STR("model", OPT, hold.model),
+    STR("tool", OPT, hold.tool),
+    STR("excerpt", OPT, hold.excerpt),
 };
 static const field_t F_HOLD_REP[] = {
-    ENUM("out", REQ, LK_HOLD_NO_HOLD, LK_HOLD_TIMED_OUT, hold_rep.outcome),
+    ENUM("out", REQ, LK_HOLD_NO_HOLD, LK_HOLD_PENDING, hold_rep.outcome),
     STR("hold", OPT, hold_rep.hold_id),
     STR("by", OPT, hold_rep.approver),
     STR("reason", OPT, hold_rep.reason),
+    I64("exp", OPT, hold_rep.expires_ms),
+};
+static const field_t F_HOLD_WAIT[] = {
+    STR("tenant", REQ, hold_wait.tenant),
+    STR("hold", REQ, hold_wait.hold_id),
 };
 
 static const field_t F_AUDIT[] = {
@@ -211,6 +222,8 @@ static const msgdef_t DEFS[MAX_TYPE + 1] = {
     [LK_MSG_SETTLE_REP] = {"SETTLE_REP", F_SETTLE_REP, N(F_SETTLE_REP), 0},
     [LK_MSG_HOLD] = {"HOLD", F_HOLD, N(F_HOLD), 0},
     [LK_MSG_HOLD_REP] = {"HOLD_REP", F_HOLD_REP, N(F_HOLD_REP), 0},
+    [LK_MSG_HOLD_WAIT] = {"HOLD_WAIT", F_HOLD_WAIT, N(F_HOLD_WAIT), 0},
+    [LK_MSG_HOLD_WAIT_REP] = {"HOLD_WAIT_REP", F_HOLD_REP, N(F_HOLD_REP), 0},
     [LK_MSG_AUDIT] = {"AUDIT", F_AUDIT, N(F_AUDIT), 0},
     [LK_MSG_AUDIT_REP] = {"AUDIT_REP", F_AUDIT_REP, N(F_AUDIT_REP), 0},
 };

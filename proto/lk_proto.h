@@ -54,6 +54,8 @@ typedef enum {
     /* approval */
     LK_MSG_HOLD = 40, /* edge -> approval: open or join a hold */
     LK_MSG_HOLD_REP = 41,
+    LK_MSG_HOLD_WAIT = 42, /* edge -> approval: poll a hold's outcome (about every 500 ms) */
+    LK_MSG_HOLD_WAIT_REP = 43,
     /* audit */
     LK_MSG_AUDIT = 50, /* edge -> audit: record one event */
     LK_MSG_AUDIT_REP = 51,
@@ -211,8 +213,12 @@ typedef enum {
     LK_HOLD_NO_HOLD = 1, /* nothing to hold: go on */
     LK_HOLD_APPROVED = 2,
     LK_HOLD_REJECTED = 3,
-    LK_HOLD_TIMED_OUT = 4,
+    LK_HOLD_TIMED_OUT = 4, /* deny: nobody decided in time (or the hold was abandoned) */
 } lk_hold_outcome_t;
+/* Not decided yet: poll with HOLD_WAIT until exp. Outside the enum only until
+ * the edge's hold flow handles it (its switch would not compile without a
+ * case); it moves into the enum when the edge polls. */
+#define LK_HOLD_PENDING ((lk_hold_outcome_t)5)
 
 typedef struct {
     lk_str_t tenant;
@@ -223,14 +229,28 @@ typedef struct {
     lk_str_t rule_id;
     lk_str_t reason;
     int64_t timeout_ms;
+    lk_str_t kind;    /* "request" (default when empty) or "answer" (a model answer's tool call) */
+    lk_str_t user;    /* the key's user: may not approve their own request */
+    lk_str_t agent;   /* the calling agent, shown to approvers */
+    lk_str_t model;   /* the requested model, shown to approvers */
+    lk_str_t tool;    /* kind "answer": the held tool call's name */
+    lk_str_t excerpt; /* short excerpt shown to approvers, already redacted by the edge (redacted again) */
 } lk_hold_t;
 
 typedef struct {
     lk_hold_outcome_t outcome;
     lk_str_t hold_id;
-    lk_str_t approver;
+    lk_str_t approver; /* who decided: "adm_...", "slack:U...", "link" (audited by the edge) */
     lk_str_t reason;
+    int64_t expires_ms; /* unix ms when the hold times out (PENDING); 0 if n/a */
 } lk_hold_rep_t;
+
+/* HOLD_WAIT: the outcome of an open hold; the reply is a HOLD_WAIT_REP with
+ * the lk_hold_rep_t shape. Every poll also says "the waiter is alive". */
+typedef struct {
+    lk_str_t tenant;
+    lk_str_t hold_id;
+} lk_hold_wait_t;
 
 /* --- audit ------------------------------------------------------------------ */
 typedef struct {
@@ -285,7 +305,8 @@ typedef struct {
         lk_settle_t settle;
         lk_settle_rep_t settle_rep;
         lk_hold_t hold;
-        lk_hold_rep_t hold_rep;
+        lk_hold_rep_t hold_rep; /* HOLD_REP and HOLD_WAIT_REP */
+        lk_hold_wait_t hold_wait;
         lk_audit_t audit;
         lk_audit_rep_t audit_rep;
     } u;

@@ -8,11 +8,11 @@
 #include "lk_test.h"
 
 static const lk_msg_type_t ALL_TYPES[] = {
-    LK_MSG_PING,       LK_MSG_PONG,         LK_MSG_ERROR,      LK_MSG_KEY_HASH,       LK_MSG_KEY_HASH_REP,
-    LK_MSG_CRED_GET,   LK_MSG_CRED_GET_REP, LK_MSG_ADMIN_AUTH, LK_MSG_ADMIN_AUTH_REP, LK_MSG_ADMIN_REQ,
-    LK_MSG_ADMIN_REP,  LK_MSG_DECIDE,       LK_MSG_DECIDE_REP, LK_MSG_HOLD,           LK_MSG_HOLD_REP,
-    LK_MSG_AUDIT,      LK_MSG_AUDIT_REP,    LK_MSG_POLICY_GET, LK_MSG_POLICY_GET_REP, LK_MSG_SETTLE,
-    LK_MSG_SETTLE_REP,
+    LK_MSG_PING,       LK_MSG_PONG,         LK_MSG_ERROR,         LK_MSG_KEY_HASH,       LK_MSG_KEY_HASH_REP,
+    LK_MSG_CRED_GET,   LK_MSG_CRED_GET_REP, LK_MSG_ADMIN_AUTH,    LK_MSG_ADMIN_AUTH_REP, LK_MSG_ADMIN_REQ,
+    LK_MSG_ADMIN_REP,  LK_MSG_DECIDE,       LK_MSG_DECIDE_REP,    LK_MSG_HOLD,           LK_MSG_HOLD_REP,
+    LK_MSG_AUDIT,      LK_MSG_AUDIT_REP,    LK_MSG_POLICY_GET,    LK_MSG_POLICY_GET_REP, LK_MSG_SETTLE,
+    LK_MSG_SETTLE_REP, LK_MSG_HOLD_WAIT,    LK_MSG_HOLD_WAIT_REP,
 };
 #define NTYPES (sizeof ALL_TYPES / sizeof ALL_TYPES[0])
 
@@ -138,12 +138,30 @@ static void fill_all(lk_msg_t *m, lk_msg_type_t type)
         m->u.hold.rule_id = S("rule_2");
         m->u.hold.reason = S("tool call needs approval");
         m->u.hold.timeout_ms = 300000;
+        m->u.hold.kind = S("answer");
+        m->u.hold.user = S("alice");
+        m->u.hold.agent = S("agent_7");
+        m->u.hold.model = S("gpt-x");
+        m->u.hold.tool = S("shell");
+        m->u.hold.excerpt = S("rm -rf [redacted]");
         break;
     case LK_MSG_HOLD_REP:
         m->u.hold_rep.outcome = LK_HOLD_TIMED_OUT;
         m->u.hold_rep.hold_id = S("hold_1");
         m->u.hold_rep.approver = S("bob");
         m->u.hold_rep.reason = S("no answer");
+        m->u.hold_rep.expires_ms = 1790000000123;
+        break;
+    case LK_MSG_HOLD_WAIT:
+        m->u.hold_wait.tenant = S("ten_1");
+        m->u.hold_wait.hold_id = S("hold_2");
+        break;
+    case LK_MSG_HOLD_WAIT_REP:
+        m->u.hold_rep.outcome = LK_HOLD_PENDING;
+        m->u.hold_rep.hold_id = S("hold_2");
+        m->u.hold_rep.approver = S("slack:U1");
+        m->u.hold_rep.reason = S("ok");
+        m->u.hold_rep.expires_ms = 1790000000999;
         break;
     case LK_MSG_AUDIT: {
         lk_audit_t *a = &m->u.audit;
@@ -320,14 +338,28 @@ static void check_same(const lk_msg_t *x, const lk_msg_t *y)
         CHECK_S(rule_id);
         CHECK_S(reason);
         CHECK_I(timeout_ms);
+        CHECK_S(kind);
+        CHECK_S(user);
+        CHECK_S(agent);
+        CHECK_S(model);
+        CHECK_S(tool);
+        CHECK_S(excerpt);
         break;
     }
-    case LK_MSG_HOLD_REP: {
+    case LK_MSG_HOLD_REP:
+    case LK_MSG_HOLD_WAIT_REP: {
         const lk_hold_rep_t *a = &x->u.hold_rep, *b = &y->u.hold_rep;
         CHECK_I(outcome);
         CHECK_S(hold_id);
         CHECK_S(approver);
         CHECK_S(reason);
+        CHECK_I(expires_ms);
+        break;
+    }
+    case LK_MSG_HOLD_WAIT: {
+        const lk_hold_wait_t *a = &x->u.hold_wait, *b = &y->u.hold_wait;
+        CHECK_S(tenant);
+        CHECK_S(hold_id);
         break;
     }
     case LK_MSG_AUDIT: {
@@ -1023,6 +1055,58 @@ static void encode_errors(void)
     lk_buf_free(&b);
 }
 
+/* HOLD_WAIT / HOLD_WAIT_REP and the PENDING outcome: what the edge polls with. */
+static void hold_wait_messages(void)
+{
+    raw_t r;
+    raw_init(&r); /* PENDING with its expiry */
+    p_env(&r, 1, LK_MSG_HOLD_REP, 3);
+    kv_int(&r, "out", LK_HOLD_PENDING);
+    kv_str(&r, "hold", "hold_a");
+    kv_int(&r, "exp", 1790000000000);
+    LK_CHECK(raw_decode(&r) == 0);
+    raw_init(&r);
+    p_env(&r, 1, LK_MSG_HOLD_WAIT, 2);
+    kv_str(&r, "tenant", "t");
+    kv_str(&r, "hold", "hold_a");
+    LK_CHECK(raw_decode(&r) == 0);
+    raw_init(&r); /* the hold id is required */
+    p_env(&r, 1, LK_MSG_HOLD_WAIT, 1);
+    kv_str(&r, "tenant", "t");
+    LK_CHECK(raw_decode(&r) == -1);
+    raw_init(&r); /* and not empty */
+    p_env(&r, 1, LK_MSG_HOLD_WAIT, 2);
+    kv_str(&r, "tenant", "t");
+    kv_str(&r, "hold", "");
+    LK_CHECK(raw_decode(&r) == -1);
+    raw_init(&r); /* hold id of the wrong type */
+    p_env(&r, 1, LK_MSG_HOLD_WAIT, 2);
+    kv_str(&r, "tenant", "t");
+    kv_int(&r, "hold", 7);
+    LK_CHECK(raw_decode(&r) == -1);
+    int64_t bad_out[] = {0, 6, -1, 255};
+    for (size_t i = 0; i < sizeof bad_out / sizeof bad_out[0]; i++) {
+        raw_init(&r);
+        p_env(&r, 1, LK_MSG_HOLD_WAIT_REP, 1);
+        kv_int(&r, "out", bad_out[i]);
+        LK_CHECK(raw_decode(&r) == -1);
+    }
+    raw_init(&r); /* exp must be an int */
+    p_env(&r, 1, LK_MSG_HOLD_WAIT_REP, 2);
+    kv_int(&r, "out", LK_HOLD_APPROVED);
+    kv_str(&r, "exp", "soon");
+    LK_CHECK(raw_decode(&r) == -1);
+    raw_init(&r); /* kind must be a string */
+    p_env(&r, 1, LK_MSG_HOLD, 4);
+    kv_str(&r, "tenant", "t");
+    kv_str(&r, "kid", "k");
+    kv_bin(&r, "dig", 32);
+    kv_int(&r, "kind", 1);
+    LK_CHECK(raw_decode(&r) == -1);
+    LK_CHECK(strcmp(lk_proto_type_name(LK_MSG_HOLD_WAIT), "HOLD_WAIT") == 0);
+    LK_CHECK(strcmp(lk_proto_type_name(LK_MSG_HOLD_WAIT_REP), "HOLD_WAIT_REP") == 0);
+}
+
 int main(void)
 {
     if (sodium_init() < 0) return 1;
@@ -1036,5 +1120,6 @@ int main(void)
     LK_RUN(body_errors);
     LK_RUN(hostile_framing);
     LK_RUN(encode_errors);
+    LK_RUN(hold_wait_messages);
     return LK_TEST_DONE();
 }
