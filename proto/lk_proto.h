@@ -214,11 +214,8 @@ typedef enum {
     LK_HOLD_APPROVED = 2,
     LK_HOLD_REJECTED = 3,
     LK_HOLD_TIMED_OUT = 4, /* deny: nobody decided in time (or the hold was abandoned) */
+    LK_HOLD_PENDING = 5,   /* not decided yet: poll with HOLD_WAIT until exp */
 } lk_hold_outcome_t;
-/* Not decided yet: poll with HOLD_WAIT until exp. Outside the enum only until
- * the edge's hold flow handles it (its switch would not compile without a
- * case); it moves into the enum when the edge polls. */
-#define LK_HOLD_PENDING ((lk_hold_outcome_t)5)
 
 typedef struct {
     lk_str_t tenant;

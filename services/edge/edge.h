@@ -26,6 +26,7 @@ typedef struct {
     size_t max_body_bytes;
     size_t max_response_bytes;
     uint64_t keycache_ttl_ms; /* 0 = off */
+    uint64_t hold_timeout_ms; /* a held request's wait for a human decision */
 } edge_config_t;
 
 typedef struct {

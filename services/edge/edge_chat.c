@@ -64,6 +64,13 @@ typedef struct {
     edge_policy_wait_t *pol_wait; /* while it loads */
     lk_policy_stream_t *pstream;  /* the streamed answer's filter */
     int policy_blocked;           /* the filter ended the stream */
+    /* a held request: polled until decided; streams get SSE keep-alives meanwhile */
+    char hold_id[64];
+    int64_t hold_exp_ms;
+    unsigned hold_polls;
+    h2o_timeout_entry_t hold_timer;
+    int early_sse;        /* the SSE response was started while held */
+    const char *approver; /* who decided the hold */
     /* accept + credential, in parallel */
     int accept_done, cred_done;
     lk_buf_t cred_head; /* secret: the provider auth header line */
@@ -140,9 +147,17 @@ static void audit_close(chat_t *c, const char *kind)
 /* ------------------------------------------------------------- answers -- */
 
 /* An error answer in the client's API shape. */
+static void stream_error(chat_t *c, const char *code, const char *message);
+static void chat_flush(chat_t *c);
+
 static void send_err(chat_t *c, int status, const char *rid, const char *type, const char *code,
                      const char *message)
 {
+    if (c->early_sse) { /* the stream was opened while the request was held: the error is its last event */
+        stream_error(c, code, message);
+        chat_flush(c);
+        return;
+    }
     edge_api_send_error(c->api, c->req, status, rid, type, code, message);
 }
 
@@ -375,6 +390,19 @@ static int up_on_head(void *data, int status, h2o_iovec_t ctype)
         c->streaming = 1;
         c->http_status = 200;
         lk_sse_init(&c->sse, 0);
+        if (c->early_sse) { /* headers went out while the request was held */
+            if (c->pol) {
+                lk_policy_ctx_t ctx = answer_ctx(c);
+                c->pstream = lk_policy_stream_new(edge_policy_get(c->pol), &ctx, on_policy_emit, c);
+                if (!c->pstream) {
+                    c->up = NULL;
+                    fail_after_accept(c, 500, "internal_error",
+                                      "Out of memory while starting the answer filter.");
+                    return -1;
+                }
+            }
+            return 0;
+        }
         req->res.status = 200;
         req->res.reason = "OK";
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
@@ -718,27 +746,117 @@ static void start_accept(chat_t *c)
     }
 }
 
+/* ---------------------------------------------------------------- holds -- */
+
+#define HOLD_POLL_MS      500
+#define HOLD_KEEPALIVE_MS 10000
+
+static h2o_timeout_t g_hold_poll;
+static int g_hold_poll_ready;
+
+static void on_hold(void *data, const lk_msg_t *reply);
+
+/* Starts the SSE answer while the request is held, so that the agent sees
+ * bytes (comments) instead of a silent connection. */
+static void start_held_stream(chat_t *c)
+{
+    h2o_req_t *req = c->req;
+    c->early_sse = 1;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+    edge_http_add_common_headers(req, 200, c->rid);
+    c->gen.proceed = on_proceed;
+    c->gen.stop = on_stop;
+    h2o_start_response(req, &c->gen);
+    static const char HELD[] = ": held for approval\n\n";
+    if (append(&c->pending, HELD, sizeof HELD - 1) == 0) chat_flush(c);
+}
+
+static void send_hold_wait(chat_t *c)
+{
+    lk_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.env.type = LK_MSG_HOLD_WAIT;
+    m.env.rid = lk_str(c->rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    m.u.hold_wait.tenant = lk_str(c->tenant);
+    m.u.hold_wait.hold_id = lk_str(c->hold_id);
+    c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_APPROVAL, &m, on_hold, c);
+    if (!c->call) {
+        c->decision = "error";
+        unavailable(c, "approval");
+    }
+}
+
+static void on_hold_timer(h2o_timeout_entry_t *entry)
+{
+    chat_t *c = H2O_STRUCT_FROM_MEMBER(chat_t, hold_timer, entry);
+    c->hold_polls++;
+    if (c->early_sse && c->hold_polls % (HOLD_KEEPALIVE_MS / HOLD_POLL_MS) == 0) {
+        static const char KEEP[] = ": keep-alive\n\n";
+        if (append(&c->pending, KEEP, sizeof KEEP - 1) == 0) chat_flush(c);
+    }
+    send_hold_wait(c);
+}
+
+/* HOLD_REP (opened or joined) and HOLD_WAIT_REP (polled) alike. */
 static void on_hold(void *data, const lk_msg_t *reply)
 {
     chat_t *c = data;
     c->call = NULL;
-    if (!reply || reply->env.type != LK_MSG_HOLD_REP) {
+    if (!reply || (reply->env.type != LK_MSG_HOLD_REP && reply->env.type != LK_MSG_HOLD_WAIT_REP)) {
+        /* a poll that failed (approval restarting) is tried again until the hold's deadline */
+        if (c->hold_id[0] && lk_now_ms() < c->hold_exp_ms + 2000 &&
+            (!reply || reply->u.error.status == LK_ST_UNAVAILABLE)) {
+            h2o_timeout_link(g_edge->loop, &g_hold_poll, &c->hold_timer);
+            return;
+        }
+        c->decision = "error";
         worker_failed(c, reply, "approval");
         return;
     }
-    switch (reply->u.hold_rep.outcome) {
+    const lk_hold_rep_t *h = &reply->u.hold_rep;
+    if (h->approver.len) c->approver = pool_str(c, h->approver);
+    char reason[300];
+    lk_str_copy(reason, sizeof reason, h->reason);
+    switch (h->outcome) {
     case LK_HOLD_NO_HOLD:
-    case LK_HOLD_APPROVED:
+        c->decision = "hold"; /* nothing held after all (the approval service has no queue for it) */
         start_accept(c);
         return;
-    case LK_HOLD_REJECTED:
-        c->decision = "rejected";
-        deny(c, 403, "request_rejected", "A reviewer rejected this request.");
+    case LK_HOLD_APPROVED:
+        c->decision = "approved";
+        start_accept(c);
         return;
+    case LK_HOLD_REJECTED: {
+        c->decision = "rejected";
+        char msg[400];
+        snprintf(msg, sizeof msg, "A reviewer rejected this request%s%s", reason[0] ? ": " : ".", reason);
+        deny(c, 403, "request_rejected", pool_str(c, lk_str(msg)));
+        return;
+    }
     case LK_HOLD_TIMED_OUT:
         c->decision = "timed_out";
         deny(c, 403, "approval_timed_out",
              "This request was held for approval and nobody approved it in time.");
+        return;
+    case LK_HOLD_PENDING:
+        if (!c->hold_id[0]) { /* just opened (or joined): remember it, and keep the agent's stream alive */
+            lk_str_copy(c->hold_id, sizeof c->hold_id, h->hold_id);
+            c->hold_exp_ms =
+                h->expires_ms ? h->expires_ms : lk_now_ms() + (int64_t)g_edge->cfg.hold_timeout_ms;
+            lk_log(LK_LOG_INFO, c->rid, "held for approval as %s", c->hold_id);
+            c->hold_timer.cb = on_hold_timer;
+            if (c->stream && c->api->streams) start_held_stream(c);
+        }
+        if (!g_hold_poll_ready) {
+            h2o_timeout_init(g_edge->loop, &g_hold_poll, HOLD_POLL_MS);
+            g_hold_poll_ready = 1;
+        }
+        h2o_timeout_link(g_edge->loop, &g_hold_poll, &c->hold_timer);
         return;
     }
     deny(c, 500, "internal_error", "Unexpected answer from the approval service.");
@@ -809,6 +927,12 @@ static void on_decide(void *data, const lk_msg_t *reply)
         m.u.hold.policy_version = c->policy_version;
         m.u.hold.rule_id = lk_str(c->rule_id);
         m.u.hold.reason = d->message;
+        m.u.hold.timeout_ms = (int64_t)g_edge->cfg.hold_timeout_ms;
+        m.u.hold.kind = LK_STR_LIT("request");
+        m.u.hold.user = lk_str(c->user);
+        m.u.hold.agent = lk_str(c->agent[0] ? c->agent : NULL);
+        m.u.hold.model = lk_str(c->model);
+        /* a held request waits longer than one hop: the first answer comes at once, then HOLD_WAIT polls */
         c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_APPROVAL, &m, on_hold, c);
         if (!c->call) unavailable(c, "approval");
         return;
@@ -925,6 +1049,7 @@ static void on_dispose(void *p)
     edge_rpc_cancel(g_edge->rpc, c->call);
     edge_rpc_cancel(g_edge->rpc, c->call2);
     edge_policy_abandon(c->pol_wait);
+    if (h2o_timeout_is_linked(&c->hold_timer)) h2o_timeout_unlink(&c->hold_timer);
     if (c->up) {
         edge_upstream_cancel(c->up);
         c->up = NULL;

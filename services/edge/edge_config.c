@@ -45,6 +45,7 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv)
                    "  LUMKEY_UPSTREAM_TIMEOUT_MS  provider I/O timeout (600000)\n"
                    "  LUMKEY_MAX_BODY_BYTES    request body limit (4194304)\n"
                    "  LUMKEY_KEYCACHE_TTL_MS   how long a key's vault hash is reused (60000; 0 = off)\n"
+                   "  LUMKEY_HOLD_TIMEOUT_MS   how long a held request waits for a human (300000)\n"
                    "  LUMKEY_RUN_DIR, LUMKEY_{POLICY,VAULT,APPROVAL,AUDIT}_ENDPOINT  worker endpoints\n");
             exit(0);
         }
@@ -72,7 +73,8 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv)
         return -1;
     if (env_u64(&cfg->hop_timeout_ms, "LUMKEY_HOP_TIMEOUT_MS", 2000) != 0 ||
         env_u64(&cfg->upstream_timeout_ms, "LUMKEY_UPSTREAM_TIMEOUT_MS", 600000) != 0 ||
-        env_u64(&body, "LUMKEY_MAX_BODY_BYTES", 4u << 20) != 0)
+        env_u64(&body, "LUMKEY_MAX_BODY_BYTES", 4u << 20) != 0 ||
+        env_u64(&cfg->hold_timeout_ms, "LUMKEY_HOLD_TIMEOUT_MS", 300000) != 0)
         return -1;
     cfg->max_body_bytes = body;
     cfg->max_response_bytes = 64u << 20;
