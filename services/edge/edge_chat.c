@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "edge.h"
+#include "edge_audit.h"
 #include "edge_http.h"
 #include "edge_metrics.h"
 #include "edge_upstream.h"
@@ -62,6 +63,11 @@ typedef struct {
     int64_t prompt_tokens, completion_tokens, total_tokens;
     const char *error_code;
     int audited; /* the closing event (completed or denied) was sent */
+    /* audit context */
+    char agent[256];                  /* User-Agent, printable ASCII only */
+    char approver[128];               /* who decided a hold */
+    char req_sha[65];                 /* hex SHA-256 of the request body, once computed */
+    crypto_hash_sha256_state ans_sha; /* of the streamed answer as relayed */
 } chat_t;
 
 /* ---------------------------------------------------------------- audit -- */
@@ -98,26 +104,45 @@ static void fill_audit(chat_t *c, lk_msg_t *m, const char *kind, char *event_id)
     a->error_code = lk_str(c->error_code);
     a->trace_id = lk_str(c->trace_id);
     a->stream = c->stream;
+    a->agent = lk_str(c->agent);
+    a->approver = lk_str(c->approver);
+    if (!c->req_sha[0] && c->req->entity.len) {
+        uint8_t d[crypto_hash_sha256_BYTES];
+        crypto_hash_sha256(d, (const unsigned char *)c->req->entity.base, c->req->entity.len);
+        sodium_bin2hex(c->req_sha, sizeof c->req_sha, d, sizeof d);
+    }
+    a->request_sha = lk_str(c->req_sha);
 }
 
-static void on_closing_audit(void *data, const lk_msg_t *reply)
+/* The answer's digest (and, for a buffered answer, its text) on a closing event. */
+static void fill_answer(chat_t *c, lk_audit_t *a, char hex[65])
 {
-    (void)data;
-    if (!reply || reply->env.type != LK_MSG_AUDIT_REP)
-        lk_log(LK_LOG_ERROR, NULL, "audit did not confirm a closing event");
+    uint8_t d[crypto_hash_sha256_BYTES];
+    if (c->streaming) {
+        crypto_hash_sha256_state st = c->ans_sha;
+        crypto_hash_sha256_final(&st, d);
+    } else if (c->resp.len) {
+        crypto_hash_sha256(d, c->resp.data, c->resp.len);
+        a->answer_body = (lk_str_t){(const char *)c->resp.data, c->resp.len};
+    } else {
+        return;
+    }
+    sodium_bin2hex(hex, 65, d, sizeof d);
+    a->answer_sha = lk_str(hex);
 }
 
 /* The last event of a request: "request.completed" or "request.denied". Sent
- * once; fire and forget (the accept event, which gates forwarding, is awaited). */
+ * once, then re-sent by edge_audit until audit acknowledges it (bounded). */
 static void audit_close(chat_t *c, const char *kind)
 {
     if (c->audited) return;
     c->audited = 1;
     char event_id[LK_UUID_LEN + 1];
     lk_msg_t m;
+    char ans_hex[65];
     fill_audit(c, &m, kind, event_id);
-    if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_closing_audit, NULL))
-        lk_log(LK_LOG_ERROR, c->rid, "audit unreachable: %s event not recorded", kind);
+    fill_answer(c, &m.u.audit, ans_hex);
+    edge_audit_send_reliable(&m);
 }
 
 /* ------------------------------------------------------------- answers -- */
@@ -211,6 +236,7 @@ static void chat_flush(chat_t *c)
     c->inflight = c->pending;
     c->pending = t;
     c->pending.len = 0;
+    if (c->inflight.len) crypto_hash_sha256_update(&c->ans_sha, c->inflight.data, c->inflight.len);
     h2o_iovec_t iov = h2o_iovec_init(c->inflight.data, c->inflight.len);
     if (final) {
         c->final_sent = 1;
@@ -463,6 +489,14 @@ static void on_accept(void *data, const lk_msg_t *reply)
 {
     chat_t *c = data;
     c->call = NULL;
+    if (reply && reply->env.type == LK_MSG_AUDIT_REP)
+        edge_audit_learn(c->tenant, reply->u.audit_rep.fail_open);
+    if ((!reply || reply->env.type != LK_MSG_AUDIT_REP) && edge_audit_is_fail_open(c->tenant)) {
+        edge_audit_count_fail_open(c->rid, c->tenant);
+        c->accept_done = 1;
+        maybe_forward(c);
+        return;
+    }
     if (!reply || reply->env.type != LK_MSG_AUDIT_REP) {
         /* fail closed: nothing goes to the provider unless audit recorded it */
         edge_rpc_cancel(g_edge->rpc, c->call2);
@@ -515,8 +549,13 @@ static void start_accept(chat_t *c)
     lk_msg_t m;
     if (!c->decision) c->decision = "allow";
     fill_audit(c, &m, "request.accepted", event_id);
+    m.u.audit.request_body =
+        (lk_str_t){c->req->entity.base, c->req->entity.len}; /* kept only if the tenant asks */
     c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_accept, c);
-    if (!c->call) {
+    if (!c->call && edge_audit_is_fail_open(c->tenant)) {
+        edge_audit_count_fail_open(c->rid, c->tenant);
+        c->accept_done = 1;
+    } else if (!c->call) {
         c->audited = 1;
         lk_log(LK_LOG_ERROR, c->rid, "audit unreachable: request refused (fail closed)");
         c->http_status = 503;
@@ -547,6 +586,7 @@ static void on_hold(void *data, const lk_msg_t *reply)
         worker_failed(c, reply, "approval");
         return;
     }
+    lk_str_copy(c->approver, sizeof c->approver, reply->u.hold_rep.approver);
     switch (reply->u.hold_rep.outcome) {
     case LK_HOLD_NO_HOLD:
     case LK_HOLD_APPROVED:
@@ -762,6 +802,10 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
     lk_rid_new(c->rid);
     edge_http_peer(req, c->source_ip, sizeof c->source_ip);
     read_traceparent(c);
+    crypto_hash_sha256_init(&c->ans_sha);
+    h2o_iovec_t ua = edge_http_header(req, "user-agent", NULL);
+    for (size_t i = 0; ua.base && i < ua.len && i + 1 < sizeof c->agent; i++)
+        c->agent[i] = ua.base[i] >= 0x20 && ua.base[i] < 0x7f ? ua.base[i] : '?';
     g_edge->stats.requests++;
 
     if (g_edge->stopping) {
