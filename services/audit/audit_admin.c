@@ -18,24 +18,26 @@
 
 #define VERIFY_PAGE 5000
 
-static const char SQL_QUERY[] =
-    "SELECT coalesce(json_agg(x ORDER BY x.seq), '[]')::text, max(x.seq), count(*) FROM ("
-    "SELECT seq, event_id, kind, request_id, "
-    "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS time, tenant_id AS tenant, "
-    "key_id, "
-    "user_id AS \"user\", source_ip, endpoint, provider_id, model, upstream_model, decision, policy_id, "
-    "policy_version, rule_id, http_status, upstream_status, latency_us, prompt_tokens, completion_tokens, "
-    "total_tokens, cost_micros, error_code, trace_id, stream, agent, approver, "
-    "encode(request_sha256, 'hex') AS request_sha256, encode(answer_sha256, 'hex') AS answer_sha256, "
-    "request_body, answer_body, chain_seq, encode(prev_hash, 'hex') AS prev_hash, "
-    "encode(row_hash, 'hex') AS row_hash "
-    "FROM audit_events WHERE chain = $1::text AND seq > $2::bigint "
-    "AND ($3::text IS NULL OR key_id = $3::text) AND ($4::text IS NULL OR decision = $4::text) "
-    "AND ($5::text IS NULL OR model = $5::text OR upstream_model = $5::text) "
-    "AND ($6::text IS NULL OR time >= $6::text::timestamptz) AND ($7::text IS NULL OR time < "
-    "$7::text::timestamptz) "
+#define QUERY_HEAD "SELECT coalesce(json_agg(x ORDER BY x.seq), '[]')::text, max(x.seq), count(*) FROM ("
+#define QUERY_BODY                                                                                           \
+    "SELECT seq, event_id, kind, request_id, "                                                               \
+    "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS time, tenant_id AS tenant, "   \
+    "key_id, "                                                                                               \
+    "user_id AS \"user\", source_ip, endpoint, provider_id, model, upstream_model, decision, policy_id, "    \
+    "policy_version, rule_id, http_status, upstream_status, latency_us, prompt_tokens, completion_tokens, "  \
+    "total_tokens, cost_micros, error_code, trace_id, stream, agent, approver, "                             \
+    "encode(request_sha256, 'hex') AS request_sha256, encode(answer_sha256, 'hex') AS answer_sha256, "       \
+    "request_body, answer_body, chain_seq, encode(prev_hash, 'hex') AS prev_hash, "                          \
+    "encode(row_hash, 'hex') AS row_hash "                                                                   \
+    "FROM audit_events WHERE chain = $1::text AND seq > $2::bigint "                                         \
+    "AND ($3::text IS NULL OR key_id = $3::text) AND ($4::text IS NULL OR decision = $4::text) "             \
+    "AND ($5::text IS NULL OR model = $5::text OR upstream_model = $5::text) "                               \
+    "AND ($6::text IS NULL OR time >= $6::text::timestamptz) AND ($7::text IS NULL OR time < "               \
+    "$7::text::timestamptz) "                                                                                \
     "AND ($9::text IS NULL OR kind = $9::text) "
-    "ORDER BY seq LIMIT $8::int) x";
+static const char SQL_QUERY[] = QUERY_HEAD QUERY_BODY "ORDER BY seq LIMIT $8::int) x";
+/* the last N events (tail): newest first inside, oldest first in the answer */
+static const char SQL_QUERY_LAST[] = QUERY_HEAD QUERY_BODY "ORDER BY seq DESC LIMIT $8::int) x";
 
 static const char SQL_HEAD[] =
     "SELECT last_seq, encode(last_hash, 'hex'), retained_from FROM audit_chain WHERE chain = $1::text";
@@ -61,8 +63,8 @@ static const char SQL_SETTINGS_GET[] =
     "$1::text";
 
 static const char SQL_SETTINGS_SET[] =
-    "UPDATE tenants SET audit_content = coalesce($2::boolean, audit_content), "
-    "audit_fail_open = coalesce($3::boolean, audit_fail_open), "
+    "UPDATE tenants SET audit_content = coalesce($2::text::boolean, audit_content), "
+    "audit_fail_open = coalesce($3::text::boolean, audit_fail_open), "
     "audit_retention = coalesce($4::text::interval, audit_retention), "
     "audit_siem_format = coalesce($5::text, audit_siem_format) WHERE id = $1::text "
     "RETURNING json_build_object('tenant', id, 'content', audit_content, 'fail_open', audit_fail_open, "
@@ -75,6 +77,7 @@ static const char SQL_BACKLOG[] =
 int audit_admin_prepare(lk_db_t *adb)
 {
     return (lk_db_prepare(adb, "audit_query", SQL_QUERY) != 0 ||
+            lk_db_prepare(adb, "audit_query_last", SQL_QUERY_LAST) != 0 ||
             lk_db_prepare(adb, "audit_head", SQL_HEAD) != 0 ||
             lk_db_prepare(adb, "audit_verify_page", SQL_VERIFY_PAGE) != 0 ||
             lk_db_prepare(adb, "audit_checkpoints", SQL_CHECKPOINTS) != 0 ||
@@ -138,10 +141,10 @@ static int get_str(json_t *body, const char *name, const char **out)
 
 static int op_query(audit_t *self, const char *chain, json_t *body, lk_msg_t *rep, lk_buf_t *scratch)
 {
-    const char *key, *dec, *model, *from, *to, *cursor, *kind;
-    if (get_str(body, "key", &key) || get_str(body, "decision", &dec) || get_str(body, "model", &model) ||
-        get_str(body, "from", &from) || get_str(body, "to", &to) || get_str(body, "cursor", &cursor) ||
-        get_str(body, "kind", &kind))
+    const char *key, *dec, *model, *from, *to, *cursor, *kind, *last;
+    if (get_str(body, "last", &last) || get_str(body, "key", &key) || get_str(body, "decision", &dec) ||
+        get_str(body, "model", &model) || get_str(body, "from", &from) || get_str(body, "to", &to) ||
+        get_str(body, "cursor", &cursor) || get_str(body, "kind", &kind))
         return bad_request(rep, scratch, "filters are strings: key, decision, model, kind, from, to, cursor");
     long long limit = 100, after = 0;
     json_t *lv = json_object_get(body, "limit");
@@ -152,7 +155,12 @@ static int op_query(audit_t *self, const char *chain, json_t *body, lk_msg_t *re
     } else if (json_is_integer(lv)) {
         limit = json_integer_value(lv);
     }
-    if (limit < 1 || limit > 1000) return bad_request(rep, scratch, "limit must be 1..1000");
+    if (last) {
+        char *end;
+        limit = strtoll(last, &end, 10);
+        if (*end) limit = -1;
+    }
+    if (limit < 1 || limit > 1000) return bad_request(rep, scratch, "limit and last must be 1..1000");
     if (cursor) {
         char *end;
         after = strtoll(cursor, &end, 10);
@@ -175,14 +183,14 @@ static int op_query(audit_t *self, const char *chain, json_t *body, lk_msg_t *re
     else
         lk_db_param_null(&p);
     PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_exec(self->adb, "audit_query", &p, &res);
+    lk_db_rc_t rc = lk_db_exec(self->adb, last ? "audit_query_last" : "audit_query", &p, &res);
     if (rc != LK_DB_OK) return db_failed(rep, rc);
     lk_str_t events = lk_db_str(res, 0, 0);
-    long long n = lk_db_i64(res, 0, 2), last = lk_db_is_null(res, 0, 1) ? after : lk_db_i64(res, 0, 1);
+    long long n = lk_db_i64(res, 0, 2), end_seq = lk_db_is_null(res, 0, 1) ? after : lk_db_i64(res, 0, 1);
     char head[96], tail[128];
     snprintf(head, sizeof head, "{\"events\":");
-    snprintf(tail, sizeof tail, ",\"count\":%lld,\"next_cursor\":\"%lld\",\"has_more\":%s}", n, last,
-             n == limit ? "true" : "false");
+    snprintf(tail, sizeof tail, ",\"count\":%lld,\"next_cursor\":\"%lld\",\"has_more\":%s}", n, end_seq,
+             n == limit && !last ? "true" : "false");
     lk_buf_reset(scratch);
     int ok = lk_buf_append(scratch, head, strlen(head)) == 0 &&
              lk_buf_append(scratch, events.ptr, events.len) == 0 &&
