@@ -59,6 +59,7 @@ static const route_t ROUTES[] = {
     {"/admin/v1/audit/settings", NULL, NULL, "PATCH", "audit.settings.update", EDGE_SVC_AUDIT, 0, 0, "admin"},
     {"/admin/v1/audit/checkpoint", NULL, NULL, "POST", "audit.checkpoint", EDGE_SVC_AUDIT, 0, 0, "admin"},
     {"/admin/v1/audit/retention", NULL, NULL, "POST", "audit.retention", EDGE_SVC_AUDIT, 0, 0, "admin"},
+    {"/admin/v1/audit/export", NULL, NULL, "GET", "audit.export", EDGE_SVC_AUDIT, 0, 0, "auditor"},
 };
 
 #define ADMIN_ID_MAX 64 /* prefix + alphanumerics */
@@ -234,6 +235,11 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
     if (!role_allows(au->role, a->route->role)) {
         wipe_entity(a->req);
         admin_error(a, 403, "insufficient_role", "This admin token's role does not allow this operation.");
+        return;
+    }
+    if (strcmp(a->route->op, "audit.export") == 0) { /* streamed page by page */
+        admin_audit(a, 200, NULL, NULL);
+        edge_audit_export_start(a->req, a->rid, au->tenant, au->token_id, au->role);
         return;
     }
     lk_msg_t m = {0};

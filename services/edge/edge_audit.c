@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "edge_http.h"
 #include "lk_log.h"
 #include "lk_util.h"
 
@@ -212,6 +213,224 @@ lk_str_t edge_audit_query_json(h2o_req_t *req)
     h2o_iovec_t v = h2o_strdup(&req->pool, s, strlen(s));
     free(s);
     return (lk_str_t){v.base, v.len};
+}
+
+/* -------------------------------------------------------------- export -- */
+
+#define EXPORT_PAGE "1000"
+
+typedef struct {
+    h2o_generator_t gen; /* first */
+    h2o_req_t *req;
+    char rid[LK_RID_LEN + 1];
+    char tenant[128], actor[64], role[32];
+    json_t *filters; /* from the query string, plus cursor and limit */
+    int csv, has_more, failed;
+    edge_call_t *call;
+    lk_buf_t out;
+    uint64_t total;
+} export_t;
+
+static const char *const EXPORT_COLS[] = {"seq",
+                                          "event_id",
+                                          "kind",
+                                          "request_id",
+                                          "time",
+                                          "tenant",
+                                          "key_id",
+                                          "user",
+                                          "source_ip",
+                                          "endpoint",
+                                          "provider_id",
+                                          "model",
+                                          "upstream_model",
+                                          "decision",
+                                          "policy_id",
+                                          "policy_version",
+                                          "rule_id",
+                                          "http_status",
+                                          "upstream_status",
+                                          "latency_us",
+                                          "prompt_tokens",
+                                          "completion_tokens",
+                                          "total_tokens",
+                                          "cost_micros",
+                                          "error_code",
+                                          "trace_id",
+                                          "stream",
+                                          "agent",
+                                          "approver",
+                                          "request_sha256",
+                                          "answer_sha256",
+                                          "chain_seq",
+                                          "prev_hash",
+                                          "row_hash",
+                                          NULL};
+
+static int csv_cell(lk_buf_t *b, json_t *v)
+{
+    char num[32];
+    const char *s = NULL;
+    if (!v || json_is_null(v)) return 0;
+    if (json_is_string(v))
+        s = json_string_value(v);
+    else if (json_is_integer(v))
+        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v)), s = num;
+    else if (json_is_boolean(v))
+        s = json_is_true(v) ? "true" : "false";
+    if (!s) return 0;
+    int quote = strpbrk(s, ",\"\r\n") != NULL || (s[0] && strchr("=+-@", s[0]) != NULL);
+    if (!quote) return lk_buf_append(b, s, strlen(s));
+    int rc = lk_buf_append(b, "\"", 1);
+    if (s[0] && strchr("=+-@", s[0]) && !(s[0] == '-' && s[1] >= '0' && s[1] <= '9'))
+        rc |= lk_buf_append(b, "'", 1); /* defused for spreadsheets */
+    for (const char *p = s; *p; p++)
+        rc |= lk_buf_append(b, p, 1) | (*p == '"' ? lk_buf_append(b, "\"", 1) : 0);
+    return rc | lk_buf_append(b, "\"", 1);
+}
+
+static void export_fetch(export_t *x);
+
+static void export_send(export_t *x, int final)
+{
+    h2o_iovec_t iov = h2o_iovec_init(x->out.data, x->out.len);
+    h2o_send(x->req, &iov, iov.len ? 1 : 0, final ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void on_export_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    export_t *x = (export_t *)gen;
+    x->out.len = 0;
+    if (x->has_more) export_fetch(x);
+}
+
+static void on_export_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    export_t *x = (export_t *)gen;
+    edge_rpc_cancel(g_edge->rpc, x->call);
+    x->call = NULL;
+}
+
+static void on_export_dispose(void *p)
+{
+    export_t *x = p;
+    edge_rpc_cancel(g_edge->rpc, x->call);
+    json_decref(x->filters);
+    lk_buf_free(&x->out);
+}
+
+static void on_export_page(void *data, const lk_msg_t *reply)
+{
+    export_t *x = data;
+    x->call = NULL;
+    json_t *page = NULL;
+    if (reply && reply->env.type == LK_MSG_ADMIN_REP && reply->u.admin_rep.status == LK_ST_OK)
+        page = json_loadb(reply->u.admin_rep.json.ptr, reply->u.admin_rep.json.len, 0, NULL);
+    json_t *events = json_object_get(page, "events");
+    int first = x->req->res.status == 0;
+    if (!json_is_array(events)) {
+        json_decref(page);
+        lk_log(LK_LOG_ERROR, x->rid, "audit export: a page could not be read");
+        if (first) {
+            edge_http_send_error(x->req, 503, x->rid, NULL, "audit_unavailable",
+                                 "The audit service could not answer; please retry.");
+        } else {
+            h2o_send(x->req, NULL, 0, H2O_SEND_STATE_ERROR); /* cut: the client sees an incomplete body */
+        }
+        return;
+    }
+    if (first) {
+        h2o_req_t *req = x->req;
+        req->res.status = 200;
+        req->res.reason = "OK";
+        if (x->csv)
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           H2O_STRLIT("text/csv; charset=utf-8"));
+        else
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           H2O_STRLIT("application/x-ndjson"));
+        edge_http_add_common_headers(req, 200, x->rid);
+        x->gen.proceed = on_export_proceed;
+        x->gen.stop = on_export_stop;
+        h2o_start_response(req, &x->gen);
+    }
+    x->out.len = 0;
+    int rc = 0;
+    if (first && x->csv) {
+        for (int k = 0; EXPORT_COLS[k]; k++)
+            rc |= lk_buf_append(&x->out, k ? "," : "", k ? 1 : 0) |
+                  lk_buf_append(&x->out, EXPORT_COLS[k], strlen(EXPORT_COLS[k]));
+        rc |= lk_buf_append(&x->out, "\r\n", 2);
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+    {
+        if (x->csv) {
+            for (int k = 0; EXPORT_COLS[k]; k++)
+                rc |= (k ? lk_buf_append(&x->out, ",", 1) : 0) |
+                      csv_cell(&x->out, json_object_get(e, EXPORT_COLS[k]));
+            rc |= lk_buf_append(&x->out, "\r\n", 2);
+        } else {
+            char *s = json_dumps(e, JSON_COMPACT);
+            rc |= !s || lk_buf_append(&x->out, s, strlen(s)) != 0 || lk_buf_append(&x->out, "\n", 1) != 0;
+            free(s);
+        }
+    }
+    x->total += json_array_size(events);
+    x->has_more = json_is_true(json_object_get(page, "has_more"));
+    json_t *cur = json_object_get(page, "next_cursor");
+    if (json_is_string(cur)) json_object_set(x->filters, "cursor", cur);
+    json_decref(page);
+    if (rc) {
+        h2o_send(x->req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    export_send(x, !x->has_more);
+}
+
+static void export_fetch(export_t *x)
+{
+    char *body = json_dumps(x->filters, JSON_COMPACT);
+    lk_msg_t m = {0};
+    m.env.type = LK_MSG_ADMIN_REQ;
+    m.env.rid = lk_str(x->rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms * 10;
+    m.u.admin_req.op = LK_STR_LIT("audit.query");
+    m.u.admin_req.tenant = lk_str(x->tenant);
+    m.u.admin_req.actor = lk_str(x->actor);
+    m.u.admin_req.role = lk_str(x->role);
+    m.u.admin_req.json = lk_str(body);
+    x->call = body ? edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_export_page, x) : NULL;
+    free(body);
+    if (!x->call) on_export_page(x, NULL);
+}
+
+void edge_audit_export_start(h2o_req_t *req, const char *rid, lk_str_t tenant, lk_str_t actor, lk_str_t role)
+{
+    export_t *x = h2o_mem_alloc_shared(&req->pool, sizeof *x, on_export_dispose);
+    memset(x, 0, sizeof *x);
+    x->req = req;
+    lk_buf_init(&x->out, 0);
+    snprintf(x->rid, sizeof x->rid, "%s", rid);
+    lk_str_copy(x->tenant, sizeof x->tenant, tenant);
+    lk_str_copy(x->actor, sizeof x->actor, actor);
+    lk_str_copy(x->role, sizeof x->role, role);
+    lk_str_t q = edge_audit_query_json(req);
+    x->filters = q.len ? json_loadb(q.ptr, q.len, 0, NULL) : json_object();
+    const char *fmt = json_string_value(json_object_get(x->filters, "format"));
+    if (!x->filters || !json_object_get(x->filters, "from") || !json_object_get(x->filters, "to") ||
+        (fmt && strcmp(fmt, "jsonl") != 0 && strcmp(fmt, "csv") != 0)) {
+        edge_http_send_error(req, 400, rid, NULL, "invalid_request",
+                             "export needs from and to; format is jsonl (default) or csv.");
+        return;
+    }
+    x->csv = fmt && strcmp(fmt, "csv") == 0;
+    json_object_del(x->filters, "format");
+    json_object_del(x->filters, "cursor");
+    json_object_del(x->filters, "last");
+    json_object_set_new(x->filters, "limit", json_string(EXPORT_PAGE));
+    export_fetch(x);
 }
 
 int edge_audit_metrics_render(lk_buf_t *out)
