@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lk_db.h"
@@ -157,10 +158,33 @@ static int produce_page(audit_kafka_t *self)
     return n;
 }
 
+/* Every 10 s while there is something to say: the export's progress, for the log. */
+static void report(audit_kafka_t *self, int64_t *next_ms, uint64_t *last_delivered, uint64_t *last_errors)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (now < *next_ms) return;
+    *next_ms = now + 10000;
+    uint64_t d = atomic_load(&self->delivered), e = atomic_load(&self->errors);
+    uint64_t f = atomic_load(&self->inflight_count);
+    if (d == *last_delivered && e == *last_errors && f == 0) return;
+    lk_log(
+        f > 0 && d == *last_delivered ? LK_LOG_WARN : LK_LOG_INFO, NULL,
+        "kafka export: %llu delivered (+%llu), %llu in flight, %llu delivery errors%s", (unsigned long long)d,
+        (unsigned long long)(d - *last_delivered), (unsigned long long)f, (unsigned long long)e,
+        f > 0 && d == *last_delivered ? " - the broker is not taking events; they wait in the outbox" : "");
+    *last_delivered = d;
+    *last_errors = e;
+}
+
 static void *run(void *arg)
 {
     audit_kafka_t *self = arg;
+    int64_t next_report = 0;
+    uint64_t last_delivered = 0, last_errors = 0;
     while (!atomic_load(&self->stop)) {
+        report(self, &next_report, &last_delivered, &last_errors);
         int n = produce_page(self);
         rd_kafka_poll(self->rk, n > 0 ? 0 : 50);
         mark_done(self);
