@@ -84,6 +84,7 @@ static const char usage_text[] =
     "  tokens create --name N --role admin|approver|auditor   new admin token (shown once)\n"
     "  tokens list\n"
     "  tokens revoke ID                     the admin token stops working at once\n"
+    "  audit query|tail|export|verify|settings|status   the audit trail (lumkeyctl audit --help)\n"
     "  help\n"
     "\n"
     "environment:\n"
