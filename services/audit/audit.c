@@ -66,6 +66,9 @@ void audit_destroy(audit_t **self_p)
 {
     if (!self_p || !*self_p) return;
     audit_t *self = *self_p;
+    if (self->db)
+        lk_log_info("audit stopping: %llu events appended, %llu checkpoints signed",
+                    (unsigned long long)self->appended, (unsigned long long)self->checkpoints);
     audit_kafka_stop(&self->kafka);
     lk_db_destroy(&self->db);
     lk_db_destroy(&self->adb);

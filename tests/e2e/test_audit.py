@@ -12,7 +12,7 @@ import time
 import pytest
 
 from helpers import marker, mock_requests_with
-from lkstack import MODEL, MODEL_ALT, Stack, StackError, binary, http
+from lkstack import MODEL, MODEL_ALT, Proc, Stack, StackError, binary, http
 
 
 @pytest.fixture(scope="session")
@@ -417,6 +417,63 @@ def test_fail_closed_then_fail_open_tenant(stack):
     finally:
         admin(stack, "PATCH", "/admin/v1/audit/settings", {"fail_open": False})
     assert verify(stack)[0] == 0
+
+
+def test_two_audit_replicas_under_load_keep_one_chain(stack):
+    """Two lumkey-audit replicas behind one edge (its DEALER spreads events over both), each group-
+    committing: the tenant's chain stays contiguous and verifies, and no answered request lacks
+    its events."""
+    import threading
+
+    run = stack.dir / "run"
+    both = f"ipc://{run}/audit.ipc,ipc://{run}/audit2.ipc"
+    second = Proc("audit2", stack.service_argv("audit"), stack.env(LUMKEY_AUDIT_ENDPOINT=f"ipc://{run}/audit2.ipc"),
+                  stack.dir / "logs" / "audit2.log")
+    second.start(stack.dir / "pgids")
+    stack.procs["audit2"] = second
+
+    def edge_with(endpoints):
+        stack.kill_service("edge", sig=15)
+        env = stack.env(**({"LUMKEY_AUDIT_ENDPOINT": endpoints} if endpoints else {}))
+        edge = Proc("edge", stack.service_argv("edge"), env, stack.dir / "logs" / "edge.log")
+        edge.start(stack.dir / "pgids")
+        stack.procs["edge"] = edge
+        stack.wait_ready(timeout=30)
+
+    edge_with(both)
+    try:
+        results, stop = [], threading.Event()
+
+        def load():
+            while not stop.is_set():
+                st, rid, _, _ = ask(stack)
+                results.append((st, rid))
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(2.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        ok = [rid for st, rid in results if st == 200]
+        assert len(ok) > 20
+        for rid in ok:
+            kinds = {r["kind"] for r in stack.audit_rows(rid)}
+            if kinds != {"request.accepted", "request.completed"}:
+                stack.wait_audit(rid, "request.completed")
+        assert "ready" in (stack.dir / "logs" / "audit2.log").read_text()
+        seqs = [r["chain_seq"] for r in chain_rows(stack)]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        rc, doc = verify(stack)
+        assert rc == 0 and doc["ok"], doc
+    finally:
+        edge_with(None)
+        stack.kill_service("audit2", sig=15)
+    log = (stack.dir / "logs" / "audit2.log").read_text()
+    import re
+    m = re.search(r"audit stopping: (\d+) events appended", log)
+    assert m and int(m.group(1)) > 0, "the second replica recorded nothing"
 
 
 # --------------------------------------------------------------- retention
