@@ -589,7 +589,10 @@ static void on_hold(void *data, const lk_msg_t *reply)
     lk_str_copy(c->approver, sizeof c->approver, reply->u.hold_rep.approver);
     switch (reply->u.hold_rep.outcome) {
     case LK_HOLD_NO_HOLD:
+        start_accept(c);
+        return;
     case LK_HOLD_APPROVED:
+        c->decision = "approved"; /* audited with the approver */
         start_accept(c);
         return;
     case LK_HOLD_REJECTED:
