@@ -433,8 +433,46 @@ void edge_audit_export_start(h2o_req_t *req, const char *rid, lk_str_t tenant, l
     export_fetch(x);
 }
 
+/* The outbox backlog as audit reports it (audit.status), refreshed on scrape at most every 2 s. */
+static struct {
+    int64_t asked_ms;
+    int known;
+    long long backlog, oldest_s;
+} B;
+
+static void on_status(void *data, const lk_msg_t *reply)
+{
+    (void)data;
+    if (!reply || reply->env.type != LK_MSG_ADMIN_REP || reply->u.admin_rep.status != LK_ST_OK) return;
+    json_t *doc = json_loadb(reply->u.admin_rep.json.ptr, reply->u.admin_rep.json.len, 0, NULL);
+    json_t *b = json_object_get(doc, "outbox_backlog"), *o = json_object_get(doc, "outbox_oldest_seconds");
+    if (json_is_integer(b) && json_integer_value(b) >= 0) {
+        B.known = 1;
+        B.backlog = json_integer_value(b);
+        B.oldest_s = json_is_integer(o) ? json_integer_value(o) : 0;
+    }
+    json_decref(doc);
+}
+
+static void refresh_status(void)
+{
+    int64_t now = lk_now_ms();
+    if (now - B.asked_ms < 2000) return;
+    B.asked_ms = now;
+    lk_msg_t m = {0};
+    m.env.type = LK_MSG_ADMIN_REQ;
+    char rid[LK_RID_LEN + 1];
+    lk_rid_new(rid);
+    m.env.rid = lk_str(rid);
+    m.env.deadline_ms = now + (int64_t)g_edge->cfg.hop_timeout_ms;
+    m.u.admin_req.op = LK_STR_LIT("audit.status");
+    m.u.admin_req.role = LK_STR_LIT("auditor");
+    (void)edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_status, NULL);
+}
+
 int edge_audit_metrics_render(lk_buf_t *out)
 {
+    refresh_status();
     char text[1600];
     int n = snprintf(
         text, sizeof text,
@@ -455,5 +493,15 @@ int edge_audit_metrics_render(lk_buf_t *out)
         "# TYPE lumkey_edge_audit_pending_bytes gauge\nlumkey_edge_audit_pending_bytes %zu\n",
         (unsigned long long)S.fail_open, (unsigned long long)S.sent, (unsigned long long)S.retries,
         (unsigned long long)S.dropped, S.count, S.bytes);
+    if (n <= 0 || (size_t)n >= sizeof text || lk_buf_append(out, text, (size_t)n) != 0) return -1;
+    if (!B.known) return 0;
+    n = snprintf(
+        text, sizeof text,
+        "# HELP lumkey_edge_audit_outbox_backlog Audit events not yet delivered to Kafka (as audit last "
+        "reported).\n# TYPE lumkey_edge_audit_outbox_backlog gauge\nlumkey_edge_audit_outbox_backlog %lld\n"
+        "# HELP lumkey_edge_audit_outbox_oldest_seconds Age of the oldest undelivered audit event.\n"
+        "# TYPE lumkey_edge_audit_outbox_oldest_seconds gauge\nlumkey_edge_audit_outbox_oldest_seconds "
+        "%lld\n",
+        B.backlog, B.oldest_s);
     return n > 0 && (size_t)n < sizeof text ? lk_buf_append(out, text, (size_t)n) : -1;
 }

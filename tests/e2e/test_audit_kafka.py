@@ -75,6 +75,21 @@ def drained(stack, timeout=90.0):
     raise AssertionError(f"the outbox did not drain in {timeout}s: {last}")
 
 
+def metric_backlog(stack, timeout=6.0):
+    """lumkey_edge_audit_outbox_backlog from the edge's /metrics (refreshed on scrape, every 2 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, _, body = http("GET", stack.admin_base + "/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith("lumkey_edge_audit_outbox_backlog "):
+                v = int(float(line.split()[1]))
+                if v > 0 or time.monotonic() > deadline:
+                    return v
+        if time.monotonic() > deadline:
+            return -1
+        time.sleep(0.5)
+
+
 def db_events(stack):
     with stack.db().cursor() as cur:
         cur.execute("SELECT event_id::text AS eid, chain, chain_seq, kind, request_id FROM audit_events")
@@ -176,6 +191,7 @@ def test_broker_outage_under_load_loses_nothing(stack, kafka):
         time.sleep(4.0)  # events pile up in the outbox
         st, doc = admin(stack, "GET", "/admin/v1/audit/status")
         assert st == 200 and doc["outbox_backlog"] > 0
+        assert metric_backlog(stack) > 0, "the edge's /metrics shows the backlog"
         kafka.start()
         time.sleep(1.0)
     ok = [rid for st, rid in load.results if st == 200]
