@@ -195,8 +195,15 @@ static const field_t F_AUDIT[] = {
     STR("code", OPT, audit.error_code),
     STR("trace", OPT, audit.trace_id),
     BOOL("stream", audit.stream),
+    STR("agent", OPT, audit.agent),
+    STR("appr", OPT, audit.approver),
+    I64("cost", OPT, audit.cost_micros),
+    STR("rsha", OPT, audit.request_sha),
+    STR("asha", OPT, audit.answer_sha),
+    STR("rbody", OPT, audit.request_body),
+    STR("abody", OPT, audit.answer_body),
 };
-static const field_t F_AUDIT_REP[] = {I64("seq", REQ, audit_rep.seq)};
+static const field_t F_AUDIT_REP[] = {I64("seq", REQ, audit_rep.seq), BOOL("fopen", audit_rep.fail_open)};
 
 #define N(a) ((uint8_t)(sizeof(a) / sizeof((a)[0])))
 _Static_assert(sizeof(F_AUDIT) / sizeof(F_AUDIT[0]) <= 64, "decode tracks seen fields in a uint64_t");

@@ -275,10 +275,18 @@ typedef struct {
     lk_str_t error_code; /* machine code when the request failed, else empty */
     lk_str_t trace_id;   /* from traceparent, if any */
     int stream;
+    lk_str_t agent;        /* User-Agent of the caller */
+    lk_str_t approver;     /* who approved / rejected a held request */
+    int64_t cost_micros;   /* cost in millionths of a dollar; 0 = unknown */
+    lk_str_t request_sha;  /* hex SHA-256 of the request body (64 chars) */
+    lk_str_t answer_sha;   /* hex SHA-256 of the answer body as relayed */
+    lk_str_t request_body; /* content: stored only if the tenant's setting asks */
+    lk_str_t answer_body;
 } lk_audit_t;
 
 typedef struct {
-    int64_t seq; /* the stored event's sequence number */
+    int64_t seq;   /* the stored event's sequence number */
+    int fail_open; /* the event's tenant chose fail-open (the edge remembers it) */
 } lk_audit_rep_t;
 
 /* --- one decoded or to-be-encoded message ------------------------------------ */

@@ -42,6 +42,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "ctl_audit.h"
 #include "ctl_http.h"
 #include "ctl_out.h"
 #include "lk_buf.h"
@@ -102,6 +103,7 @@ static const char usage_text[] =
     "  policy versions ID                   who changed what, and when\n"
     "  policy default ID|none               the tenant's default policy (keys without their own)\n"
     "  keys create/update ... --policy ID|none   attach a policy to a key\n"
+    "  audit query|tail|export|verify|settings|status   the audit trail (lumkeyctl audit --help)\n"
     "  help\n"
     "\n"
     "environment:\n"
@@ -1270,8 +1272,8 @@ int main(int argc, char **argv)
     ctl_http_global_init();
     static ctl_t ctl;
     lk_buf_init(&ctl.token, 1);
-    int rc = parse_argv(&ctl, argc, argv);
-    if (rc == EXIT_OK) rc = dispatch(&ctl);
+    int rc = ctl_audit_wants(argc, argv) ? ctl_audit_main(argc, argv) : parse_argv(&ctl, argc, argv);
+    if (rc == EXIT_OK && !ctl_audit_wants(argc, argv)) rc = dispatch(&ctl);
     lk_buf_free(&ctl.token);
     ctl_http_global_cleanup();
     if (fflush(stdout) != 0 && rc == EXIT_OK) rc = EXIT_FAIL;

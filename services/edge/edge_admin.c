@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "edge.h"
+#include "edge_audit.h"
 #include "edge_http.h"
 #include "lk_key.h"
 #include "lk_log.h"
@@ -60,6 +61,14 @@ static const route_t ROUTES[] = {
     {"/admin/v1/policies/", "pol_", "", "GET", "policies.get", EDGE_SVC_POLICY, 0, 0, "admin"},
     {"/admin/v1/policies/", "pol_", "", "PUT", "policies.update", EDGE_SVC_POLICY, 0, 0, "admin"},
     {"/admin/v1/policies/", "pol_", "/versions", "GET", "policies.versions", EDGE_SVC_POLICY, 0, 0, "admin"},
+    {"/admin/v1/audit/events", NULL, NULL, "GET", "audit.query", EDGE_SVC_AUDIT, 0, 0, "auditor"},
+    {"/admin/v1/audit/verify", NULL, NULL, "POST", "audit.verify", EDGE_SVC_AUDIT, 0, 0, "auditor"},
+    {"/admin/v1/audit/status", NULL, NULL, "GET", "audit.status", EDGE_SVC_AUDIT, 0, 0, "auditor"},
+    {"/admin/v1/audit/settings", NULL, NULL, "GET", "audit.settings.get", EDGE_SVC_AUDIT, 0, 0, "auditor"},
+    {"/admin/v1/audit/settings", NULL, NULL, "PATCH", "audit.settings.update", EDGE_SVC_AUDIT, 0, 0, "admin"},
+    {"/admin/v1/audit/checkpoint", NULL, NULL, "POST", "audit.checkpoint", EDGE_SVC_AUDIT, 0, 0, "admin"},
+    {"/admin/v1/audit/retention", NULL, NULL, "POST", "audit.retention", EDGE_SVC_AUDIT, 0, 0, "admin"},
+    {"/admin/v1/audit/export", NULL, NULL, "GET", "audit.export", EDGE_SVC_AUDIT, 0, 0, "auditor"},
 };
 
 #define ADMIN_ID_MAX 64 /* prefix + alphanumerics */
@@ -98,13 +107,6 @@ typedef struct {
 } admin_t;
 
 /* ---------------------------------------------------------------- audit -- */
-
-static void on_admin_audit(void *data, const lk_msg_t *reply)
-{
-    (void)data;
-    if (!reply || reply->env.type != LK_MSG_AUDIT_REP)
-        lk_log(LK_LOG_ERROR, NULL, "audit did not confirm an admin event");
-}
 
 /* Copies the string value of "field" from compact JSON (as the workers write
  * it) into out when it is a plain id/code ([A-Za-z0-9_.-]); else out = "".
@@ -156,8 +158,11 @@ static void admin_audit(admin_t *a, int status, const char *code, const char *ob
     ev->http_status = status;
     ev->prompt_tokens = ev->completion_tokens = ev->total_tokens = -1;
     ev->error_code = lk_str(status < 400 ? "" : (code ? code : "error"));
-    if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_admin_audit, NULL))
-        lk_log(LK_LOG_ERROR, a->rid, "audit unreachable: %s event not recorded", kind);
+    /* reads of the audit trail itself (query pages, tail polls, status) are not recorded: they would flood it
+     */
+    if (a->route && a->route->svc == EDGE_SVC_AUDIT && strcmp(a->route->method, "GET") == 0 && status < 400)
+        return;
+    edge_audit_send_reliable(&m); /* until acknowledged */
 }
 
 /* Audits, then answers with an error. */
@@ -252,6 +257,11 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
         admin_error(a, 403, "insufficient_role", "This admin token's role does not allow this operation.");
         return;
     }
+    if (strcmp(a->route->op, "audit.export") == 0) { /* streamed page by page */
+        admin_audit(a, 200, NULL, NULL);
+        edge_audit_export_start(a->req, a->rid, au->tenant, au->token_id, au->role);
+        return;
+    }
     lk_msg_t m = {0};
     m.env.type = LK_MSG_ADMIN_REQ;
     m.env.rid = lk_str(a->rid);
@@ -262,6 +272,8 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
     m.u.admin_req.role = au->role;
     m.u.admin_req.object_id = lk_str(a->object_id);
     m.u.admin_req.json = (lk_str_t){a->req->entity.base, a->req->entity.len};
+    if (a->route->svc == EDGE_SVC_AUDIT && strcmp(a->route->method, "GET") == 0)
+        m.u.admin_req.json = edge_audit_query_json(a->req);
     a->call = edge_rpc_call(g_edge->rpc, a->route->svc, &m, on_admin_rep, a);
     wipe_entity(a->req);
     if (!a->call)

@@ -25,6 +25,7 @@
 
 #include "edge.h"
 #include "edge_api.h"
+#include "edge_audit.h"
 #include "edge_policy.h"
 #include "edge_http.h"
 #include "edge_metrics.h"
@@ -57,7 +58,7 @@ typedef struct {
     const char *tenant, *key_id, *user, *provider_id, *provider_kind, *base_url, *cred_id, *upstream_model;
     const char *policy_id, *rule_id, *decision;
     int64_t policy_version;
-    char agent[128], team[128];
+    char key_agent[128], team[128]; /* from the key's metadata (policy) */
     int answer_rules;             /* the policy inspects answers: wait for it before forwarding */
     int reserved;                 /* policy reserved budget: SETTLE when the request ends */
     edge_policy_ref_t *pol;       /* the compiled policy (answer side), held until dispose */
@@ -70,7 +71,6 @@ typedef struct {
     unsigned hold_polls;
     h2o_timeout_entry_t hold_timer;
     int early_sse;        /* the SSE response was started while held */
-    const char *approver; /* who decided the hold */
     /* accept + credential, in parallel */
     int accept_done, cred_done;
     lk_buf_t cred_head; /* secret: the provider auth header line */
@@ -86,6 +86,11 @@ typedef struct {
     int64_t prompt_tokens, completion_tokens, total_tokens;
     const char *error_code;
     int audited; /* the closing event (completed or denied) was sent */
+    /* audit context */
+    char agent[256];                  /* User-Agent, printable ASCII only */
+    char approver[128];               /* who decided a hold */
+    char req_sha[65];                 /* hex SHA-256 of the request body, once computed */
+    crypto_hash_sha256_state ans_sha; /* of the streamed answer as relayed */
 } chat_t;
 
 /* ---------------------------------------------------------------- audit -- */
@@ -122,26 +127,45 @@ static void fill_audit(chat_t *c, lk_msg_t *m, const char *kind, char *event_id)
     a->error_code = lk_str(c->error_code);
     a->trace_id = lk_str(c->trace_id);
     a->stream = c->stream;
+    a->agent = lk_str(c->key_agent[0] ? c->key_agent : c->agent); /* the key's agent, else User-Agent */
+    a->approver = lk_str(c->approver);
+    if (!c->req_sha[0] && c->req->entity.len) {
+        uint8_t d[crypto_hash_sha256_BYTES];
+        crypto_hash_sha256(d, (const unsigned char *)c->req->entity.base, c->req->entity.len);
+        sodium_bin2hex(c->req_sha, sizeof c->req_sha, d, sizeof d);
+    }
+    a->request_sha = lk_str(c->req_sha);
 }
 
-static void on_closing_audit(void *data, const lk_msg_t *reply)
+/* The answer's digest (and, for a buffered answer, its text) on a closing event. */
+static void fill_answer(chat_t *c, lk_audit_t *a, char hex[65])
 {
-    (void)data;
-    if (!reply || reply->env.type != LK_MSG_AUDIT_REP)
-        lk_log(LK_LOG_ERROR, NULL, "audit did not confirm a closing event");
+    uint8_t d[crypto_hash_sha256_BYTES];
+    if (c->streaming) {
+        crypto_hash_sha256_state st = c->ans_sha;
+        crypto_hash_sha256_final(&st, d);
+    } else if (c->resp.len) {
+        crypto_hash_sha256(d, c->resp.data, c->resp.len);
+        a->answer_body = (lk_str_t){(const char *)c->resp.data, c->resp.len};
+    } else {
+        return;
+    }
+    sodium_bin2hex(hex, 65, d, sizeof d);
+    a->answer_sha = lk_str(hex);
 }
 
 /* The last event of a request: "request.completed" or "request.denied". Sent
- * once; fire and forget (the accept event, which gates forwarding, is awaited). */
+ * once, then re-sent by edge_audit until audit acknowledges it (bounded). */
 static void audit_close(chat_t *c, const char *kind)
 {
     if (c->audited) return;
     c->audited = 1;
     char event_id[LK_UUID_LEN + 1];
     lk_msg_t m;
+    char ans_hex[65];
     fill_audit(c, &m, kind, event_id);
-    if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_closing_audit, NULL))
-        lk_log(LK_LOG_ERROR, c->rid, "audit unreachable: %s event not recorded", kind);
+    fill_answer(c, &m.u.audit, ans_hex);
+    edge_audit_send_reliable(&m);
 }
 
 /* ------------------------------------------------------------- answers -- */
@@ -225,7 +249,7 @@ static lk_policy_ctx_t answer_ctx(const chat_t *c)
                              .provider_kind = c->provider_kind,
                              .key_id = c->key_id,
                              .user = c->user,
-                             .agent = c->agent[0] ? c->agent : NULL,
+                             .agent = c->key_agent[0] ? c->key_agent : NULL,
                              .team = c->team[0] ? c->team : NULL};
 }
 
@@ -266,6 +290,7 @@ static void chat_flush(chat_t *c)
     c->inflight = c->pending;
     c->pending = t;
     c->pending.len = 0;
+    if (c->inflight.len) crypto_hash_sha256_update(&c->ans_sha, c->inflight.data, c->inflight.len);
     h2o_iovec_t iov = h2o_iovec_init(c->inflight.data, c->inflight.len);
     if (final) {
         c->final_sent = 1;
@@ -665,6 +690,14 @@ static void on_accept(void *data, const lk_msg_t *reply)
 {
     chat_t *c = data;
     c->call = NULL;
+    if (reply && reply->env.type == LK_MSG_AUDIT_REP)
+        edge_audit_learn(c->tenant, reply->u.audit_rep.fail_open);
+    if ((!reply || reply->env.type != LK_MSG_AUDIT_REP) && edge_audit_is_fail_open(c->tenant)) {
+        edge_audit_count_fail_open(c->rid, c->tenant);
+        c->accept_done = 1;
+        maybe_forward(c);
+        return;
+    }
     if (!reply || reply->env.type != LK_MSG_AUDIT_REP) {
         /* fail closed: nothing goes to the provider unless audit recorded it */
         edge_rpc_cancel(g_edge->rpc, c->call2);
@@ -713,8 +746,13 @@ static void start_accept(chat_t *c)
     lk_msg_t m;
     if (!c->decision) c->decision = "allow";
     fill_audit(c, &m, "request.accepted", event_id);
+    m.u.audit.request_body =
+        (lk_str_t){c->req->entity.base, c->req->entity.len}; /* kept only if the tenant asks */
     c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_accept, c);
-    if (!c->call) {
+    if (!c->call && edge_audit_is_fail_open(c->tenant)) {
+        edge_audit_count_fail_open(c->rid, c->tenant);
+        c->accept_done = 1;
+    } else if (!c->call) {
         c->audited = 1;
         lk_log(LK_LOG_ERROR, c->rid, "audit unreachable: request refused (fail closed)");
         c->http_status = 503;
@@ -819,7 +857,7 @@ static void on_hold(void *data, const lk_msg_t *reply)
         return;
     }
     const lk_hold_rep_t *h = &reply->u.hold_rep;
-    if (h->approver.len) c->approver = pool_str(c, h->approver);
+    if (h->approver.len) lk_str_copy(c->approver, sizeof c->approver, h->approver);
     char reason[300];
     lk_str_copy(reason, sizeof reason, h->reason);
     switch (h->outcome) {
@@ -884,7 +922,7 @@ static void on_decide(void *data, const lk_msg_t *reply)
     c->policy_version = d->policy_version;
     c->answer_rules = d->answer_rules;
     c->reserved = d->reserved;
-    lk_str_copy(c->agent, sizeof c->agent, d->agent);
+    lk_str_copy(c->key_agent, sizeof c->key_agent, d->agent);
     lk_str_copy(c->team, sizeof c->team, d->team);
     c->kind = edge_api_kind(c->provider_kind);
     char msg[512];
@@ -930,7 +968,7 @@ static void on_decide(void *data, const lk_msg_t *reply)
         m.u.hold.timeout_ms = (int64_t)g_edge->cfg.hold_timeout_ms;
         m.u.hold.kind = LK_STR_LIT("request");
         m.u.hold.user = lk_str(c->user);
-        m.u.hold.agent = lk_str(c->agent[0] ? c->agent : NULL);
+        m.u.hold.agent = lk_str(c->key_agent[0] ? c->key_agent : c->agent);
         m.u.hold.model = lk_str(c->model);
         /* a held request waits longer than one hop: the first answer comes at once, then HOLD_WAIT polls */
         c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_APPROVAL, &m, on_hold, c);
@@ -1165,6 +1203,10 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
     lk_rid_new(c->rid);
     edge_http_peer(req, c->source_ip, sizeof c->source_ip);
     read_traceparent(c);
+    crypto_hash_sha256_init(&c->ans_sha);
+    h2o_iovec_t ua = edge_http_header(req, "user-agent", NULL);
+    for (size_t i = 0; ua.base && i < ua.len && i + 1 < sizeof c->agent; i++)
+        c->agent[i] = ua.base[i] >= 0x20 && ua.base[i] < 0x7f ? ua.base[i] : '?';
     g_edge->stats.requests++;
 
     if (g_edge->stopping) {

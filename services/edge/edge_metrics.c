@@ -1,6 +1,8 @@
 /*  edge_metrics - the edge's Prometheus metrics (text exposition format 0.0.4). */
 #include "edge_metrics.h"
 
+#include "edge_audit.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -146,6 +148,7 @@ int edge_metrics_render(lk_buf_t *out)
               "# HELP lumkey_edge_ready Whether the edge reports ready (not stopping).\n"
               "# TYPE lumkey_edge_ready gauge\nlumkey_edge_ready %d\n",
               !g_edge->stopping);
+    rc |= edge_audit_metrics_render(out);
     return rc ? -1 : 0;
 }
 

@@ -152,9 +152,16 @@ static int gen_proto(const char *dir)
     m.u.audit.total_tokens = -1;
     m.u.audit.trace_id = LK_STR_LIT("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     m.u.audit.stream = 1;
+    m.u.audit.agent = LK_STR_LIT("OpenAI/Python 1.0");
+    m.u.audit.approver = LK_STR_LIT("bob");
+    m.u.audit.cost_micros = 1234;
+    m.u.audit.request_sha = LK_STR_LIT("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    m.u.audit.answer_sha = LK_STR_LIT("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    m.u.audit.request_body = LK_STR_LIT("{\"model\":\"gpt-4o\"}");
     rc |= emit(dir, "audit", &m);
     m = base(LK_MSG_AUDIT_REP);
     m.u.audit_rep.seq = 99;
+    m.u.audit_rep.fail_open = 1;
     rc |= emit(dir, "audit_rep", &m);
     return rc;
 }

@@ -189,10 +189,18 @@ static void fill_all(lk_msg_t *m, lk_msg_type_t type)
         a->error_code = S("upstream_timeout");
         a->trace_id = S("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
         a->stream = 1;
+        a->agent = S("OpenAI/Python 1.0");
+        a->approver = S("bob");
+        a->cost_micros = 1234;
+        a->request_sha = S("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        a->answer_sha = S("0000c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        a->request_body = S("{\"model\":\"m\"}");
+        a->answer_body = S("{}");
         break;
     }
     case LK_MSG_AUDIT_REP:
         m->u.audit_rep.seq = INT64_MIN;
+        m->u.audit_rep.fail_open = 1;
         break;
     default:
         break;
@@ -388,10 +396,18 @@ static void check_same(const lk_msg_t *x, const lk_msg_t *y)
         CHECK_S(error_code);
         CHECK_S(trace_id);
         CHECK_I(stream);
+        CHECK_S(agent);
+        CHECK_S(approver);
+        CHECK_I(cost_micros);
+        CHECK_S(request_sha);
+        CHECK_S(answer_sha);
+        CHECK_S(request_body);
+        CHECK_S(answer_body);
         break;
     }
     case LK_MSG_AUDIT_REP:
         LK_CHECK(x->u.audit_rep.seq == y->u.audit_rep.seq);
+        LK_CHECK(x->u.audit_rep.fail_open == y->u.audit_rep.fail_open);
         break;
     default:
         LK_CHECK(!"unexpected type");
