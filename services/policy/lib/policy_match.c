@@ -18,8 +18,10 @@ static const char *const pii_res[PII_N] = {
     "(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\\.[A-Za-z0-9-]{1,63}){0,8}\\.[A-Za-z]{"
     "2,24}"
     "(?![A-Za-z0-9-])",
-    /* phone: international or grouped national numbers; validator counts digits */
-    "(?<![\\w+])(?:\\+\\d{1,3}[ .-]?)?(?:\\(\\d{1,4}\\)[ .-]?)?\\d{2,4}(?:[ .-]\\d{2,4}){1,4}(?![\\w])",
+    /* phone: international (+CC ...) or North-American grouped; validator counts digits */
+    "(?<![\\w+])(?:\\+\\d{1,3}[ .-]?(?:\\(\\d{1,4}\\)[ .-]?)?\\d{1,4}(?:[ .-]?\\d{2,4}){2,4}|\\(\\d{3}\\)[ "
+    ".-]?\\d{3}[ .-]"
+    "\\d{4}|\\d{3}[.-]\\d{3}[.-]\\d{4})(?![\\w])",
     /* card: 13-19 digits, optional single space/dash separators; Luhn */
     "(?<![\\d])\\d(?:[ -]?\\d){12,18}(?![\\d])",
     /* ssn */
