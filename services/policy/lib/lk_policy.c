@@ -116,7 +116,11 @@ static int add_pattern(lk_policy_t *p, const char *src, size_t len, int pii, int
         return -1;
     }
     p->pats = np;
-    p->pats[p->n_pats] = (pat_t){.re = re, .pii = pii, .rule = rule};
+    p->pats[p->n_pats] = (pat_t){.re = re, .pii = pii, .rule = rule, .src = strndup(src, len)};
+    if (!p->pats[p->n_pats].src || strlen(p->pats[p->n_pats].src) != len) { /* NUL inside: PCRE2 only */
+        free(p->pats[p->n_pats].src);
+        p->pats[p->n_pats].src = NULL;
+    }
     return (int)p->n_pats++;
 }
 
@@ -633,6 +637,7 @@ lk_policy_t *lk_policy_compile(const char *doc, size_t len, lk_policy_error_t *e
     }
     if ((v = json_object_get(root, "limits")) && parse_limits(p, v, err)) goto bad;
     if ((v = json_object_get(root, "prices")) && parse_prices(p, v, err)) goto bad;
+    policy_hs_build(p);
     json_decref(root);
     return p;
 bad:
@@ -857,11 +862,18 @@ static int eval_view(const lk_policy_t *p, const lk_policy_ctx_t *ctx, view_t *v
         for (int d = 0; d < PII_N; d++)
             if (ru->pii & (1u << d)) want[d] = 1;
     }
-    for (size_t pi = 0; pi < p->n_pats; pi++) {
-        if (!want[pi]) continue;
-        for (size_t it = 0; it < v->n_items; it++) {
-            const char *s = json_string_value(v->items[it].str);
-            size_t len = json_string_length(v->items[it].str), off = 0, a, b;
+    unsigned char *cand = malloc(p->n_pats + 1);
+    if (!cand) {
+        free(stat);
+        goto oom;
+    }
+    for (size_t it = 0; it < v->n_items; it++) {
+        const char *s = json_string_value(v->items[it].str);
+        size_t len = json_string_length(v->items[it].str);
+        int pre = policy_hs_candidates(p, s, len, cand) == 0; /* one multi-pattern scan of the string */
+        for (size_t pi = 0; pi < p->n_pats; pi++) {
+            if (!want[pi] || (pre && p->pats[pi].in_hs && !cand[pi])) continue;
+            size_t off = 0, a, b;
             while (off <= len && pat_next(p, (int)pi, s, len, off, 0, md, &a, &b) == 1) {
                 hit[pi] = 1;
                 if (b > a) {
@@ -870,6 +882,7 @@ static int eval_view(const lk_policy_t *p, const lk_policy_ctx_t *ctx, view_t *v
                         span_t *ns = realloc(spans, nc * sizeof *ns);
                         if (!ns) {
                             free(stat);
+                            free(cand);
                             goto oom;
                         }
                         spans = ns;
@@ -885,6 +898,7 @@ static int eval_view(const lk_policy_t *p, const lk_policy_ctx_t *ctx, view_t *v
             }
         }
     }
+    free(cand);
     for (size_t i = 0; i < p->n_rules; i++) {
         const rule_t *ru = &p->rules[i];
         if (!stat[i]) continue;

@@ -35,8 +35,10 @@ enum { ON_REQUEST = 1, ON_ANSWER = 2 };
 
 typedef struct {
     pcre2_code *re;
-    int pii;  /* PII_* for a detector, -1 for a rule's regex */
-    int rule; /* owning rule, -1 for a detector */
+    int pii;   /* PII_* for a detector, -1 for a rule's regex */
+    int rule;  /* owning rule, -1 for a detector */
+    char *src; /* the pattern text (NUL-terminated) */
+    int in_hs; /* 1: part of the Hyperscan prefilter database */
 } pat_t;
 
 typedef struct {
@@ -90,6 +92,7 @@ struct lk_policy {
     size_t n_prices;
     lk_policy_limits_t limits;
     int answer_rules;
+    void *hs_db; /* hs_database_t *, NULL without Hyperscan */
 };
 
 /* One string the policy reads, inside the parsed body (redaction rewrites it in place). */
@@ -134,6 +137,12 @@ int pat_next(const lk_policy_t *p, int pi, const char *s, size_t len, size_t off
 int glob_any(const globs_t *g, const char *s);
 json_t *json_path_get(json_t *root, const char *path);
 void rule_label(const lk_policy_t *p, int pi, char *out, size_t outlen);
+
+/* policy_hs.c: the multi-pattern prefilter */
+void policy_hs_build(lk_policy_t *p);
+void policy_hs_free(lk_policy_t *p);
+/* cand[pi] = 1 for every prefiltered pattern that may match s; -1 when no prefilter ran (scan all). */
+int policy_hs_candidates(const lk_policy_t *p, const char *s, size_t len, unsigned char *cand);
 
 /* lk_policy.c */
 typedef struct {
