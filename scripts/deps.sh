@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
   libzmq3-dev libczmq-dev libh2o-evloop-dev libmsgpack-dev libpq-dev
-  libsodium-dev librdkafka-dev libssl-dev libjansson-dev libpcre2-dev libcurl4-openssl-dev openssl
+  libsodium-dev librdkafka-dev libssl-dev libjansson-dev libpcre2-dev libhyperscan-dev libcurl4-openssl-dev openssl
   postgresql postgresql-contrib kcat maven openjdk-17-jre-headless
   softhsm2 opensc libp11-kit-dev
   python3 python3-venv nodejs npm curl procps psmisc wrk
