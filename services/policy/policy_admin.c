@@ -37,7 +37,7 @@ static const char SQL_CREATE[] =
     "INSERT INTO policies (id, tenant_id, name, current_version) VALUES ($1, $2, $3, 1)";
 static const char SQL_VERSION_INSERT[] =
     "INSERT INTO policy_versions (policy_id, version, document, digest, diff, created_by) "
-    "VALUES ($1, $2::int, $3, $4, $5::jsonb, $6)";
+    "VALUES ($1, $2::int, $3, $4, $5::text::jsonb, $6)";
 static const char SQL_LIST[] =
     "SELECT p.id, p.name, p.current_version, to_char(p.created_at AT TIME ZONE 'UTC', "
     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), to_char(p.updated_at AT TIME ZONE 'UTC', "

@@ -38,9 +38,9 @@ static const char SQL_RESERVED_ALREADY[] = "SELECT 1 FROM budget_reservations WH
  * $9 price in, $10 price out */
 static const char SQL_RECORD[] =
     "INSERT INTO budget_reservations (request_id, scope, tok_window, day_window, month_window, tokens, "
-    "microusd, model, price_in, price_out) VALUES ($1, $2, $3::timestamptz, $4::timestamptz, "
-    "$5::timestamptz, "
-    "$6::bigint, $7::bigint, $8, $9::float8, $10::float8) ON CONFLICT (request_id) DO NOTHING";
+    "microusd, model, price_in, price_out) VALUES ($1, $2, $3::text::timestamptz, $4::text::timestamptz, "
+    "$5::text::timestamptz, "
+    "$6::bigint, $7::bigint, $8, $9::text::float8, $10::text::float8) ON CONFLICT (request_id) DO NOTHING";
 
 static const char SQL_SETTLE_TAKE[] =
     "UPDATE budget_reservations SET settled_at = now() WHERE request_id = $1 AND settled_at IS NULL "
@@ -49,7 +49,7 @@ static const char SQL_SETTLE_TAKE[] =
 
 /* $1 scope, $2 kind, $3 window, $4 delta */
 static const char SQL_ADJUST[] = "UPDATE budget_counters SET used = GREATEST(used + $4::bigint, 0) "
-                                 "WHERE scope = $1 AND kind = $2 AND window_start = $3::timestamptz";
+                                 "WHERE scope = $1 AND kind = $2 AND window_start = $3::text::timestamptz";
 
 int policy_budget_prepare(lk_db_t *db)
 {

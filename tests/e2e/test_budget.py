@@ -56,15 +56,17 @@ def key_with(stack, pid, **meta):
     return json.loads(stack.ctl(*args).stdout)
 
 
-def burst(bases, key, n, **kw):
-    """n requests at once, alternating between the edges; returns (successes, refusals with their codes)."""
+def burst(bases, key, n, latency_ms=0, **kw):
+    """n requests at once, alternating between the edges; returns (successes, refusals with their codes).
+    latency_ms holds every admitted request at the provider, so that none settles (and gives budget back)
+    before all have been decided."""
     start = threading.Barrier(n)
 
     def one(i):
         c = openai.OpenAI(base_url=bases[i % len(bases)], api_key=key, max_retries=0, timeout=30)
         start.wait()
         try:
-            c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"n{i}"}], **kw)
+            c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"[[mock latency_ms={latency_ms}]] n{i}"}], **kw)
             return "ok"
         except openai.RateLimitError as e:
             return e.response.json()["error"]["code"]
@@ -93,7 +95,7 @@ def test_spend_per_day_exactly_k_and_settled_to_real_usage(stack, tmp_path, seco
            "prices": {"mock-*": {"input_per_mtok": 0, "output_per_mtok": 10000}}}
     pol = policy(stack, tmp_path, doc)
     k = key_with(stack, pol["id"])
-    ok, refused = burst([stack.openai_base_url, second_edge], k["key"], 16, max_tokens=100)
+    ok, refused = burst([stack.openai_base_url, second_edge], k["key"], 16, latency_ms=2000, max_tokens=100)
     assert ok == 5, f"{ok} requests passed a budget that admits 5 (refusals: {refused})"
     assert set(refused) == {"budget_exceeded"}
     # settled: the mock's answers are ~3 tokens, so the day's counter drops far below the reserved 5 USD

@@ -653,6 +653,22 @@ void lk_policy_limits(const lk_policy_t *p, lk_policy_limits_t *out)
     if (p) *out = p->limits;
 }
 
+void jansson_free(void *p)
+{
+    json_malloc_t m;
+    json_free_t f;
+    json_get_alloc_funcs(&m, &f);
+    if (p) f(p);
+}
+
+char *json_dumps_malloc(const json_t *j, size_t flags)
+{
+    char *d = json_dumps(j, flags);
+    char *out = d ? strdup(d) : NULL;
+    jansson_free(d);
+    return out;
+}
+
 int lk_policy_price(const lk_policy_t *p, const char *model, double *in_per_mtok, double *out_per_mtok)
 {
     for (size_t i = 0; p && model && i < p->n_prices; i++)
@@ -948,7 +964,7 @@ static int eval_view(const lk_policy_t *p, const lk_policy_ctx_t *ctx, view_t *v
         int n = apply_spans(p, v, spans, k);
         if (n < 0) goto oom;
         r->redactions = n;
-        r->body = json_dumps(v->root, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_ENCODE_ANY);
+        r->body = json_dumps_malloc(v->root, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_ENCODE_ANY);
         if (!r->body) goto oom;
         r->body_len = strlen(r->body);
     }

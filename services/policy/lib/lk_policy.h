@@ -90,16 +90,16 @@ typedef struct {
 /* The outcome of one evaluation. Filled by the eval functions; release with
  * lk_policy_result_clear. */
 typedef struct {
-    lk_action_t action;    /* enforced: what the caller must do */
-    lk_action_t would;     /* the most restrictive action including dry-run rules (>= action) */
-    char rule_id[64];      /* rule behind `action` (or behind `would` if action is ALLOW/LOG); "" if none */
-    char message[256];     /* block message or hold reason from the rule; safe for the client */
-    int redactions;        /* spans masked */
-    char *body;            /* action REDACT: the rewritten body (valid JSON, malloc'd, NUL-terminated) */
+    lk_action_t action; /* enforced: what the caller must do */
+    lk_action_t would;  /* the most restrictive action including dry-run rules (>= action) */
+    char rule_id[64];   /* rule behind `action` (or behind `would` if action is ALLOW/LOG); "" if none */
+    char message[256];  /* block message or hold reason from the rule; safe for the client */
+    int redactions;     /* spans masked */
+    char *body;         /* action REDACT: the rewritten body (valid JSON, malloc'd, NUL-terminated) */
     size_t body_len;
     int64_t est_prompt_tokens; /* request side: estimated input tokens */
-    int64_t est_max_tokens;    /* request side: max output tokens (the request's limit, or the model default) */
-    int64_t est_microusd;      /* request side: maximum cost from the price table; -1 = no price known */
+    int64_t est_max_tokens; /* request side: max output tokens (the request's limit, or the model default) */
+    int64_t est_microusd;   /* request side: maximum cost from the price table; -1 = no price known */
 } lk_policy_result_t;
 void lk_policy_result_clear(lk_policy_result_t *r);
 
@@ -123,8 +123,8 @@ int lk_policy_eval_answer(const lk_policy_t *p, const lk_policy_ctx_t *ctx, cons
 typedef void (*lk_policy_emit_fn)(void *ud, const char *event, size_t event_len, const char *data,
                                   size_t data_len);
 enum { LK_PSTREAM_OK = 0, LK_PSTREAM_BLOCKED = 1, LK_PSTREAM_HOLD = 2, LK_PSTREAM_ERROR = -1 };
-lk_policy_stream_t *lk_policy_stream_new(const lk_policy_t *p, const lk_policy_ctx_t *ctx, lk_policy_emit_fn emit,
-                                         void *ud);
+lk_policy_stream_t *lk_policy_stream_new(const lk_policy_t *p, const lk_policy_ctx_t *ctx,
+                                         lk_policy_emit_fn emit, void *ud);
 int lk_policy_stream_feed(lk_policy_stream_t *s, const char *event, size_t event_len, const char *data,
                           size_t data_len);
 /* End of the upstream stream: flushes what the window still holds. */

@@ -135,6 +135,11 @@ const char *pii_regex(int pii);
 int pat_next(const lk_policy_t *p, int pi, const char *s, size_t len, size_t off, int partial,
              pcre2_match_data *md, size_t *a, size_t *b);
 int glob_any(const globs_t *g, const char *s);
+/* Frees what jansson allocated (json_dumps) with jansson's current free: the
+ * program may have installed its own allocator (lumkeyctl and the vault wipe). */
+void jansson_free(void *p);
+/* json_dumps into plain malloc memory (freed with free()). */
+char *json_dumps_malloc(const json_t *j, size_t flags);
 json_t *json_path_get(json_t *root, const char *path);
 void rule_label(const lk_policy_t *p, int pi, char *out, size_t outlen);
 

@@ -58,7 +58,7 @@ static void emit_json(lk_policy_stream_t *s, const char *event, json_t *j)
     char *d = json_dumps(j, JSON_PRESERVE_ORDER | JSON_COMPACT);
     if (!d) return;
     s->emit(s->ud, event, event ? strlen(event) : 0, d, strlen(d));
-    free(d);
+    jansson_free(d);
 }
 
 static int stop_with(lk_policy_stream_t *s, int code, const char *why)
@@ -607,7 +607,7 @@ static int msg_feed(lk_policy_stream_t *s, const char *event, size_t event_len, 
                         json_object_set_new(cb, "input", json_object());
                         if (append(&c->args, &c->args_len, &c->args_cap, d, strlen(d)))
                             rc = stop_with(s, LK_PSTREAM_ERROR, "out of memory");
-                        free(d);
+                        jansson_free(d);
                     }
                 }
             }
