@@ -51,6 +51,10 @@ static const route_t ROUTES[] = {
     {"/admin/v1/tokens", NULL, NULL, "POST", "tokens.create", EDGE_SVC_VAULT, 1, 1, "admin"},
     {"/admin/v1/tokens", NULL, NULL, "GET", "tokens.list", EDGE_SVC_VAULT, 0, 0, "admin"},
     {"/admin/v1/tokens/", "adm_", "/revoke", "POST", "tokens.revoke", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/holds", NULL, NULL, "GET", "holds.list", EDGE_SVC_APPROVAL, 0, 0, "approver"},
+    {"/admin/v1/holds/", "hold_", "", "GET", "holds.get", EDGE_SVC_APPROVAL, 0, 0, "approver"},
+    {"/admin/v1/holds/", "hold_", "/approve", "POST", "holds.approve", EDGE_SVC_APPROVAL, 0, 0, "approver"},
+    {"/admin/v1/holds/", "hold_", "/reject", "POST", "holds.reject", EDGE_SVC_APPROVAL, 0, 0, "approver"},
 };
 
 #define ADMIN_ID_MAX 64 /* prefix + alphanumerics */
