@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "approval.h"
+#include "approval_notify.h"
 #include "lk_log.h"
 #include "lk_util.h"
 #include "lk_worker.h"
@@ -71,12 +72,15 @@ approval_t *approval_new(const char *conninfo, int db_wait_ms, int statement_tim
     }
     if (lk_db_connect(self->db, db_wait_ms) != 0)
         lk_log_warn("database not reachable yet: holds answer UNAVAILABLE until it is");
+    self->notify = approval_notify_start(conninfo, statement_timeout_ms);
+    if (!self->notify) approval_destroy(&self);
     return self;
 }
 
 void approval_destroy(approval_t **self_p)
 {
     if (!self_p || !*self_p) return;
+    approval_notify_stop(&(*self_p)->notify);
     lk_db_destroy(&(*self_p)->db);
     free(*self_p);
     *self_p = NULL;

@@ -44,9 +44,11 @@ int approval_handle(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scr
 void approval_tick(void *ctx);
 
 /* --- shared between the modules of the worker ------------------------------ */
+struct approval_notify;
 struct approval {
     lk_db_t *db;
     approval_opts_t opts;
+    struct approval_notify *notify; /* the sender thread; signs / checks links */
 };
 
 typedef enum {

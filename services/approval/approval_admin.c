@@ -7,8 +7,11 @@
  *      holds.reject  obj = hold id, json {"reason"}     admin, approver
  *      holds.decide  json {"hold", "action": "approve"|"reject", "approver",
  *                    "approver_name", "reason"}         role "edge" only: the
- *                    edge's Slack / link endpoints, after they verified a
+ *                    edge's Slack endpoint, after it verified Slack's
  *                    signature (no admin token has that role)
+ *      holds.redeem_link json {"token"}                role "edge" only: a
+ *                    one-time approve / reject link; the worker checks its
+ *                    MAC and expiry (it holds the link key); approver "link"
  *
  *  A decision is taken once (409 already_decided after), never by the
  *  requester (403 self_approval), and records who decided. Answers are JSON
@@ -18,6 +21,7 @@
 #include <string.h>
 
 #include "approval.h"
+#include "approval_notify.h"
 #include "lk_worker.h"
 
 #define HOLD_JSON                                                                                            \
@@ -141,7 +145,7 @@ static int decide(approval_t *self, const lk_admin_req_t *q, lk_str_t id, int ap
 int approval_admin_handle(approval_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
     int is_edge = lk_str_eq(q->role, "edge");
-    int is_decide = lk_str_eq(q->op, "holds.decide");
+    int is_decide = lk_str_eq(q->op, "holds.decide") || lk_str_eq(q->op, "holds.redeem_link");
     int is_write = lk_str_eq(q->op, "holds.approve") || lk_str_eq(q->op, "holds.reject");
     if (is_decide ? !is_edge : !role_in(q->role, !is_write))
         return reply_err(rep, scratch, LK_ST_FORBIDDEN, "forbidden", "Your role cannot do this.");
@@ -184,6 +188,17 @@ int approval_admin_handle(approval_t *self, const lk_admin_req_t *q, lk_msg_t *r
                  ? reply_err(rep, scratch, LK_ST_BAD_REQUEST, "missing_id", "A hold id is needed.")
                  : decide(self, q, q->object_id, lk_str_eq(q->op, "holds.approve"), q->actor, NULL,
                           jget(body, "reason"), rep, scratch);
+    } else if (lk_str_eq(q->op, "holds.redeem_link")) {
+        char hold[64];
+        int approve = 0;
+        approval_link_rc_t lrc =
+            approval_link_verify(self->notify, lk_str(jget(body, "token")), hold, &approve);
+        if (lrc == LINK_EXPIRED)
+            rc = reply_err(rep, scratch, LK_ST_CONFLICT, "link_expired", "This link has expired.");
+        else if (lrc != LINK_OK)
+            rc = reply_err(rep, scratch, LK_ST_FORBIDDEN, "bad_link", "This link is not valid.");
+        else
+            rc = decide(self, q, lk_str(hold), approve, LK_STR_LIT("link"), NULL, "", rep, scratch);
     } else if (is_decide) {
         const char *hold = jget(body, "hold"), *action = jget(body, "action"), *by = jget(body, "approver");
         if (!*hold || !*by || (strcmp(action, "approve") && strcmp(action, "reject")))

@@ -5,12 +5,14 @@
  *  LUMKEY_DB_WAIT_MS, LUMKEY_DB_STATEMENT_TIMEOUT_MS,
  *  LUMKEY_APPROVAL_TIMEOUT_MS (300000: a HOLD without tmo),
  *  LUMKEY_APPROVAL_MAX_TIMEOUT_MS (3600000), LUMKEY_APPROVAL_ABANDON_MS
- *  (10000: a hold nobody polled for this long is abandoned).
+ *  (10000: a hold nobody polled for this long is abandoned); notifications:
+ *  see approval_notify.h (Slack, webhooks, one-time links).
  *
  *  The worker's idempotency cache is off: HOLD_WAIT polls repeat the same
  *  request and must see the current outcome, and HOLD is idempotent by
  *  itself (it joins the open hold).
  */
+#include <curl/curl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,13 +27,20 @@ static const char USAGE[] =
     "  LUMKEY_DB, LUMKEY_APPROVAL_ENDPOINT (ipc://$LUMKEY_RUN_DIR/approval.ipc),\n"
     "  LUMKEY_DB_WAIT_MS (10000), LUMKEY_DB_STATEMENT_TIMEOUT_MS (5000),\n"
     "  LUMKEY_APPROVAL_TIMEOUT_MS (300000), LUMKEY_APPROVAL_MAX_TIMEOUT_MS (3600000),\n"
-    "  LUMKEY_APPROVAL_ABANDON_MS (10000)\n";
+    "  LUMKEY_APPROVAL_ABANDON_MS (10000)\n"
+    "  LUMKEY_SLACK_API_BASE, LUMKEY_SLACK_BOT_TOKEN_FILE, LUMKEY_SLACK_CHANNEL,\n"
+    "  LUMKEY_APPROVAL_WEBHOOK_URL, LUMKEY_APPROVAL_WEBHOOK_SECRET_FILE,\n"
+    "  LUMKEY_APPROVAL_LINK_KEY_FILE, LUMKEY_APPROVAL_LINK_BASE, LUMKEY_APPROVAL_RETRY_BASE_MS (1000)\n";
 
 int main(int argc, char **argv)
 {
     lk_log_init("approval");
     if (sodium_init() < 0) {
         lk_log_error("libsodium failed to initialise");
+        return 1;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        lk_log_error("libcurl failed to initialise");
         return 1;
     }
     if (lk_config_has(argc, argv, "help")) {
@@ -66,5 +75,6 @@ int main(int argc, char **argv)
 cleanup:
     lk_worker_destroy(&worker);
     approval_destroy(&approval);
+    curl_global_cleanup();
     return rc;
 }
