@@ -48,7 +48,48 @@ typedef struct {
     edge_call_t *call;
     char rid[LK_RID_LEN + 1];
     int slack; /* answer in Slack's way (200 + text) rather than JSON errors */
+    const char *op;
+    char actor[48]; /* "slack:<user id>" or "link" */
+    char hold[64];
+    char source_ip[64];
 } pending_t;
+
+static void on_audit(void *data, const lk_msg_t *reply)
+{
+    (void)data;
+    if (!reply || reply->env.type != LK_MSG_AUDIT_REP)
+        lk_log(LK_LOG_ERROR, NULL, "audit did not confirm an approval event");
+}
+
+/* One "admin.holds.decide" / "admin.holds.redeem_link" event, like the admin API's: the approver (Slack user
+ * or "link") as actor, the hold as object, the outcome; refused signatures included. Fire and forget. */
+static void audit_decision(pending_t *x, int status, const char *code)
+{
+    char kind[64], event_id[LK_UUID_LEN + 1];
+    snprintf(kind, sizeof kind, "admin.%s", x->op);
+    lk_uuid_derive(event_id, x->rid, kind);
+    lk_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.env.type = LK_MSG_AUDIT;
+    m.env.rid = lk_str(x->rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    lk_audit_t *ev = &m.u.audit;
+    ev->event_id = lk_str(event_id);
+    ev->kind = lk_str(kind);
+    ev->time_ms = lk_now_ms();
+    ev->tenant = lk_str(g_tenant);
+    ev->key_id = lk_str(x->actor);
+    ev->user = lk_str(x->actor);
+    ev->source_ip = lk_str(x->source_ip);
+    ev->endpoint = lk_str(x->op);
+    ev->decision = lk_str(status < 400 ? "allow" : "deny");
+    ev->rule_id = lk_str(x->hold);
+    ev->http_status = status;
+    ev->prompt_tokens = ev->completion_tokens = ev->total_tokens = -1;
+    ev->error_code = lk_str(status < 400 ? "" : code);
+    if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_audit, NULL))
+        lk_log(LK_LOG_ERROR, x->rid, "audit unreachable: %s event not recorded", kind);
+}
 
 static void on_dispose(void *p)
 {
@@ -79,6 +120,11 @@ static void on_decided(void *data, const lk_msg_t *reply)
              : reply->env.type == LK_MSG_ADMIN_REP ? edge_http_status_of(reply->u.admin_rep.status)
              : reply->env.type == LK_MSG_ERROR     ? edge_http_status_of(reply->u.error.status)
                                                    : 500;
+    audit_decision(x, st,
+                   st == 409   ? "already_decided"
+                   : st == 403 ? "forbidden"
+                   : st == 404 ? "not_found"
+                               : "service_unavailable");
     const char *what = st == 200   ? "Done: the decision was recorded."
                        : st == 409 ? "This request was already decided, timed out, or the link expired."
                        : st == 403 ? "You cannot decide this request (your own request, or a bad link)."
@@ -205,7 +251,9 @@ int edge_slack_on_req(h2o_handler_t *handler, h2o_req_t *req)
     memset(x, 0, sizeof *x);
     x->req = req;
     x->slack = 1;
+    x->op = "holds.decide";
     lk_rid_new(x->rid);
+    edge_http_peer(req, x->source_ip, sizeof x->source_ip);
     if (!g_secret) {
         edge_http_send_error(req, 404, x->rid, NULL, "not_found", "Slack interactivity is not configured.");
         return 0;
@@ -221,6 +269,8 @@ int edge_slack_on_req(h2o_handler_t *handler, h2o_req_t *req)
     }
     if (!slack_verified(req)) { /* before looking at the body */
         lk_log(LK_LOG_WARN, x->rid, "Slack request refused: bad or stale signature");
+        snprintf(x->actor, sizeof x->actor, "slack");
+        audit_decision(x, 401, "invalid_signature");
         edge_http_send_error(req, 401, x->rid, NULL, "invalid_signature",
                              "The Slack signature is not valid.");
         return 0;
@@ -243,6 +293,8 @@ int edge_slack_on_req(h2o_handler_t *handler, h2o_req_t *req)
     }
     char approver[48];
     snprintf(approver, sizeof approver, "slack:%s", uid);
+    snprintf(x->actor, sizeof x->actor, "%s", approver);
+    snprintf(x->hold, sizeof x->hold, "%s", hold);
     json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "hold", hold, "action", approve ? "approve" : "reject",
                              "approver", approver, "approver_name", uname && id_like(uname, 64) ? uname : "");
     json_decref(p);
@@ -257,7 +309,10 @@ int edge_links_on_req(h2o_handler_t *handler, h2o_req_t *req)
     pending_t *x = h2o_mem_alloc_shared(&req->pool, sizeof *x, on_dispose);
     memset(x, 0, sizeof *x);
     x->req = req;
+    x->op = "holds.redeem_link";
+    snprintf(x->actor, sizeof x->actor, "link");
     lk_rid_new(x->rid);
+    edge_http_peer(req, x->source_ip, sizeof x->source_ip);
     static const char PREFIX[] = "/approvals/v1/links/";
     size_t pl = sizeof PREFIX - 1, n = req->path_normalized.len;
     char token[201];
@@ -286,6 +341,8 @@ int edge_links_on_req(h2o_handler_t *handler, h2o_req_t *req)
         edge_http_send_error(req, 405, x->rid, NULL, "method_not_allowed", "GET or POST only.");
         return 0;
     }
+    size_t hl = strcspn(token, ".");
+    if (hl < sizeof x->hold) memcpy(x->hold, token, hl); /* the hold the link names (checked by the worker) */
     call_approval(x, "holds.redeem_link", "link", json_pack("{s:s}", "token", token));
     return 0;
 }

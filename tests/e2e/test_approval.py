@@ -148,6 +148,17 @@ def test_slack_message_and_signed_decision(stack, env):
                             hid in json.dumps(c["body"])], what="chat.update")[0]
     assert not upd["problems"], upd["problems"]
     assert "Approved" in json.dumps(upd["body"]) and "slack:U0BOB" in json.dumps(upd["body"])
+    # audited like the admin API: the approver as actor, the hold as object; the refused signatures too
+    def audit_rows():
+        with stack.db().cursor() as cur:
+            cur.execute("SELECT user_id, decision, http_status, error_code FROM audit_events "
+                        "WHERE kind = 'admin.holds.decide' AND (rule_id = %s OR user_id = 'slack') "
+                        "ORDER BY time", (hid,))
+            return cur.fetchall()
+    rows = wait_for(lambda: [r for r in audit_rows() if r["http_status"] == 200] and audit_rows(),
+                    what="audit of the Slack decision")
+    assert {"user_id": "slack:U0BOB", "decision": "allow", "http_status": 200, "error_code": None} in rows
+    assert sum(1 for r in rows if r["http_status"] == 401 and r["error_code"] == "invalid_signature") >= 3
     # a replayed click changes nothing
     st, _, body = post_slack(stack, click(hid, "lumkey_reject"))
     assert st == 200 and b"already decided" in body
@@ -208,6 +219,10 @@ def test_one_time_links(stack, env):
     st, _, _ = http("POST", stack.api_base + reject, b"")
     assert st == 409
     assert lkhold(stack, "wait", hid) == ["approved", "link"]
+    with stack.db().cursor() as cur:
+        cur.execute("SELECT http_status FROM audit_events WHERE kind = 'admin.holds.redeem_link' AND rule_id = %s",
+                    (hid,))
+        assert sorted(r["http_status"] for r in cur.fetchall()) == [200, 403, 409, 409]
 
 
 def test_admin_api_and_ctl(stack):
