@@ -242,3 +242,29 @@ def test_admin_api_and_ctl(stack):
     # the admin API needs a token
     st, _, _ = http("GET", stack.admin_base + "/admin/v1/holds")
     assert st == 401
+
+
+def test_outbox_survives_worker_restart(stack, env):
+    """A webhook that could not be delivered yet is delivered by the restarted worker, same webhook-id."""
+    _, hooks, _ = env
+    hooks.fail_first = 1000
+    try:
+        hid = open_hold(stack)
+
+        def mine():
+            return [d for d in hooks.deliveries if hid.encode() in d["body"] and b"hold.created" in d["body"]]
+
+        wait_for(lambda: len(mine()) >= 2, timeout=20, what="two failed attempts")
+        stack.kill_service("approval")  # kill -9, mid-retries
+    finally:
+        hooks.fail_first = 0
+    before = len(mine())
+    stack.start_service("approval")
+    assert lkhold(stack, "wait", hid) == ["pending"]  # the hold survived too
+    got = wait_for(lambda: len(mine()) > before and mine(), timeout=30, what="delivery after restart")
+    assert len({d["headers"]["webhook-id"] for d in got}) == 1
+    assert verify_standard_webhook(WEBHOOK_SECRET, got[-1]["headers"], got[-1]["body"])
+    q = ("SELECT status FROM hold_deliveries WHERE hold_id = %s AND channel = 'webhook' "
+         "AND event = 'hold.created'")
+    with stack.db().cursor() as cur:
+        wait_for(lambda: cur.execute(q, (hid,)).fetchone()["status"] == "delivered", what="the row delivered")
