@@ -268,3 +268,15 @@ def test_outbox_survives_worker_restart(stack, env):
          "AND event = 'hold.created'")
     with stack.db().cursor() as cur:
         wait_for(lambda: cur.execute(q, (hid,)).fetchone()["status"] == "delivered", what="the row delivered")
+
+
+def test_ctl_watch(stack):
+    """holds list --watch redraws until interrupted."""
+    from lkstack import binary
+    env = stack._tool_env(LUMKEY_ADDR=stack.admin_base, LUMKEY_TOKEN=stack.admin_token)
+    p = subprocess.Popen([str(binary("ctl", stack.build_dir)), "holds", "list", "--watch"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(3.0)
+    p.terminate()
+    out, _ = p.communicate(timeout=10)
+    assert out.decode().count("--- holds at ") >= 2 and "STATUS" in out.decode()
