@@ -21,6 +21,7 @@
  *      lumkeyctl policy update ID --file F
  *      lumkeyctl policy list | get ID | versions ID
  *      lumkeyctl policy default ID|none
+ *      lumkeyctl holds list [--status S] [--watch] | show ID | approve ID [--reason R] | reject ID --reason R
  *
  *  Address: --addr or LUMKEY_ADDR (default http://127.0.0.1:8081). Admin
  *  token: LUMKEY_TOKEN or --token-file F, never argv (argv shows in ps).
@@ -44,30 +45,10 @@
 
 #include "ctl_audit.h"
 #include "ctl_http.h"
+#include "ctl.h"
 #include "ctl_out.h"
 #include "lk_buf.h"
 #include "lk_policy.h"
-
-#define CTL_DEFAULT_ADDR "http://127.0.0.1:8081"
-#define CTL_MAX_OPTS     64
-#define CTL_MAX_SECRET   (64u << 10)
-
-enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
-
-typedef struct {
-    const char *name; /* without the leading "--" */
-    const char *value;
-} opt_t;
-
-typedef struct {
-    const char *words[8]; /* command words, e.g. "keys", "create" */
-    size_t nwords;
-    opt_t opts[CTL_MAX_OPTS];
-    size_t nopts;
-    char addr[1024];
-    int json;
-    lk_buf_t token; /* secure, NUL-terminated; empty: none */
-} ctl_t;
 
 static const char usage_text[] =
     "usage: lumkeyctl [--addr URL] [--format table|json] [--token-file F] <command>\n"
@@ -104,14 +85,17 @@ static const char usage_text[] =
     "  policy default ID|none               the tenant's default policy (keys without their own)\n"
     "  keys create/update ... --policy ID|none   attach a policy to a key\n"
     "  audit query|tail|export|verify|settings|status   the audit trail (lumkeyctl audit --help)\n"
+    "  holds list [--status pending|approved|rejected|timed_out|abandoned] [--watch]\n"
+    "  holds show ID\n"
+    "  holds approve ID [--reason R]\n"
+    "  holds reject ID --reason R\n"
     "  help\n"
     "\n"
     "environment:\n"
     "  LUMKEY_ADDR    edge admin address (default " CTL_DEFAULT_ADDR ")\n"
     "  LUMKEY_TOKEN   admin token (or --token-file F; never on the command line)\n";
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
+int usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -131,7 +115,7 @@ static int is_flag(const char *name, const char *const *set)
     return 0;
 }
 
-static const char *const bool_flags[] = {"api-key-stdin", "allow-private", "help", "default", NULL};
+static const char *const bool_flags[] = {"api-key-stdin", "allow-private", "help", "default", "watch", NULL};
 static const char *const secret_flags[] = {"token", "api-key", "key", "admin-token", NULL};
 
 /* Splits argv into command words and --name value options (anywhere). */
@@ -175,7 +159,7 @@ static int parse_argv(ctl_t *c, int argc, char **argv)
 }
 
 /* The last value of --name, or NULL. */
-static const char *opt(const ctl_t *c, const char *name)
+const char *opt(const ctl_t *c, const char *name)
 {
     const char *v = NULL;
     for (size_t i = 0; i < c->nopts; i++)
@@ -186,7 +170,7 @@ static const char *opt(const ctl_t *c, const char *name)
 static const char *const global_flags[] = {"addr", "format", "token-file", "help", NULL};
 
 /* Rejects options the command does not know. */
-static int check_opts(const ctl_t *c, const char *const *allowed)
+int check_opts(const ctl_t *c, const char *const *allowed)
 {
     for (size_t i = 0; i < c->nopts; i++)
         if (!is_flag(c->opts[i].name, global_flags) && !(allowed && is_flag(c->opts[i].name, allowed)))
@@ -285,7 +269,7 @@ static int configure(ctl_t *c)
     return EXIT_OK;
 }
 
-static int load_token(ctl_t *c)
+int load_token(ctl_t *c)
 {
     const char *file = opt(c, "token-file");
     if (file) return read_secret_file(file, "token file", &c->token) == 0 ? EXIT_OK : EXIT_FAIL;
@@ -328,8 +312,8 @@ static void print_http_error(const ctl_t *c, const ctl_http_response_t *res, jso
 
 /* One admin call. On success *out holds the parsed body (caller decrefs) and
  * the raw body stays in res for --format json. Returns an exit code. */
-static int admin_call(ctl_t *c, const char *method, const char *path, json_t *req, ctl_http_response_t *res,
-                      json_t **out)
+int admin_call(ctl_t *c, const char *method, const char *path, json_t *req, ctl_http_response_t *res,
+               json_t **out)
 {
     *out = NULL;
     char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
@@ -358,7 +342,7 @@ static int admin_call(ctl_t *c, const char *method, const char *path, json_t *re
     return EXIT_OK;
 }
 
-static void print_raw(const ctl_http_response_t *res)
+void print_raw(const ctl_http_response_t *res)
 {
     fwrite(res->body.data, 1, res->body.len, stdout);
     if (res->body.len == 0 || res->body.data[res->body.len - 1] != '\n') fputc('\n', stdout);
@@ -471,7 +455,7 @@ static int cmd_providers_create(ctl_t *c)
     return rc;
 }
 
-static int cmd_list(ctl_t *c, const char *path, const ctl_column_t *cols, size_t ncols)
+int cmd_list(ctl_t *c, const char *path, const ctl_column_t *cols, size_t ncols)
 {
     if (check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
     int rc = load_token(c);
@@ -620,7 +604,7 @@ static int cmd_keys_create(ctl_t *c)
 
 /* The id word of `keys get ID` etc.: prefix + letters and digits only (it
  * goes into the URL path). NULL after a usage message. */
-static const char *object_id(const ctl_t *c, const char *prefix)
+const char *object_id(const ctl_t *c, const char *prefix)
 {
     const char *id = c->nwords > 2 ? c->words[2] : NULL;
     if (id == NULL) {
@@ -640,7 +624,7 @@ static const char *object_id(const ctl_t *c, const char *prefix)
 }
 
 /* One call on one object; shows the answer (or its "key" member) as an object. */
-static int object_call(ctl_t *c, const char *method, const char *path, json_t *req, const char *const *fields)
+int object_call(ctl_t *c, const char *method, const char *path, json_t *req, const char *const *fields)
 {
     int rc = load_token(c);
     if (rc != EXIT_OK) return rc;
@@ -1235,7 +1219,8 @@ static int dispatch(ctl_t *c)
     if (rc != EXIT_OK) return rc;
     if (strcmp(a, "policy") == 0) return dispatch_policy(c, b);
     int with_id = b && (strcmp(b, "get") == 0 || strcmp(b, "update") == 0 || strcmp(b, "rotate") == 0 ||
-                        strcmp(b, "revoke") == 0 || strcmp(b, "replace-credential") == 0);
+                        strcmp(b, "revoke") == 0 || strcmp(b, "replace-credential") == 0 ||
+                        strcmp(b, "show") == 0 || strcmp(b, "approve") == 0 || strcmp(b, "reject") == 0);
     size_t want = strcmp(a, "status") == 0 ? 1 : with_id ? 3 : 2;
     if (c->nwords > want) return usage_error("unexpected argument '%s'", c->words[want]);
     if (strcmp(a, "status") == 0) return cmd_status(c);
@@ -1253,6 +1238,7 @@ static int dispatch(ctl_t *c)
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "create") == 0) return cmd_tokens_create(c);
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "list") == 0) return cmd_tokens_list(c);
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "revoke") == 0) return cmd_tokens_revoke(c);
+    if (strcmp(a, "holds") == 0) return ctl_holds(c, b);
     int group = strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0 || strcmp(a, "tokens") == 0;
     if (group && b == NULL)
         return usage_error("'%s' needs a subcommand: %s", a,

@@ -69,6 +69,10 @@ static const route_t ROUTES[] = {
     {"/admin/v1/audit/checkpoint", NULL, NULL, "POST", "audit.checkpoint", EDGE_SVC_AUDIT, 0, 0, "admin"},
     {"/admin/v1/audit/retention", NULL, NULL, "POST", "audit.retention", EDGE_SVC_AUDIT, 0, 0, "admin"},
     {"/admin/v1/audit/export", NULL, NULL, "GET", "audit.export", EDGE_SVC_AUDIT, 0, 0, "auditor"},
+    {"/admin/v1/holds", NULL, NULL, "GET", "holds.list", EDGE_SVC_APPROVAL, 0, 0, "approver"},
+    {"/admin/v1/holds/", "hold_", "", "GET", "holds.get", EDGE_SVC_APPROVAL, 0, 0, "approver"},
+    {"/admin/v1/holds/", "hold_", "/approve", "POST", "holds.approve", EDGE_SVC_APPROVAL, 0, 0, "approver"},
+    {"/admin/v1/holds/", "hold_", "/reject", "POST", "holds.reject", EDGE_SVC_APPROVAL, 0, 0, "approver"},
 };
 
 #define ADMIN_ID_MAX 64 /* prefix + alphanumerics */

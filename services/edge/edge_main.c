@@ -18,6 +18,7 @@
 
 #include "edge.h"
 #include "edge_http.h"
+#include "edge_slack.h"
 #include "edge_upstream.h"
 #include "lk_log.h"
 #include "lk_util.h"
@@ -138,7 +139,7 @@ int main(int argc, char **argv)
     static listener_t api, admin;
     g_edge = &edge;
     lk_log_init("edge");
-    if (sodium_init() < 0 || edge_config_load(&edge.cfg, argc, argv) != 0) return 2;
+    if (sodium_init() < 0 || edge_config_load(&edge.cfg, argc, argv) != 0 || edge_slack_init() != 0) return 2;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
@@ -146,7 +147,11 @@ int main(int argc, char **argv)
     /* h2o buffers bodies up to this; our own limit answers in OpenAI's shape below it */
     size_t entity_limit = edge.cfg.max_body_bytes * 2 + 65536;
     edge.loop = h2o_evloop_create();
-    static const route_t API_ROUTES[] = {{"/v1/", edge_chat_on_req}, HEALTH_ROUTES, {NULL, NULL}};
+    static const route_t API_ROUTES[] = {{"/v1/", edge_chat_on_req},
+                                         {"/slack/interactivity", edge_slack_on_req},
+                                         {"/approvals/v1/links/", edge_links_on_req},
+                                         HEALTH_ROUTES,
+                                         {NULL, NULL}};
     static const route_t ADMIN_ROUTES[] = {
         {"/admin/", edge_admin_on_req}, {"/metrics", edge_metrics_on_req}, HEALTH_ROUTES, {NULL, NULL}};
     init_listener(&api, edge.loop, entity_limit, API_ROUTES);
