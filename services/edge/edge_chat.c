@@ -59,18 +59,23 @@ typedef struct {
     const char *policy_id, *rule_id, *decision;
     int64_t policy_version;
     char key_agent[128], team[128]; /* from the key's metadata (policy) */
-    int answer_rules;             /* the policy inspects answers: wait for it before forwarding */
-    int reserved;                 /* policy reserved budget: SETTLE when the request ends */
-    edge_policy_ref_t *pol;       /* the compiled policy (answer side), held until dispose */
-    edge_policy_wait_t *pol_wait; /* while it loads */
-    lk_policy_stream_t *pstream;  /* the streamed answer's filter */
-    int policy_blocked;           /* the filter ended the stream */
+    int answer_rules;               /* the policy inspects answers: wait for it before forwarding */
+    int reserved;                   /* policy reserved budget: SETTLE when the request ends */
+    edge_policy_ref_t *pol;         /* the compiled policy (answer side), held until dispose */
+    edge_policy_wait_t *pol_wait;   /* while it loads */
+    lk_policy_stream_t *pstream;    /* the streamed answer's filter */
+    int policy_blocked;             /* the filter ended the stream */
     /* a held request: polled until decided; streams get SSE keep-alives meanwhile */
     char hold_id[64];
     int64_t hold_exp_ms;
     unsigned hold_polls;
     h2o_timeout_entry_t hold_timer;
-    int early_sse;        /* the SSE response was started while held */
+    int early_sse; /* the SSE response was started while held */
+    /* an answer held by policy (a tool call, or text): events kept until a human decides */
+    int answer_hold;    /* 1 while held */
+    lk_buf_t held_q;    /* [u32 event len][event][u32 data len][data]... from the one that held */
+    int up_ended;       /* the provider finished while the answer was held */
+    const char *up_err; /* how it finished */
     /* accept + credential, in parallel */
     int accept_done, cred_done;
     lk_buf_t cred_head; /* secret: the provider auth header line */
@@ -345,13 +350,36 @@ static void on_policy_emit(void *ud, const char *event, size_t event_len, const 
         lk_log(LK_LOG_ERROR, c->rid, "out of memory relaying a filtered event");
 }
 
+static int open_answer_hold(chat_t *c);
+
+/* Keeps an event while the answer is held (bounded by the response limit). */
+static int keep_event(chat_t *c, const char *event, size_t event_len, const char *data, size_t data_len)
+{
+    uint32_t el = (uint32_t)event_len, dl = (uint32_t)data_len;
+    if (c->held_q.len + event_len + data_len + 8 > g_edge->cfg.max_response_bytes) {
+        c->sse.error = "the held answer grew beyond the response limit";
+        return -1;
+    }
+    if (lk_buf_append(&c->held_q, &el, 4) != 0 || (el && lk_buf_append(&c->held_q, event, el) != 0) ||
+        lk_buf_append(&c->held_q, &dl, 4) != 0 || (dl && lk_buf_append(&c->held_q, data, dl) != 0)) {
+        c->sse.error = "out of memory keeping the held answer";
+        return -1;
+    }
+    return 0;
+}
+
 /* One event through the answer-side policy. A block ends the stream: the
  * filter has emitted the error event; nothing more is relayed. */
 static int policy_feed(chat_t *c, const char *event, size_t event_len, const char *data, size_t data_len)
 {
+    if (c->answer_hold) return keep_event(c, event, event_len, data, data_len);
     int rc = lk_policy_stream_feed(c->pstream, event, event_len, data, data_len);
     if (rc == LK_PSTREAM_OK) return 0;
-    if (rc == LK_PSTREAM_BLOCKED || rc == LK_PSTREAM_HOLD) {
+    if (rc == LK_PSTREAM_HOLD) {
+        if (keep_event(c, event, event_len, data, data_len) != 0) return -1;
+        return open_answer_hold(c) == 0 ? 0 : -1;
+    }
+    if (rc == LK_PSTREAM_BLOCKED) {
         const lk_policy_result_t *r = lk_policy_stream_result(c->pstream);
         c->policy_blocked = 1;
         c->decision = "block";
@@ -548,6 +576,11 @@ static void up_on_done(void *data, const char *err, int before_head)
     chat_t *c = data;
     c->up = NULL;
     if (c->streaming) {
+        if (c->answer_hold) { /* finished while a human looks at the answer: ends once decided */
+            c->up_ended = 1;
+            c->up_err = err ? "error" : NULL;
+            return;
+        }
         if (c->pstream && !err && lk_policy_stream_finish(c->pstream) == LK_PSTREAM_BLOCKED) {
             c->policy_blocked = 1;
             c->decision = "block";
@@ -594,7 +627,17 @@ static void up_on_done(void *data, const char *err, int before_head)
         lk_policy_ctx_t ctx = answer_ctx(c);
         int rc =
             lk_policy_eval_answer(edge_policy_get(c->pol), &ctx, (const char *)c->resp.data, c->resp.len, &r);
-        if (rc != 0 || r.action == LK_ACT_BLOCK || r.action == LK_ACT_HOLD) {
+        if (rc == 0 && r.action == LK_ACT_HOLD) { /* a human decides; the answer waits in c->resp */
+            c->rule_id = pool_str(c, lk_str(r.rule_id));
+            lk_policy_result_clear(&r);
+            if (open_answer_hold(c) != 0) {
+                c->answer_hold = 0;
+                fail_after_accept(c, 503, "service_unavailable",
+                                  "The answer needs approval and the approval service is unavailable.");
+            }
+            return;
+        }
+        if (rc != 0 || r.action == LK_ACT_BLOCK) {
             c->decision = "block";
             c->rule_id = pool_str(c, lk_str(r.rule_id));
             char msg[300];
@@ -833,11 +876,150 @@ static void on_hold_timer(h2o_timeout_entry_t *entry)
 {
     chat_t *c = H2O_STRUCT_FROM_MEMBER(chat_t, hold_timer, entry);
     c->hold_polls++;
-    if (c->early_sse && c->hold_polls % (HOLD_KEEPALIVE_MS / HOLD_POLL_MS) == 0) {
+    if ((c->early_sse || c->streaming) && c->hold_polls % (HOLD_KEEPALIVE_MS / HOLD_POLL_MS) == 0) {
         static const char KEEP[] = ": keep-alive\n\n";
         if (append(&c->pending, KEEP, sizeof KEEP - 1) == 0) chat_flush(c);
     }
     send_hold_wait(c);
+}
+
+/* A policy held the model's answer (a tool call, or its text): ask a human.
+ * The stream (if any) stays open with keep-alives; events are kept. 0 / -1. */
+static int open_answer_hold(chat_t *c)
+{
+    const char *args = NULL;
+    size_t args_len = 0;
+    const char *tool = c->pstream ? lk_policy_stream_held_call(c->pstream, &args, &args_len) : NULL;
+    json_t *whole = NULL; /* a whole answer: its first tool call, for the approvers */
+    if (!c->pstream && (whole = json_loadb((const char *)c->resp.data, c->resp.len, 0, NULL))) {
+        json_t *call = json_array_get(
+            json_object_get(json_object_get(json_array_get(json_object_get(whole, "choices"), 0), "message"),
+                            "tool_calls"),
+            0);
+        json_t *fn = json_object_get(call, "function");
+        if (fn) {
+            tool = json_string_value(json_object_get(fn, "name"));
+            args = json_string_value(json_object_get(fn, "arguments"));
+        } else { /* Anthropic: the first tool_use block */
+            size_t i;
+            json_t *blk;
+            json_array_foreach(json_object_get(whole, "content"), i,
+                               blk) if (!tool && json_is_string(json_object_get(blk, "name"))) tool =
+                json_string_value(json_object_get(blk, "name"));
+        }
+        args_len = args ? strlen(args) : 0;
+    }
+    const lk_policy_result_t *r = c->pstream ? lk_policy_stream_result(c->pstream) : NULL;
+    lk_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.env.type = LK_MSG_HOLD;
+    m.env.rid = lk_str(c->rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    m.u.hold.tenant = lk_str(c->tenant);
+    m.u.hold.key_id = lk_str(c->key_id);
+    /* an approval covers exactly this answer: the request, the tool and its arguments */
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof m.u.hold.digest);
+    crypto_generichash_update(&st, (const uint8_t *)c->fwd_body.base, c->fwd_body.len);
+    if (tool) crypto_generichash_update(&st, (const uint8_t *)tool, strlen(tool) + 1);
+    if (args_len) crypto_generichash_update(&st, (const uint8_t *)args, args_len);
+    if (!tool) crypto_generichash_update(&st, c->resp.data ? c->resp.data : (const uint8_t *)"", c->resp.len);
+    crypto_generichash_final(&st, m.u.hold.digest, sizeof m.u.hold.digest);
+    m.u.hold.policy_id = lk_str(c->policy_id);
+    m.u.hold.policy_version = c->policy_version;
+    m.u.hold.rule_id = lk_str(r && r->rule_id[0] ? r->rule_id : c->rule_id);
+    m.u.hold.reason = lk_str(r && r->message[0] ? r->message : "The model's answer needs a human decision.");
+    m.u.hold.timeout_ms = (int64_t)g_edge->cfg.hold_timeout_ms;
+    m.u.hold.kind = LK_STR_LIT("answer");
+    m.u.hold.user = lk_str(c->user);
+    m.u.hold.agent = lk_str(c->key_agent[0] ? c->key_agent : c->agent);
+    m.u.hold.model = lk_str(c->model);
+    m.u.hold.tool = lk_str(tool);
+    m.u.hold.excerpt = (lk_str_t){args, args_len > 300 ? 300 : args_len};
+    if (r && r->rule_id[0]) c->rule_id = pool_str(c, lk_str(r->rule_id));
+    c->answer_hold = 1;
+    c->hold_id[0] = '\0';
+    c->hold_polls = 0;
+    c->decision = "hold";
+    c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_APPROVAL, &m, on_hold, c);
+    json_decref(whole); /* the message was copied when sent */
+    if (!c->call) {
+        lk_log(LK_LOG_ERROR, c->rid, "approval unreachable: the held answer is withheld");
+        return -1;
+    }
+    lk_log(LK_LOG_INFO, c->rid, "the answer is held for approval");
+    return 0;
+}
+
+static void up_on_done(void *data, const char *err, int before_head);
+
+/* A human decided on a held answer. */
+static void answer_hold_decided(chat_t *c, lk_hold_outcome_t outcome, const char *reason)
+{
+    int approved = outcome == LK_HOLD_APPROVED || outcome == LK_HOLD_NO_HOLD;
+    c->answer_hold = 0;
+    if (h2o_timeout_is_linked(&c->hold_timer)) h2o_timeout_unlink(&c->hold_timer);
+    c->decision = approved ? "approved" : outcome == LK_HOLD_TIMED_OUT ? "timed_out" : "rejected";
+    if (!c->streaming) { /* a whole answer */
+        if (approved) {
+            c->http_status = c->upstream_status;
+            audit_close(c, "request.completed");
+            edge_http_send_json(c->req, c->upstream_status, c->rid, (const char *)c->resp.data, c->resp.len);
+        } else {
+            char msg[400];
+            snprintf(msg, sizeof msg, "%s%s%s",
+                     outcome == LK_HOLD_TIMED_OUT
+                         ? "The model's answer was held for approval and nobody approved it "
+                           "in time"
+                         : "A reviewer rejected the model's answer",
+                     reason[0] ? ": " : ".", reason);
+            fail_after_accept(c, 403, outcome == LK_HOLD_TIMED_OUT ? "approval_timed_out" : "answer_rejected",
+                              msg);
+        }
+        return;
+    }
+    if (!approved) {
+        lk_policy_stream_resume(c->pstream, 0,
+                                outcome == LK_HOLD_TIMED_OUT ? "nobody approved it in time" : reason);
+        c->error_code = outcome == LK_HOLD_TIMED_OUT ? "approval_timed_out" : "answer_rejected";
+        c->policy_blocked = 1;
+        lk_buf_free(&c->held_q);
+        if (c->up) {
+            edge_upstream_cancel(c->up);
+            c->up = NULL;
+        }
+        c->upstream_done = 1;
+        chat_flush(c);
+        return;
+    }
+    lk_policy_stream_resume(c->pstream, 1, NULL);
+    /* replay what arrived meanwhile, the event that held first; a new hold keeps the rest again */
+    lk_buf_t q = c->held_q;
+    lk_buf_init(&c->held_q, 0);
+    for (size_t off = 0; off + 8 <= q.len && !c->policy_blocked;) {
+        uint32_t el, dl;
+        memcpy(&el, q.data + off, 4);
+        const char *ev = (const char *)q.data + off + 4;
+        memcpy(&dl, q.data + off + 4 + el, 4);
+        const char *d = (const char *)q.data + off + 8 + el;
+        off += 8 + el + dl;
+        if (policy_feed(c, el ? ev : NULL, el, d, dl) != 0 && !c->answer_hold) {
+            if (!c->policy_blocked)
+                stream_error(c, "upstream_malformed_stream", c->sse.error ? c->sse.error : "?");
+            c->upstream_done = 1;
+            if (c->up) {
+                edge_upstream_cancel(c->up);
+                c->up = NULL;
+            }
+            break;
+        }
+    }
+    lk_buf_free(&q);
+    if (!c->answer_hold && c->up_ended && !c->upstream_done) {
+        up_on_done(c, c->up_err, 0);
+        return;
+    }
+    chat_flush(c);
 }
 
 /* HOLD_REP (opened or joined) and HOLD_WAIT_REP (polled) alike. */
@@ -860,6 +1042,10 @@ static void on_hold(void *data, const lk_msg_t *reply)
     if (h->approver.len) lk_str_copy(c->approver, sizeof c->approver, h->approver);
     char reason[300];
     lk_str_copy(reason, sizeof reason, h->reason);
+    if (c->answer_hold && h->outcome != LK_HOLD_PENDING) {
+        answer_hold_decided(c, h->outcome, reason);
+        return;
+    }
     switch (h->outcome) {
     case LK_HOLD_NO_HOLD:
         c->decision = "hold"; /* nothing held after all (the approval service has no queue for it) */
@@ -888,7 +1074,7 @@ static void on_hold(void *data, const lk_msg_t *reply)
                 h->expires_ms ? h->expires_ms : lk_now_ms() + (int64_t)g_edge->cfg.hold_timeout_ms;
             lk_log(LK_LOG_INFO, c->rid, "held for approval as %s", c->hold_id);
             c->hold_timer.cb = on_hold_timer;
-            if (c->stream && c->api->streams) start_held_stream(c);
+            if (c->stream && c->api->streams && !c->answer_hold) start_held_stream(c);
         }
         if (!g_hold_poll_ready) {
             h2o_timeout_init(g_edge->loop, &g_hold_poll, HOLD_POLL_MS);
@@ -1106,6 +1292,7 @@ static void on_dispose(void *p)
     lk_policy_stream_free(&c->pstream);
     edge_policy_release(&c->pol);
     lk_buf_free(&c->cred_head);
+    lk_buf_free(&c->held_q);
     lk_buf_free(&c->resp);
     lk_buf_free(&c->pending);
     lk_buf_free(&c->inflight);

@@ -30,7 +30,9 @@ CHANNEL = "C0HOLDS"
 HOLD_TIMEOUT_MS = 6000
 
 POLICY = {"rules": [{"id": "wire-transfers", "when": {"text": {"regex": ["(?i)wire transfer"]}},
-                     "action": "hold", "message": "Payments need a human."}]}
+                     "action": "hold", "message": "Payments need a human."},
+                    {"id": "hold-deletes", "on": "answer", "when": {"tool": {"name": ["delete_*"]}},
+                     "action": "hold", "message": "Destructive tool calls need a human."}]}
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +205,49 @@ def test_a_retry_joins_the_hold_and_streams_get_keepalives(stack, held_key):
     assert "error" not in out1 and "error" not in out2, (out1, out2)
     assert raw["status"] == 200 and raw["body"].startswith(": held for approval")
     assert "data: [DONE]" in raw["body"]
+
+
+def decide_when_pending(stack, action, reason=None, kind="answer"):
+    hold = wait_for(lambda: [h for h in pending_holds(stack) if h.get("kind", kind) == kind],
+                    what=f"a pending {kind} hold")[0]
+    args = ["holds", action, hold["id"]] + (["--reason", reason] if reason else [])
+    stack.ctl(*args)
+    return hold
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_held_tool_call_in_the_answer_approved(stack, held_key, stream):
+    client = stack.client(api_key=held_key["key"], max_retries=0, timeout=30)
+
+    def call():
+        r = client.chat.completions.create(model=MODEL, stream=stream, messages=[
+            {"role": "user", "content": f"[[mock tool=delete_user chunks=3]] {marker()} remove bob"}])
+        if not stream:
+            return [tc.function.name for tc in r.choices[0].message.tool_calls or []]
+        return [tc.function.name for ch in r for c in ch.choices for tc in (c.delta.tool_calls or []) if tc.function]
+    t, out = in_thread(call)
+    hold = decide_when_pending(stack, "approve")
+    assert hold.get("tool") in (None, "delete_user")
+    t.join(20)
+    assert "error" not in out, out.get("error")
+    assert "delete_user" in out["value"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_held_tool_call_in_the_answer_rejected(stack, held_key, stream):
+    client = stack.client(api_key=held_key["key"], max_retries=0, timeout=30)
+    seen = []
+
+    def call():
+        r = client.chat.completions.create(model=MODEL, stream=stream, messages=[
+            {"role": "user", "content": f"[[mock tool=delete_table chunks=3]] {marker()} drop it"}])
+        for ch in (r if stream else []):
+            seen.extend(tc for c in ch.choices for tc in (c.delta.tool_calls or []))
+        return r
+    t, out = in_thread(call)
+    decide_when_pending(stack, "reject", reason="never on prod")
+    t.join(20)
+    err = out.get("error")
+    assert isinstance(err, openai.APIError), out
+    assert "never on prod" in str(err) or "never on prod" in (err.body and json.dumps(err.body) or "")
+    assert not seen, "a rejected tool call reached the agent"

@@ -133,6 +133,17 @@ int lk_policy_stream_finish(lk_policy_stream_t *s);
 const lk_policy_result_t *lk_policy_stream_result(const lk_policy_stream_t *s);
 void lk_policy_stream_free(lk_policy_stream_t **s);
 
+/* After LK_PSTREAM_HOLD (a rule holds a tool call, or the answer text):
+ * the held call stays buffered and the stream is paused; the caller keeps
+ * the events that arrive meanwhile, including the one that returned HOLD.
+ * held_call: the held tool call's name and its raw arguments (NULL if the
+ * hold is on the text). resume(approved): emits the held call and continues
+ * (the caller then feeds the kept events again, the one that returned HOLD
+ * first); resume(rejected): emits one error event in the API's shape with
+ * the reviewer's reason and returns LK_PSTREAM_BLOCKED. */
+const char *lk_policy_stream_held_call(const lk_policy_stream_t *s, const char **args, size_t *args_len);
+int lk_policy_stream_resume(lk_policy_stream_t *s, int approved, const char *reason);
+
 /* The hold-back window in bytes of answer text (documented in docs/policy.md). */
 #define LK_POLICY_STREAM_WINDOW 256
 

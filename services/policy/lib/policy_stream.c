@@ -43,6 +43,8 @@ struct lk_policy_stream {
     tcall_t tc[SLOTS];
     json_t *tmpl; /* chat: the last chunk without choices/usage, for synthesized chunks */
     size_t answer_bytes;
+    tcall_t *held;      /* the tool call a HOLD rule stopped on, kept until lk_policy_stream_resume */
+    int holds_approved; /* a human approved the text-only holds seen so far */
 };
 
 static size_t buffered(const lk_policy_stream_t *s)
@@ -139,7 +141,8 @@ static int evaluate(lk_policy_stream_t *s, const vcall_t *call)
     combine(p, s->matched, &s->res);
     s->res.redactions = redactions;
     if (s->res.action == LK_ACT_BLOCK) return stop_with(s, LK_PSTREAM_BLOCKED, NULL);
-    if (s->res.action == LK_ACT_HOLD) return stop_with(s, LK_PSTREAM_HOLD, NULL);
+    if (s->res.action == LK_ACT_HOLD && !(s->holds_approved && !call))
+        return stop_with(s, LK_PSTREAM_HOLD, NULL);
     return LK_PSTREAM_OK;
 }
 
@@ -384,7 +387,10 @@ static int chat_judge(lk_policy_stream_t *s, tcall_t *c)
     char *args;
     size_t alen;
     rc = judge_call(s, c, &args, &alen);
-    if (rc == LK_PSTREAM_HOLD) return rc; /* the call stays buffered */
+    if (rc == LK_PSTREAM_HOLD) { /* the call stays buffered until a human decides */
+        s->held = c;
+        return rc;
+    }
     if (rc == LK_PSTREAM_OK) {
         json_t *fn = json_pack("{s:s,s:s%}", "name", c->name ? c->name : "", "arguments", args ? args : "",
                                args ? alen : 0);
@@ -548,7 +554,10 @@ static int msg_judge(lk_policy_stream_t *s, tcall_t *c)
     char *args;
     size_t alen;
     int rc = judge_call(s, c, &args, &alen);
-    if (rc == LK_PSTREAM_HOLD) return rc;
+    if (rc == LK_PSTREAM_HOLD) {
+        s->held = c;
+        return rc;
+    }
     if (rc == LK_PSTREAM_OK) {
         if (c->start) emit_json(s, "content_block_start", c->start);
         if (args && alen) {
@@ -751,4 +760,55 @@ void lk_policy_stream_free(lk_policy_stream_t **sp)
     free(s->res.body);
     free(s);
     *sp = NULL;
+}
+
+const char *lk_policy_stream_held_call(const lk_policy_stream_t *s, const char **args, size_t *args_len)
+{
+    if (!s || s->state != LK_PSTREAM_HOLD || !s->held) {
+        if (args) *args = NULL;
+        if (args_len) *args_len = 0;
+        return NULL;
+    }
+    if (args) *args = s->held->args;
+    if (args_len) *args_len = s->held->args_len;
+    return s->held->name ? s->held->name : "";
+}
+
+int lk_policy_stream_resume(lk_policy_stream_t *s, int approved, const char *reason)
+{
+    if (!s || s->state != LK_PSTREAM_HOLD) return s ? s->state : LK_PSTREAM_ERROR;
+    if (!approved) {
+        char m[320];
+        snprintf(m, sizeof m, "A reviewer rejected the model's %s%s%s", s->held ? "tool call" : "answer",
+                 reason && reason[0] ? ": " : ".", reason ? reason : "");
+        return stop_with(s, LK_PSTREAM_BLOCKED, m);
+    }
+    /* approved: the hold rules that matched need a new match to hold again (tool rules: another call) */
+    for (size_t i = 0; i < s->p->n_rules; i++)
+        if (s->p->rules[i].action == LK_ACT_HOLD && s->p->rules[i].has_tool) s->matched[i] = 0;
+    if (!s->held) s->holds_approved = 1;
+    s->state = LK_PSTREAM_OK;
+    s->res.action = LK_ACT_ALLOW;
+    tcall_t *c = s->held;
+    s->held = NULL;
+    if (!c) return LK_PSTREAM_OK;
+    /* emit the call as judged-allowed */
+    if (s->ctx.api == LK_API_MESSAGES) {
+        if (c->start) emit_json(s, "content_block_start", c->start);
+        if (c->args_len) {
+            json_t *j = json_pack("{s:s,s:i,s:{s:s,s:s%}}", "type", "content_block_delta", "index", c->key,
+                                  "delta", "type", "input_json_delta", "partial_json", c->args, c->args_len);
+            if (j) emit_json(s, "content_block_delta", j);
+            json_decref(j);
+        }
+    } else {
+        json_t *fn = json_pack("{s:s,s:s%}", "name", c->name ? c->name : "", "arguments",
+                               c->args ? c->args : "", c->args ? c->args_len : 0);
+        json_t *tcj = json_pack("{s:i,s:s,s:s,s:o}", "index", c->tindex, "id", c->id ? c->id : "", "type",
+                                "function", "function", fn);
+        chat_emit_choice(s, json_pack("{s:i,s:{s:[o]},s:n}", "index", c->key, "delta", "tool_calls", tcj,
+                                      "finish_reason"));
+    }
+    tcall_drop(c);
+    return LK_PSTREAM_OK;
 }
