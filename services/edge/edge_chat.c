@@ -856,6 +856,8 @@ static void start_held_stream(chat_t *c)
     if (append(&c->pending, HELD, sizeof HELD - 1) == 0) chat_flush(c);
 }
 
+static void answer_hold_decided(chat_t *c, lk_hold_outcome_t outcome, const char *reason);
+
 static void send_hold_wait(chat_t *c)
 {
     lk_msg_t m;
@@ -866,10 +868,16 @@ static void send_hold_wait(chat_t *c)
     m.u.hold_wait.tenant = lk_str(c->tenant);
     m.u.hold_wait.hold_id = lk_str(c->hold_id);
     c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_APPROVAL, &m, on_hold, c);
-    if (!c->call) {
-        c->decision = "error";
-        unavailable(c, "approval");
+    if (c->call) return;
+    if (lk_now_ms() < c->hold_exp_ms + 2000) { /* no approval worker right now (restarting): poll again */
+        h2o_timeout_link(g_edge->loop, &g_hold_poll, &c->hold_timer);
+        return;
     }
+    c->decision = "error";
+    if (c->answer_hold)
+        answer_hold_decided(c, LK_HOLD_TIMED_OUT, "the approval service was unavailable");
+    else
+        unavailable(c, "approval");
 }
 
 static void on_hold_timer(h2o_timeout_entry_t *entry)

@@ -251,3 +251,21 @@ def test_held_tool_call_in_the_answer_rejected(stack, held_key, stream):
     assert isinstance(err, openai.APIError), out
     assert "never on prod" in str(err) or "never on prod" in (err.body and json.dumps(err.body) or "")
     assert not seen, "a rejected tool call reached the agent"
+
+
+def test_approval_worker_restarted_while_holding(stack, held_key):
+    m = marker()
+    client = stack.client(api_key=held_key["key"], max_retries=0, timeout=40)
+    t, out = in_thread(lambda: client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": f"{m} wire transfer during a restart"}]))
+    hold = wait_for(lambda: pending_holds(stack), what="a pending hold")[0]
+    stack.kill_service("approval")
+    time.sleep(1.5)            # the edge keeps polling; its polls fail meanwhile
+    assert t.is_alive()
+    stack.start_service("approval")
+    wait_for(lambda: stack.ctl("holds", "approve", hold["id"], check=False).returncode == 0,
+             what="the restarted approval worker to take the decision")
+    t.join(30)
+    assert "error" not in out, out.get("error")
+    assert out["value"].choices[0].message.content
+    assert mock_requests_with(stack, m)
