@@ -164,6 +164,15 @@ typedef struct {
     lk_str_t base_url;      /* from the admin allowlist, never from the client */
     lk_str_t cred_id;
     lk_str_t upstream_model;
+    /* fallback route (issue 7): tried on upstream 5xx, connection failure or
+     * timeout before any byte reached the client; empty: none */
+    lk_str_t provider_id2;
+    lk_str_t provider_kind2;
+    lk_str_t base_url2;
+    lk_str_t cred_id2;
+    lk_str_t upstream_model2;
+    /* DECIDE with endpoint "models": JSON array text of the model ids the key may use */
+    lk_str_t models;
     /* which policy decided */
     lk_str_t policy_id;
     int64_t policy_version;
@@ -222,6 +231,9 @@ typedef struct {
     lk_str_t error_code; /* machine code when the request failed, else empty */
     lk_str_t trace_id;   /* from traceparent, if any */
     int stream;
+    /* fallback (issue 7): the second route, set only when it was used */
+    lk_str_t provider_id2;
+    lk_str_t upstream_model2;
 } lk_audit_t;
 
 typedef struct {
