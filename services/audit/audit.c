@@ -11,7 +11,8 @@ static const char SQL_INSERT[] =
     "endpoint, "
     "provider_id, model, upstream_model, decision, policy_id, policy_version, rule_id, http_status, "
     "upstream_status, "
-    "latency_us, prompt_tokens, completion_tokens, total_tokens, error_code, trace_id, stream) VALUES ("
+    "latency_us, prompt_tokens, completion_tokens, total_tokens, error_code, trace_id, stream, "
+    "fallback_provider_id, fallback_upstream_model) VALUES ("
     "$1::text::uuid, $2::text, $3::text, "
     "CASE WHEN $4::bigint > 0 THEN timestamptz 'epoch' + $4::bigint * interval '1 millisecond' ELSE now() "
     "END, "
@@ -19,7 +20,7 @@ static const char SQL_INSERT[] =
     "$14::text, "
     "$15::bigint, $16::text, $17::int, $18::int, $19::bigint, $20::bigint, $21::bigint, $22::bigint, "
     "$23::text, "
-    "$24::text, $25::int::boolean) "
+    "$24::text, $25::int::boolean, $26::text, $27::text) "
     "ON CONFLICT (event_id) DO NOTHING RETURNING seq";
 
 static const char SQL_SEQ[] = "SELECT seq FROM audit_events WHERE event_id = $1::text::uuid";
@@ -113,6 +114,8 @@ static int on_audit(audit_t *self, const lk_msg_t *req, lk_msg_t *rep)
     lk_db_param_str_or_null(&p, a->error_code);
     lk_db_param_str_or_null(&p, a->trace_id);
     lk_db_param_i64(&p, a->stream ? 1 : 0);
+    lk_db_param_str_or_null(&p, a->provider_id2); /* fallback (issue 7) */
+    lk_db_param_str_or_null(&p, a->upstream_model2);
 
     PGresult *res = NULL;
     lk_db_rc_t rc = lk_db_exec(self->db, "audit_insert", &p, &res);
