@@ -412,6 +412,7 @@ static void handle_chat(mock_thread_t *thr, h2o_req_t *req, mock_directive_t *d,
     }
     /* like a model: once the tool's result is in the conversation, answer in text */
     if (last_role && strcmp(last_role, "tool") == 0) d->tool = NULL;
+    mock_directive_for_model(d, json_string_value(model), json_string_length(model));
     if (check_timers(thr, req, d) != 0 || maybe_fail(thr, req, d)) return;
 
     mock_chat_t chat, *c = &chat;
@@ -556,6 +557,7 @@ static void handle_typed(mock_thread_t *thr, h2o_req_t *req, mock_directive_t *d
     if (scan_messages(req, d, msgs, &tool_result, err, sizeof err) != 0) FAIL(400, err);
     if (xmock.base && mock_directive_apply(d, xmock.base, xmock.len, err, sizeof(err)) != 0) FAIL(400, err);
     if (tool_result) d->tool = NULL;
+    mock_directive_for_model(d, json_string_value(model), json_string_length(model));
     if (d->status && d->status != 200) {
         char msg[96];
         snprintf(msg, sizeof msg, "lumkey-mock: simulated HTTP %d error", d->status);
