@@ -299,6 +299,9 @@ SMUGGLING = {
     "te_chunkedx": b"Transfer-Encoding: chunkedx\r\nContent-Length: {n}\r\n",
     "cr_in_value": b"Content-Length: {n}\r\nX-Test: a\rb\r\n",
     "nul_in_value": b"Content-Length: {n}\r\nX-Test: a\x00b\r\n",
+    "te_chunkedx_only": b"Transfer-Encoding: chunkedx\r\n",
+    "te_gzip_chunked_and_cl": b"Transfer-Encoding: gzip, chunked\r\nContent-Length: {n}\r\n",
+    "lf_only_in_value": b"Content-Length: {n}\r\nX-Test: a\nTransfer-Encoding: chunked\r\n",
 }
 
 
@@ -365,3 +368,47 @@ def test_base_url_in_body_or_header_is_ignored(stack):
     req = wait_mock_request(stack, m)
     assert req["path"] == "/v1/chat/completions"
     assert header(req, "x-base-url") is None and header(req, "x-api-base") is None
+
+
+# ---------------------------------------------------------------- mid-stream errors, each API's shape
+
+def test_anthropic_stream_cut_ends_with_error_event(stack):
+    m = marker()
+    raw = stack.anthropic().messages.with_raw_response.create(
+        model=CLAUDE_MODEL, max_tokens=16, messages=_msg(f"[[mock close_after=4]] {m}"), stream=True)
+    seen = []
+    with pytest.raises(anthropic.APIError) as ei:
+        for ev in raw.parse():
+            seen.append(ev.type)
+    assert seen[:2] == ["message_start", "content_block_start"]
+    assert "message_stop" not in seen
+    assert "closed the stream" in str(ei.value) or "failed" in str(ei.value)
+    row = stack.wait_closing_audit(raw.headers["x-request-id"])
+    assert row["error_code"] in ("upstream_stream_truncated", "upstream_stream_error")
+
+
+def test_responses_stream_cut_ends_with_error_event(stack):
+    raw = stack.client().responses.with_raw_response.create(
+        model=MODEL, input=f"[[mock close_after=3]] {marker()}", stream=True)
+    seen = []
+    with pytest.raises(openai.APIError):
+        for ev in raw.parse():
+            seen.append(ev.type)
+    assert seen and seen[0] == "response.created" and "response.completed" not in seen
+    row = stack.wait_closing_audit(raw.headers["x-request-id"])
+    assert row["error_code"] in ("upstream_stream_truncated", "upstream_stream_error")
+
+
+def test_anthropic_stream_error_event_raw_shape(stack):
+    """The last event is `event: error` with Anthropic's error object."""
+    body = json.dumps({"model": CLAUDE_MODEL, "max_tokens": 8, "stream": True,
+                       "messages": _msg(f"[[mock close_after=2]] {marker()}")}).encode()
+    st, _, data = http("POST", stack.api_base + "/v1/messages", body,
+                       {"content-type": "application/json", "x-api-key": stack.key,
+                        "anthropic-version": "2023-06-01"})
+    assert st == 200
+    events = [e for e in data.decode().split("\n\n") if e.strip()]
+    last = events[-1].split("\n")
+    assert last[0] == "event: error"
+    err = json.loads(last[1][len("data: "):])
+    assert err["type"] == "error" and err["error"]["type"] == "api_error" and err["error"]["message"]

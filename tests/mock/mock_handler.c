@@ -584,6 +584,20 @@ static void handle_typed(mock_thread_t *thr, h2o_req_t *req, mock_directive_t *d
     if (stream) {
         add_header(req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("text/event-stream"));
         add_header(req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-cache"));
+        if (d->close_after >= 0) { /* cut after N events: no final event, broken connection */
+            size_t at = 0;
+            for (int k = 0; k < d->close_after; k++) {
+                const char *e = memmem(sb.base + at, sb.len - at, "\n\n", 2);
+                if (!e) break;
+                at = (size_t)(e - sb.base) + 2;
+            }
+            static h2o_generator_t gen = {NULL, NULL};
+            h2o_iovec_t part = h2o_iovec_init(sb.base, at);
+            req->http1_is_persistent = 0;
+            h2o_start_response(req, &gen);
+            h2o_send(req, &part, at ? 1 : 0, H2O_SEND_STATE_ERROR);
+            return;
+        }
     } else {
         add_header(req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/json"));
     }
