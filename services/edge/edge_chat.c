@@ -316,6 +316,14 @@ static int on_sse_event(void *ctx, const char *event, size_t event_len, const ch
 
 /* ----------------------------------------------------- provider answer -- */
 
+/* Anthropic's SDKs read the request id from request-id (errors carry it already). */
+static void add_anthropic_request_id(chat_t *c)
+{
+    if (c->api->shape == EDGE_SHAPE_ANTHROPIC)
+        h2o_add_header_by_str(&c->req->pool, &c->req->res.headers, H2O_STRLIT("request-id"), 0, NULL, c->rid,
+                              strlen(c->rid));
+}
+
 static int up_on_head(void *data, int status, h2o_iovec_t ctype)
 {
     chat_t *c = data;
@@ -333,6 +341,7 @@ static int up_on_head(void *data, int status, h2o_iovec_t ctype)
                        H2O_STRLIT("text/event-stream"));
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
         edge_http_add_common_headers(req, 200, c->rid);
+        add_anthropic_request_id(c);
         c->gen.proceed = on_proceed;
         c->gen.stop = on_stop;
         h2o_start_response(req, &c->gen);
@@ -468,6 +477,7 @@ static void up_on_done(void *data, const char *err, int before_head)
     json_decref(root);
     c->http_status = c->upstream_status;
     audit_close(c, "request.completed");
+    add_anthropic_request_id(c);
     edge_http_send_json(c->req, c->upstream_status, c->rid, (const char *)c->resp.data, c->resp.len);
 }
 
