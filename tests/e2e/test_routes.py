@@ -11,7 +11,29 @@ import openai
 import pytest
 
 from helpers import header, marker, mock_requests_with, wait_mock_request
-from lkstack import AZURE_MODEL, CLAUDE_MODEL, DEAD_MODEL, MODEL, MODEL_ALT, http
+from lkstack import AZURE_MODEL, CLAUDE_MODEL, DEAD_MODEL, MODEL, MODEL_ALT, Stack, StackError, http
+
+UPSTREAM_TIMEOUT_MS = 3000
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """This file's stack: a short provider timeout, so the timeout fallback is quick to show."""
+    s = Stack(upstream_timeout_ms=UPSTREAM_TIMEOUT_MS)
+    try:
+        s.start()
+    except StackError as e:
+        pytest.fail(f"could not start the Lumkey stack: {e}", pytrace=False)
+    try:
+        yield s
+    finally:
+        s.stop()
+        reports = s.sanitizer_reports()
+        if not reports:
+            s.cleanup_dir()
+    if reports:
+        pytest.fail("sanitizer reports at teardown:\n" + s.redact(
+            "\n".join(f"=== {name}\n{text[:4000]}" for name, text in reports)), pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +100,18 @@ def test_fallback_anthropic_overloaded(stack, provs):
         model="claude-fb", max_tokens=16, messages=_msg(f"[[mock status=529 status_model=claude-fail]] {m}"))
     assert msg.model == CLAUDE_MODEL
     assert len(mock_requests_with(stack, m)) == 2
+
+
+def test_fallback_on_timeout(stack, provs):
+    _route(stack, "--alias", "fb-slow", "--provider", provs["mock"], "--upstream-model", "mock-hang",
+           "--fallback-provider", provs["mock"], "--fallback-model", MODEL)
+    m = marker()
+    raw = stack.client(timeout=30).chat.completions.with_raw_response.create(
+        model="fb-slow", messages=_msg(f"[[mock hang=1 status_model=mock-hang]] {m}"))
+    assert raw.parse().choices[0].message.content
+    row = stack.wait_closing_audit(raw.headers["x-request-id"])
+    assert row["upstream_model"] == "mock-hang" and row["fallback_upstream_model"] == MODEL
+    assert row["latency_us"] >= UPSTREAM_TIMEOUT_MS * 1000 * 0.9
 
 
 def test_no_fallback_on_4xx(stack, provs):

@@ -107,7 +107,7 @@ static int apply_one(mock_directive_t *d, const char *k, size_t kn, const char *
 void mock_directive_for_model(mock_directive_t *d, const char *model, size_t n)
 {
     if (d->status_model && !(d->status_model_len == n && memcmp(d->status_model, model, n) == 0))
-        d->status = 0;
+        d->status = d->hang = 0;
 }
 
 static int is_space(char c)

@@ -35,11 +35,11 @@ typedef struct {
     int close_after;          /* -1: off; else cut the stream after this many events */
     long bytes;               /* -1: off; else content of exactly this many bytes */
     int hang;                 /* never answer */
-    const char *status_model; /* status applies only when the request's model is this; NULL: always */
+    const char *status_model; /* status and hang apply only when the request's model is this */
     size_t status_model_len;
 } mock_directive_t;
 
-/* Drops d->status when status_model is set and the request's model differs. */
+/* Drops d->status and d->hang when status_model is set and the request's model differs. */
 void mock_directive_for_model(mock_directive_t *d, const char *model, size_t n);
 
 /* Fills d with "nothing requested" and the given server defaults. */
