@@ -400,9 +400,9 @@ def test_anthropic_stream_cut_ends_with_error_event(stack):
             seen.append(ev.type)
     assert seen[:2] == ["message_start", "content_block_start"]
     assert "message_stop" not in seen
-    assert "closed the stream" in str(ei.value) or "failed" in str(ei.value)
+    assert any(w in str(ei.value) for w in ("closed the stream", "failed", "cut off"))
     row = stack.wait_closing_audit(raw.headers["x-request-id"])
-    assert row["error_code"] in ("upstream_stream_truncated", "upstream_stream_error")
+    assert row["error_code"] in ("upstream_stream_truncated", "upstream_stream_error", "upstream_malformed_stream")
 
 
 def test_responses_stream_cut_ends_with_error_event(stack):
@@ -414,7 +414,7 @@ def test_responses_stream_cut_ends_with_error_event(stack):
             seen.append(ev.type)
     assert seen and seen[0] == "response.created" and "response.completed" not in seen
     row = stack.wait_closing_audit(raw.headers["x-request-id"])
-    assert row["error_code"] in ("upstream_stream_truncated", "upstream_stream_error")
+    assert row["error_code"] in ("upstream_stream_truncated", "upstream_stream_error", "upstream_malformed_stream")
 
 
 def test_anthropic_stream_error_event_raw_shape(stack):
@@ -430,3 +430,24 @@ def test_anthropic_stream_error_event_raw_shape(stack):
     assert last[0] == "event: error"
     err = json.loads(last[1][len("data: "):])
     assert err["type"] == "error" and err["error"]["type"] == "api_error" and err["error"]["message"]
+
+
+# ---------------------------------------------------------------- relayed as they arrive
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_typed_stream_events_relayed_as_they_arrive(stack, api):
+    """The mock paces its events 300 ms apart; the client sees them spread out, not in one burst."""
+    import time
+    directive = f"[[mock chunks=3 interval_ms=300]] {marker()}"
+    stamps = []
+    if api == "messages":
+        with stack.anthropic().messages.stream(model=CLAUDE_MODEL, max_tokens=16, messages=_msg(directive)) as s:
+            for ev in s:
+                if ev.type == "content_block_delta":
+                    stamps.append(time.monotonic())
+    else:
+        for ev in stack.client().responses.create(model=MODEL, input=directive, stream=True):
+            if ev.type == "response.output_text.delta":
+                stamps.append(time.monotonic())
+    assert len(stamps) == 3
+    assert stamps[-1] - stamps[0] >= 0.45, f"deltas arrived within {stamps[-1] - stamps[0]:.3f}s"
