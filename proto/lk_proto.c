@@ -116,6 +116,12 @@ static const field_t F_DECIDE_REP[] = {
     STR("url", OPT, decide_rep.base_url),
     STR("cred", OPT, decide_rep.cred_id),
     STR("umodel", OPT, decide_rep.upstream_model),
+    STR("prov2", OPT, decide_rep.provider_id2),
+    STR("pkind2", OPT, decide_rep.provider_kind2),
+    STR("url2", OPT, decide_rep.base_url2),
+    STR("cred2", OPT, decide_rep.cred_id2),
+    STR("umodel2", OPT, decide_rep.upstream_model2),
+    STR("models", OPT, decide_rep.models),
     STR("pol", OPT, decide_rep.policy_id),
     I64("pver", OPT, decide_rep.policy_version),
     STR("rule", OPT, decide_rep.rule_id),
@@ -202,6 +208,8 @@ static const field_t F_AUDIT[] = {
     STR("asha", OPT, audit.answer_sha),
     STR("rbody", OPT, audit.request_body),
     STR("abody", OPT, audit.answer_body),
+    STR("prov2", OPT, audit.provider_id2),
+    STR("umodel2", OPT, audit.upstream_model2),
 };
 static const field_t F_AUDIT_REP[] = {I64("seq", REQ, audit_rep.seq), BOOL("fopen", audit_rep.fail_open)};
 

@@ -174,6 +174,15 @@ typedef struct {
     lk_str_t base_url;      /* from the admin allowlist, never from the client */
     lk_str_t cred_id;
     lk_str_t upstream_model;
+    /* fallback route (issue 7): tried on upstream 5xx, connection failure or
+     * timeout before any byte reached the client; empty: none */
+    lk_str_t provider_id2;
+    lk_str_t provider_kind2;
+    lk_str_t base_url2;
+    lk_str_t cred_id2;
+    lk_str_t upstream_model2;
+    /* DECIDE with endpoint "models": JSON array text of the model ids the key may use */
+    lk_str_t models;
     /* which policy decided */
     lk_str_t policy_id;
     int64_t policy_version;
@@ -282,6 +291,9 @@ typedef struct {
     lk_str_t answer_sha;   /* hex SHA-256 of the answer body as relayed */
     lk_str_t request_body; /* content: stored only if the tenant's setting asks */
     lk_str_t answer_body;
+    /* fallback (issue 7): the second route, set only when it was used */
+    lk_str_t provider_id2;
+    lk_str_t upstream_model2;
 } lk_audit_t;
 
 typedef struct {

@@ -57,6 +57,8 @@ CREATE TABLE audit_events (
     answer_sha256      bytea,     -- SHA-256 of the answer body as relayed
     request_body       text,      -- only when the tenant's audit_content is on (not hashed)
     answer_body        text,      -- idem
+    fallback_provider_id     text, -- the second route, when the first failed (issue 7)
+    fallback_upstream_model  text,
     chain              text NOT NULL,   -- the hash chain: tenant id, '' for unauthenticated calls
     chain_seq          bigint NOT NULL, -- 1, 2, 3, ... within the chain
     prev_hash          bytea NOT NULL,  -- row_hash of chain_seq - 1 (32 zero bytes for 1)
@@ -111,7 +113,8 @@ SELECT 'lk1|' || concat_ws('|',
     audit_f(e.upstream_status::text), audit_f(e.latency_us::text), audit_f(e.prompt_tokens::text),
     audit_f(e.completion_tokens::text), audit_f(e.total_tokens::text), audit_f(e.error_code),
     audit_f(e.trace_id), audit_f(e.stream::text), audit_f(e.agent), audit_f(e.approver),
-    audit_f(e.cost_micros::text), audit_f(encode(e.request_sha256, 'hex')), audit_f(encode(e.answer_sha256, 'hex')))
+    audit_f(e.cost_micros::text), audit_f(encode(e.request_sha256, 'hex')), audit_f(encode(e.answer_sha256, 'hex')),
+    audit_f(e.fallback_provider_id), audit_f(e.fallback_upstream_model))
 $$;
 
 -- Monthly partitions from the month of p_from, p_months ahead. Safe to run
@@ -146,7 +149,8 @@ CREATE FUNCTION audit_append(
     p_user text, p_ip text, p_ep text, p_prov text, p_model text, p_umodel text, p_dec text, p_pol text,
     p_pver bigint, p_rule text, p_http int, p_ups int, p_lat bigint, p_ptok bigint, p_ctok bigint,
     p_ttok bigint, p_code text, p_trace text, p_stream boolean, p_agent text, p_approver text,
-    p_cost bigint, p_req_sha bytea, p_ans_sha bytea, p_req_body text, p_ans_body text, p_outbox boolean,
+    p_cost bigint, p_req_sha bytea, p_ans_sha bytea, p_req_body text, p_ans_body text, p_prov2 text,
+    p_umodel2 text, p_outbox boolean,
     OUT o_seq bigint, OUT o_chain_seq bigint, OUT o_fail_open boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -176,6 +180,7 @@ BEGIN
     r.completion_tokens := p_ctok; r.total_tokens := p_ttok; r.error_code := p_code; r.trace_id := p_trace;
     r.stream := p_stream; r.agent := p_agent; r.approver := p_approver; r.cost_micros := p_cost;
     r.request_sha256 := p_req_sha; r.answer_sha256 := p_ans_sha;
+    r.fallback_provider_id := p_prov2; r.fallback_upstream_model := p_umodel2;
     IF content THEN r.request_body := p_req_body; r.answer_body := p_ans_body; END IF;
     r.chain := c; r.chain_seq := h.last_seq + 1; r.prev_hash := h.last_hash;
     r.row_hash := sha256(r.prev_hash || convert_to(audit_canonical(r), 'UTF8'));

@@ -13,7 +13,8 @@
     "$10::text, $11::text, $12::text, $13::text, $14::text, $15::bigint, $16::text, $17::int, $18::int, "    \
     "$19::bigint, $20::bigint, $21::bigint, $22::bigint, $23::text, $24::text, $25::int::boolean, "          \
     "$26::text, "                                                                                            \
-    "$27::text, $28::bigint, decode($29::text, 'hex'), decode($30::text, 'hex'), $31::text, $32::text"
+    "$27::text, $28::bigint, decode($29::text, 'hex'), decode($30::text, 'hex'), $31::text, $32::text, "     \
+    "$33::text, $34::text"
 
 static const char SQL_APPEND[] =
     "SELECT o_seq, o_chain_seq, o_fail_open FROM audit_append(" APPEND_ARGS ", false)";
@@ -191,6 +192,8 @@ static int on_audit(audit_t *self, const lk_msg_t *req, lk_msg_t *rep)
     /* content is best effort: text PostgreSQL cannot hold is left out (its digest is kept) */
     lk_db_param_str_or_null(&p, is_text(a->request_body) ? a->request_body : (lk_str_t){NULL, 0});
     lk_db_param_str_or_null(&p, is_text(a->answer_body) ? a->answer_body : (lk_str_t){NULL, 0});
+    lk_db_param_str_or_null(&p, a->provider_id2); /* fallback (issue 7) */
+    lk_db_param_str_or_null(&p, a->upstream_model2);
 
     PGresult *res = NULL;
     lk_db_rc_t rc = lk_db_exec(self->db, self->outbox ? "audit_append_outbox" : "audit_append", &p, &res);

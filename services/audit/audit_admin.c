@@ -49,7 +49,8 @@ static const char SQL_VERIFY_PAGE[] =
     "key_id, user_id, source_ip, endpoint, provider_id, model, upstream_model, decision, policy_id, "
     "policy_version::text, rule_id, http_status::text, upstream_status::text, latency_us::text, "
     "prompt_tokens::text, completion_tokens::text, total_tokens::text, error_code, trace_id, stream::text, "
-    "agent, approver, cost_micros::text, encode(request_sha256, 'hex'), encode(answer_sha256, 'hex') "
+    "agent, approver, cost_micros::text, encode(request_sha256, 'hex'), encode(answer_sha256, 'hex'), "
+    "fallback_provider_id, fallback_upstream_model "
     "FROM audit_events WHERE chain = $1::text AND chain_seq > $2::bigint ORDER BY chain_seq LIMIT "
     "5000";
 

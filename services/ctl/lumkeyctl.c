@@ -70,6 +70,10 @@ static const char usage_text[] =
     "  keys rotate ID [--overlap SECONDS]   new key (shown once); the old one works SECONDS more\n"
     "                                       (default 86400)\n"
     "  keys revoke ID                       the key stops working at once\n"
+    "  routes create --alias A --provider PROV_ID [--upstream-model M]\n"
+    "                [--fallback-provider PROV_ID [--fallback-model M]]   model alias, optional fallback\n"
+    "  routes list\n"
+    "  routes delete ID\n"
     "  tokens create --name N --role admin|approver|auditor   new admin token (shown once)\n"
     "  tokens list\n"
     "  tokens revoke ID                     the admin token stops working at once\n"
@@ -731,6 +735,55 @@ static int cmd_keys_revoke(ctl_t *c)
 
 static const char *const token_fields[] = {"id", "name", "role", "created_at", "revoked_at", "status", NULL};
 
+/* ---- routes: model aliases and fallbacks (POST/GET /admin/v1/routes, DELETE /admin/v1/routes/ID) */
+
+static const char *const route_fields[] = {
+    "id",         "alias", "provider_id", "upstream_model", "fallback_provider_id", "fallback_upstream_model",
+    "created_at", NULL};
+
+static int cmd_routes_create(ctl_t *c)
+{
+    static const char *const allowed[] = {"alias",          "provider", "upstream-model", "fallback-provider",
+                                          "fallback-model", NULL};
+    if (check_opts(c, allowed) || require(c, "alias") || require(c, "provider")) return EXIT_USAGE;
+    if (opt(c, "fallback-model") && !opt(c, "fallback-provider"))
+        return usage_error("%s", "--fallback-model needs --fallback-provider");
+    json_t *req = json_pack("{s:s, s:s}", "alias", opt(c, "alias"), "provider_id", opt(c, "provider"));
+    static const char *const map[][2] = {{"upstream-model", "upstream_model"},
+                                         {"fallback-provider", "fallback_provider_id"},
+                                         {"fallback-model", "fallback_upstream_model"}};
+    for (size_t i = 0; req && i < sizeof map / sizeof map[0]; i++)
+        if (opt(c, map[i][0])) json_object_set_new(req, map[i][1], json_string(opt(c, map[i][0])));
+    if (req == NULL) {
+        fputs("lumkeyctl: arguments are not valid UTF-8\n", stderr);
+        return EXIT_USAGE;
+    }
+    int rc = object_call(c, "POST", "/admin/v1/routes", req, route_fields);
+    json_decref(req);
+    return rc;
+}
+
+static int cmd_routes_list(ctl_t *c)
+{
+    static const ctl_column_t cols[] = {{"ID", "id"},
+                                        {"ALIAS", "alias"},
+                                        {"PROVIDER", "provider_id"},
+                                        {"UPSTREAM MODEL", "upstream_model"},
+                                        {"FALLBACK", "fallback_provider_id"},
+                                        {"FALLBACK MODEL", "fallback_upstream_model"},
+                                        {"CREATED", "created_at"}};
+    return cmd_list(c, "/admin/v1/routes", cols, sizeof(cols) / sizeof(cols[0]));
+}
+
+static int cmd_routes_delete(ctl_t *c)
+{
+    const char *id = object_id(c, "rt_");
+    if (id == NULL || check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    char path[128];
+    snprintf(path, sizeof path, "/admin/v1/routes/%s", id);
+    return object_call(c, "DELETE", path, NULL, route_fields);
+}
+
 static int cmd_tokens_list(ctl_t *c)
 {
     static const ctl_column_t cols[] = {
@@ -1218,9 +1271,10 @@ static int dispatch(ctl_t *c)
     int rc = configure(c);
     if (rc != EXIT_OK) return rc;
     if (strcmp(a, "policy") == 0) return dispatch_policy(c, b);
-    int with_id = b && (strcmp(b, "get") == 0 || strcmp(b, "update") == 0 || strcmp(b, "rotate") == 0 ||
-                        strcmp(b, "revoke") == 0 || strcmp(b, "replace-credential") == 0 ||
-                        strcmp(b, "show") == 0 || strcmp(b, "approve") == 0 || strcmp(b, "reject") == 0);
+    int with_id =
+        b && (strcmp(b, "get") == 0 || strcmp(b, "update") == 0 || strcmp(b, "rotate") == 0 ||
+              strcmp(b, "revoke") == 0 || strcmp(b, "replace-credential") == 0 || strcmp(b, "show") == 0 ||
+              strcmp(b, "approve") == 0 || strcmp(b, "reject") == 0 || strcmp(b, "delete") == 0);
     size_t want = strcmp(a, "status") == 0 ? 1 : with_id ? 3 : 2;
     if (c->nwords > want) return usage_error("unexpected argument '%s'", c->words[want]);
     if (strcmp(a, "status") == 0) return cmd_status(c);
@@ -1239,11 +1293,16 @@ static int dispatch(ctl_t *c)
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "list") == 0) return cmd_tokens_list(c);
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "revoke") == 0) return cmd_tokens_revoke(c);
     if (strcmp(a, "holds") == 0) return ctl_holds(c, b);
-    int group = strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0 || strcmp(a, "tokens") == 0;
+    if (strcmp(a, "routes") == 0 && b && strcmp(b, "create") == 0) return cmd_routes_create(c);
+    if (strcmp(a, "routes") == 0 && b && strcmp(b, "list") == 0) return cmd_routes_list(c);
+    if (strcmp(a, "routes") == 0 && b && strcmp(b, "delete") == 0) return cmd_routes_delete(c);
+    int group = strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0 || strcmp(a, "tokens") == 0 ||
+                strcmp(a, "routes") == 0;
     if (group && b == NULL)
         return usage_error("'%s' needs a subcommand: %s", a,
                            strcmp(a, "keys") == 0     ? "create, list, get, update, rotate or revoke"
                            : strcmp(a, "tokens") == 0 ? "create, list or revoke"
+                           : strcmp(a, "routes") == 0 ? "create, list or delete"
                                                       : "create, list or get");
     return usage_error("unknown command '%s'", b && group ? b : a);
 }

@@ -9,11 +9,49 @@
 #include "edge_http.h"
 
 static const edge_api_t APIS[] = {
-    {"/v1/chat/completions", "chat.completions", EDGE_SHAPE_OPENAI, 1, 0, "/chat/completions", 1, NULL},
-    {"/v1/messages", "messages", EDGE_SHAPE_ANTHROPIC, 1, 1, NULL, 0, "message_stop"},
-    {"/v1/responses", "responses", EDGE_SHAPE_OPENAI, 1, 0, "/responses", 0, "response.completed"},
-    {"/v1/embeddings", "embeddings", EDGE_SHAPE_OPENAI, 0, 0, "/embeddings", 1, NULL},
+    {"/v1/chat/completions", "chat.completions", EDGE_SHAPE_OPENAI, 1, 0, "/chat/completions", 1, NULL, 0},
+    {"/v1/messages", "messages", EDGE_SHAPE_ANTHROPIC, 1, 1, NULL, 0, "message_stop", 0},
+    {"/v1/responses", "responses", EDGE_SHAPE_OPENAI, 1, 0, "/responses", 0, "response.completed", 0},
+    {"/v1/embeddings", "embeddings", EDGE_SHAPE_OPENAI, 0, 0, "/embeddings", 1, NULL, 0},
+    {"/v1/models", "models", EDGE_SHAPE_OPENAI, 0, 0, NULL, 0, NULL, 1},
 };
+
+char *edge_api_models_body(h2o_req_t *req, const char *models_json, size_t len)
+{
+    json_t *ids = json_loadb(models_json, len, 0, NULL), *data = json_array();
+    int anthropic = edge_http_header(req, "anthropic-version", NULL).base != NULL;
+    size_t i;
+    json_t *id;
+    if (!json_is_array(ids) || !data) goto fail;
+    json_array_foreach(ids, i, id)
+    {
+        if (!json_is_string(id)) continue;
+        json_t *m = anthropic ? json_pack("{s:s,s:O,s:O,s:s}", "type", "model", "id", id, "display_name", id,
+                                          "created_at", "1970-01-01T00:00:00Z")
+                              : json_pack("{s:O,s:s,s:i,s:s}", "id", id, "object", "model", "created", 0,
+                                          "owned_by", "lumkey");
+        if (!m || json_array_append_new(data, m) != 0) goto fail;
+    }
+    json_t *out;
+    if (anthropic) {
+        size_t n = json_array_size(data);
+        out = json_pack("{s:O,s:b,s:o,s:o}", "data", data, "has_more", 0, "first_id",
+                        n ? json_incref(json_object_get(json_array_get(data, 0), "id")) : json_null(),
+                        "last_id",
+                        n ? json_incref(json_object_get(json_array_get(data, n - 1), "id")) : json_null());
+    } else {
+        out = json_pack("{s:s,s:O}", "object", "list", "data", data);
+    }
+    char *s = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    json_decref(data);
+    json_decref(ids);
+    return s;
+fail:
+    json_decref(data);
+    json_decref(ids);
+    return NULL;
+}
 
 const edge_api_t *edge_api_find(h2o_iovec_t path)
 {

@@ -37,6 +37,7 @@ typedef struct {
     const char *oa_suffix;  /* upstream path after an OpenAI-style base URL ("/chat/completions") */
     int azure_ok;           /* azure deployments serve it */
     const char *done_event; /* SSE event (name or data "type") that completes a stream; NULL: data [DONE] */
+    int local;              /* answered by Lumkey itself (GET /v1/models): no provider call */
 } edge_api_t;
 
 /* The row for an exact request path, or NULL. */
@@ -44,6 +45,11 @@ const edge_api_t *edge_api_find(h2o_iovec_t path);
 edge_kind_t edge_api_kind(const char *kind);
 /* Whether a provider kind can serve this API (no translation between dialects). */
 int edge_api_kind_serves(const edge_api_t *api, edge_kind_t kind);
+
+/* The GET /v1/models answer for a JSON array of model ids: OpenAI's list, or
+ * Anthropic's ({data:[{type:"model",id,display_name,created_at}],has_more,
+ * first_id,last_id}) when the client sent anthropic-version. Caller frees. */
+char *edge_api_models_body(h2o_req_t *req, const char *models_json, size_t len);
 
 /* Sends a complete error answer in the API's shape (type NULL: from status).
  * Anthropic answers also carry request-id. */

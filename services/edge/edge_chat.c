@@ -56,6 +56,11 @@ typedef struct {
     char traceparent[64];
     /* what policy answered */
     const char *tenant, *key_id, *user, *provider_id, *provider_kind, *base_url, *cred_id, *upstream_model;
+    /* the fallback route, if policy gave one (a route's fallback) */
+    const char *provider_id2, *provider_kind2, *base_url2, *cred_id2, *upstream_model2;
+    int fallback_used; /* the upstream call now goes to the fallback route */
+    /* the route being called: the first, then possibly the fallback */
+    const char *up_url, *up_umodel;
     const char *policy_id, *rule_id, *decision;
     int64_t policy_version;
     char key_agent[128], team[128]; /* from the key's metadata (policy) */
@@ -140,6 +145,9 @@ static void fill_audit(chat_t *c, lk_msg_t *m, const char *kind, char *event_id)
         sodium_bin2hex(c->req_sha, sizeof c->req_sha, d, sizeof d);
     }
     a->request_sha = lk_str(c->req_sha);
+    /* fallback (issue 7): set only when the second route was used */
+    a->provider_id2 = lk_str(c->fallback_used ? c->provider_id2 : NULL);
+    a->upstream_model2 = lk_str(c->fallback_used ? c->upstream_model2 : NULL);
 }
 
 /* The answer's digest (and, for a buffered answer, its text) on a closing event. */
@@ -432,6 +440,14 @@ static int on_sse_event(void *ctx, const char *event, size_t event_len, const ch
 
 /* ----------------------------------------------------- provider answer -- */
 
+/* Anthropic's SDKs read the request id from request-id (errors carry it already). */
+static void add_anthropic_request_id(chat_t *c)
+{
+    if (c->api->shape == EDGE_SHAPE_ANTHROPIC)
+        h2o_add_header_by_str(&c->req->pool, &c->req->res.headers, H2O_STRLIT("request-id"), 0, NULL, c->rid,
+                              strlen(c->rid));
+}
+
 static int up_on_head(void *data, int status, h2o_iovec_t ctype)
 {
     chat_t *c = data;
@@ -462,6 +478,7 @@ static int up_on_head(void *data, int status, h2o_iovec_t ctype)
                        H2O_STRLIT("text/event-stream"));
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
         edge_http_add_common_headers(req, 200, c->rid);
+        add_anthropic_request_id(c);
         c->gen.proceed = on_proceed;
         c->gen.stop = on_stop;
         if (c->pol) {
@@ -571,10 +588,16 @@ static void relay_upstream_error(chat_t *c)
     send_err(c, st, c->rid, type_copy, "upstream_error", full);
 }
 
+static int try_fallback(chat_t *c, const char *why);
+
 static void up_on_done(void *data, const char *err, int before_head)
 {
     chat_t *c = data;
     c->up = NULL;
+    /* nothing reached the client yet: a failed first route may go to the fallback */
+    if (!c->streaming && (err || c->upstream_status >= 500) &&
+        try_fallback(c, err ? err : "provider answered 5xx") == 0)
+        return;
     if (c->streaming) {
         if (c->answer_hold) { /* finished while a human looks at the answer: ends once decided */
             c->up_ended = 1;
@@ -665,21 +688,38 @@ static void up_on_done(void *data, const char *err, int before_head)
     }
     c->http_status = c->upstream_status;
     audit_close(c, "request.completed");
+    add_anthropic_request_id(c);
     edge_http_send_json(c->req, c->upstream_status, c->rid, (const char *)c->resp.data, c->resp.len);
 }
 
 static const edge_upstream_cbs_t UP_CBS = {up_on_head, up_on_body, up_on_done};
 
+/* The body with "model" set to the route's upstream model when it differs
+ * from the requested name (an alias); else the body unchanged. 0 / -1. */
+static int with_upstream_model(chat_t *c, h2o_iovec_t *body)
+{
+    if (!c->up_umodel || strcmp(c->up_umodel, c->model) == 0) return 0;
+    json_t *root = json_loadb(body->base, body->len, 0, NULL);
+    char *s = NULL;
+    if (json_is_object(root) && json_object_set_new(root, "model", json_string(c->up_umodel)) == 0)
+        s = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (!s) return -1;
+    *body = h2o_strdup(&c->req->pool, s, strlen(s));
+    free(s);
+    return 0;
+}
+
 static void forward(chat_t *c)
 {
     edge_origin_t origin;
-    if (!c->base_url || edge_origin_parse(c->base_url, &origin) != 0) {
+    if (!c->up_url || edge_origin_parse(c->up_url, &origin) != 0) {
         lk_buf_free(&c->cred_head);
         fail_after_accept(c, 502, "provider_misconfigured", "The provider's base URL is not usable.");
         return;
     }
     char path[1024];
-    if (edge_api_upstream_path(c->api, c->kind, origin.path, c->upstream_model, path, sizeof path) != 0) {
+    if (edge_api_upstream_path(c->api, c->kind, origin.path, c->up_umodel, path, sizeof path) != 0) {
         lk_buf_free(&c->cred_head);
         fail_after_accept(c, 502, "provider_misconfigured",
                           "The provider's route cannot be used for this API.");
@@ -694,10 +734,18 @@ static void forward(chat_t *c)
     c->up_t0_us = lk_mono_us();
     /* edge_origin_parse keeps origin.path; the API's path is the whole request path */
     origin.path[0] = '\0';
+    h2o_iovec_t body = c->fwd_body;
+    if (with_upstream_model(c, &body) != 0) {
+        lk_buf_free(&c->cred_head);
+        fail_after_accept(c, 500, "internal_error",
+                          "The request body could not be prepared for the provider.");
+        return;
+    }
     c->up = edge_upstream_post(g_edge->upstreams, &origin, path, (const char *)c->cred_head.data,
-                               c->cred_head.len, c->fwd_body, &UP_CBS, c);
+                               c->cred_head.len, body, &UP_CBS, c);
     lk_buf_free(&c->cred_head); /* wiped: the upstream module holds its own copy until sent */
-    if (!c->up) fail_after_accept(c, 502, "upstream_unreachable", "Lumkey could not reach the provider.");
+    if (!c->up && try_fallback(c, "connection failed at once") != 0)
+        fail_after_accept(c, 502, "upstream_unreachable", "Lumkey could not reach the provider.");
 }
 
 static void maybe_forward(chat_t *c)
@@ -763,6 +811,18 @@ static void on_cred(void *data, const lk_msg_t *reply)
 {
     chat_t *c = data;
     c->call2 = NULL;
+    if (c->fallback_used) { /* the fallback's credential: the request is already accepted */
+        lk_str_t fs = reply && reply->env.type == LK_MSG_CRED_GET_REP ? reply->u.cred_get_rep.secret
+                                                                      : (lk_str_t){NULL, 0};
+        if (!fs.ptr || edge_api_cred_header(c->kind, &c->cred_head, fs.ptr, fs.len) != 0) {
+            lk_buf_free(&c->cred_head);
+            fail_after_accept(c, 502, "fallback_unavailable",
+                              "The provider failed and the fallback provider's credential is not available.");
+            return;
+        }
+        forward(c);
+        return;
+    }
     if (!reply || reply->env.type != LK_MSG_CRED_GET_REP) {
         edge_rpc_cancel(g_edge->rpc, c->call);
         c->call = NULL;
@@ -781,6 +841,37 @@ static void on_cred(void *data, const lk_msg_t *reply)
     }
     c->cred_done = 1;
     maybe_forward(c);
+}
+
+/* Switches to the fallback route (once): fetches its credential, then
+ * forward() calls it. 0 if started, -1 if there is no fallback to try. */
+static int try_fallback(chat_t *c, const char *why)
+{
+    if (c->fallback_used || !c->provider_id2 || !c->cred_id2 || c->streaming) return -1;
+    edge_kind_t k2 = edge_api_kind(c->provider_kind2);
+    if (!edge_api_kind_serves(c->api, k2)) return -1;
+    lk_log(LK_LOG_WARN, c->rid, "provider %s failed (%s): trying the fallback %s", c->provider_id, why,
+           c->provider_id2);
+    c->fallback_used = 1;
+    c->kind = k2;
+    c->up_url = c->base_url2;
+    c->up_umodel = c->upstream_model2;
+    c->upstream_status = 0;
+    c->resp.len = 0;
+    lk_buf_free(&c->cred_head);
+    lk_msg_t m = {0};
+    m.env.type = LK_MSG_CRED_GET;
+    m.env.rid = lk_str(c->rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    m.u.cred_get.tenant = lk_str(c->tenant);
+    m.u.cred_get.cred_id = lk_str(c->cred_id2);
+    c->call2 = edge_rpc_call(g_edge->rpc, EDGE_SVC_VAULT, &m, on_cred, c);
+    if (!c->call2) {
+        fail_after_accept(c, 503, "service_unavailable",
+                          "Lumkey's vault service is unavailable; please retry.");
+        return 0; /* answered */
+    }
+    return 0;
 }
 
 static void start_accept(chat_t *c)
@@ -1111,6 +1202,14 @@ static void on_decide(void *data, const lk_msg_t *reply)
     c->base_url = pool_str(c, d->base_url);
     c->cred_id = pool_str(c, d->cred_id);
     c->upstream_model = pool_str(c, d->upstream_model);
+    if (!c->upstream_model) c->upstream_model = c->model;
+    c->up_url = c->base_url;
+    c->up_umodel = c->upstream_model;
+    c->provider_id2 = pool_str(c, d->provider_id2);
+    c->provider_kind2 = pool_str(c, d->provider_kind2);
+    c->base_url2 = pool_str(c, d->base_url2);
+    c->cred_id2 = pool_str(c, d->cred_id2);
+    c->upstream_model2 = pool_str(c, d->upstream_model2);
     c->policy_id = pool_str(c, d->policy_id);
     c->rule_id = pool_str(c, d->rule_id);
     c->policy_version = d->policy_version;
@@ -1128,6 +1227,20 @@ static void on_decide(void *data, const lk_msg_t *reply)
         if (st == 401) edge_keycache_drop(g_edge->keycache, c->key_tag);
         deny(c, st, code[0] ? pool_str(c, d->error_code) : NULL,
              msg[0] ? msg : (st == 401 ? "Incorrect API key provided." : "The request was refused."));
+        return;
+    }
+    if (c->api->local) { /* GET /v1/models: the key's models, from policy */
+        char *body = edge_api_models_body(c->req, d->models.ptr ? d->models.ptr : "[]",
+                                          d->models.ptr ? d->models.len : 2);
+        if (!body) {
+            deny(c, 500, "internal_error", "The model list could not be built.");
+            return;
+        }
+        c->decision = "allow";
+        c->http_status = 200;
+        audit_close(c, "request.completed");
+        edge_http_send_json(c->req, 200, c->rid, body, strlen(body));
+        free(body);
         return;
     }
     if (d->decision != LK_DECISION_BLOCK && !edge_api_kind_serves(c->api, c->kind)) {
@@ -1415,11 +1528,13 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
         deny(c, 400, "malformed_request", msg);
         return 0;
     }
-    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
-        deny(c, 405, "method_not_allowed", "Only POST is supported on this endpoint.");
+    if (!h2o_memis(req->method.base, req->method.len, api->local ? "GET" : "POST", api->local ? 3 : 4)) {
+        deny(c, 405, "method_not_allowed",
+             api->local ? "Only GET is supported on this endpoint."
+                        : "Only POST is supported on this endpoint.");
         return 0;
     }
-    if (req->entity.base == NULL || req->entity.len == 0) {
+    if (!api->local && (req->entity.base == NULL || req->entity.len == 0)) {
         deny(c, 400, "missing_body", "The request body is empty; a JSON payload is expected.");
         return 0;
     }
@@ -1450,7 +1565,7 @@ int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req)
         return 0;
     }
     lk_key_public_id(&info, c->key_pub_id, sizeof c->key_pub_id);
-    if (parse_view(c) != 0) return 0;
+    if (!api->local && parse_view(c) != 0) return 0;
 
     edge_keycache_tag(g_edge->keycache, key.base, key.len, c->key_tag);
     if (edge_keycache_get(g_edge->keycache, c->key_tag, lk_now_ms(), c->key_hash)) {

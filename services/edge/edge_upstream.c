@@ -166,6 +166,22 @@ static origin_entry_t *get_origin(edge_upstreams_t *self, const edge_origin_t *o
     return e;
 }
 
+static int v4_refused(const uint8_t *a)
+{
+    return a[0] == 0 || (a[0] == 169 && a[1] == 254);
+}
+
+int edge_addr_refused(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return v4_refused((const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr);
+    if (sa->sa_family != AF_INET6) return 1;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    static const uint8_t metadata[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54};
+    if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) return v4_refused(a->s6_addr + 12);
+    return IN6_IS_ADDR_LINKLOCAL(a) || IN6_IS_ADDR_UNSPECIFIED(a) || memcmp(a->s6_addr, metadata, 16) == 0;
+}
+
 static void free_ureq(edge_upstream_req_t *u)
 {
     lk_buf_free(&u->head); /* wipes */
@@ -239,6 +255,20 @@ static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char 
             return NULL;
         }
         u->cbs.on_done(u->data, errstr, 1);
+        free_ureq(u);
+        return NULL;
+    }
+    struct sockaddr_storage peer;
+    if (client->sock && h2o_socket_getpeername(client->sock, (struct sockaddr *)&peer) != 0 &&
+        edge_addr_refused((struct sockaddr *)&peer)) {
+        static const char refused[] = "the provider's address is link-local, metadata or unspecified";
+        lk_log_error("provider connection refused: %s (the request was not sent)", refused);
+        u->client = NULL;
+        if (u->starting) {
+            u->start_error = refused;
+            return NULL; /* h2o closes the connection; nothing was written */
+        }
+        u->cbs.on_done(u->data, refused, 1);
         free_ureq(u);
         return NULL;
     }

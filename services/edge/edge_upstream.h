@@ -12,6 +12,8 @@
 #define EDGE_UPSTREAM_H
 
 #include <h2o.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "lk_buf.h"
 
@@ -38,6 +40,13 @@ typedef struct {
     uint16_t port;
     char path[512]; /* without a trailing slash */
 } edge_origin_t;
+
+/* Whether a connected provider address is one no provider may have, whatever
+ * its name resolved to (DNS rebinding): link-local and cloud metadata
+ * (169.254.0.0/16, fe80::/10, fd00:ec2::254), unspecified (0.0.0.0/8, ::),
+ * and IPv4-mapped forms of those. Checked after connect, before the request
+ * head (with the credential) is written. 1 / 0. */
+int edge_addr_refused(const struct sockaddr *sa);
 
 /* Parses base_url. -1 if it is not an absolute http(s) URL with a host. */
 int edge_origin_parse(const char *base_url, edge_origin_t *out) __attribute__((warn_unused_result));

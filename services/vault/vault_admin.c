@@ -752,7 +752,7 @@ cleanup:
 
 int vault_admin_prepare(lk_db_t *db)
 {
-    return vault_keys_prepare(db) |
+    return vault_keys_prepare(db) | vault_routes_prepare(db) |
            lk_db_prepare(
                db, "prov_insert",
                "INSERT INTO providers (id, tenant_id, name, kind, base_url, models) "
@@ -802,6 +802,8 @@ int vault_admin_handle(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf
         return providers_replace_credential(self, q, rep, scratch);
     if (q->op.len > 7 && memcmp(q->op.ptr, "tokens.", 7) == 0)
         return vault_tokens_handle(self, q, rep, scratch);
+    if (q->op.len > 7 && memcmp(q->op.ptr, "routes.", 7) == 0)
+        return vault_routes_handle(self, q, rep, scratch);
     vault_admin_set_err(&e, LK_ST_NOT_FOUND, "unknown_operation", "The vault has no operation `%.*s`.",
                         (int)(q->op.len > 64 ? 64 : q->op.len), q->op.ptr);
     return vault_admin_reply_err(rep, scratch, &e);

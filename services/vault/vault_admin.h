@@ -60,5 +60,8 @@ int vault_keys_prepare(lk_db_t *db) __attribute__((warn_unused_result));
 int vault_keys_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch);
 /* vault_keys.c too: the tokens.* operations (admin tokens; statements prepared by vault_keys_prepare). */
 int vault_tokens_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch);
+/* vault_routes.c: the routes.* operations (model aliases, fallbacks) and their statements. */
+int vault_routes_prepare(lk_db_t *db) __attribute__((warn_unused_result));
+int vault_routes_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch);
 
 #endif

@@ -32,6 +32,7 @@ def test_anthropic_message_not_streamed(stack):
     assert msg.type == "message" and msg.content[0].type == "text"
     assert msg.content[0].text == "Hello from lumkey-mock"
     assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0
+    assert msg._request_id == raw.headers["x-request-id"]  # the SDK reads request-id
     row = _audit(stack, raw.headers["x-request-id"])
     assert row["endpoint"] == "messages" and row["http_status"] == 200
     assert row["prompt_tokens"] == msg.usage.input_tokens
@@ -292,13 +293,24 @@ def _raw(stack, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
     return status, data
 
 
+# What answers each shape: h2o's HTTP/1 parser refuses some before any handler runs (plain-text 400:
+# it cannot be put in an API's shape without patching h2o), the edge's raw-head check
+# (edge_http_framing_error) refuses the rest in the API's own error shape. Either way: 400, nothing
+# reaches the provider.
 SMUGGLING = {
-    "cl_and_te": b"Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n",
-    "dup_cl": b"Content-Length: {n}\r\nContent-Length: {n}\r\n",
-    "conflicting_cl": b"Content-Length: {n}\r\nContent-Length: 5\r\n",
-    "te_chunkedx": b"Transfer-Encoding: chunkedx\r\nContent-Length: {n}\r\n",
-    "cr_in_value": b"Content-Length: {n}\r\nX-Test: a\rb\r\n",
-    "nul_in_value": b"Content-Length: {n}\r\nX-Test: a\x00b\r\n",
+    # h2o decodes the chunked body first (TE wins), and our JSON body is not chunked
+    "cl_and_te": (b"Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n", False, "h2o"),
+    # a well-formed chunked body with a Content-Length too: h2o accepts it, the edge refuses
+    "cl_and_te_valid_chunks": (b"Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n", True, "edge"),
+    "dup_cl": (b"Content-Length: {n}\r\nContent-Length: {n}\r\n", False, "edge"),
+    "conflicting_cl": (b"Content-Length: {n}\r\nContent-Length: 5\r\n", False, "edge"),
+    "te_chunkedx": (b"Transfer-Encoding: chunkedx\r\nContent-Length: {n}\r\n", False, "h2o"),
+    "te_chunkedx_only": (b"Transfer-Encoding: chunkedx\r\n", False, "h2o"),
+    "te_gzip_chunked_and_cl": (b"Transfer-Encoding: gzip, chunked\r\nContent-Length: {n}\r\n", False, "h2o"),
+    "cr_in_value": (b"Content-Length: {n}\r\nX-Test: a\rb\r\n", False, "h2o"),
+    "nul_in_value": (b"Content-Length: {n}\r\nX-Test: a\x00b\r\n", False, "h2o"),
+    "lf_only_in_value": (b"Content-Length: {n}\r\nX-Test: a\nTransfer-Encoding: chunked\r\n", False, "h2o"),
+    "te_dup": (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", True, "edge"),
 }
 
 
@@ -308,14 +320,23 @@ def test_smuggling_shapes_refused(stack, case, path):
     m = marker()
     model = CLAUDE_MODEL if path == "/v1/messages" else MODEL
     body = json.dumps({"model": model, "max_tokens": 8, "messages": _msg(m)}).encode()
-    extra = SMUGGLING[case].replace(b"{n}", str(len(body)).encode())
+    extra, chunked, who = SMUGGLING[case]
+    if chunked:
+        body = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    extra = extra.replace(b"{n}", str(len(body)).encode())
     head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.key}\r\n"
             "Content-Type: application/json\r\nanthropic-version: 2023-06-01\r\n").encode() + extra + b"\r\n"
     status, data = _raw(stack, head, body)
     assert status == 400, f"{case}: answered {status}"
     _, _, rest = data.partition(b"\r\n\r\n")
-    if rest.startswith(b"{") and path == "/v1/messages":
-        assert json.loads(rest)["type"] == "error"
+    if who == "edge":
+        doc = json.loads(rest)
+        if path == "/v1/messages":
+            assert doc["type"] == "error" and doc["error"]["type"] == "invalid_request_error"
+        else:
+            assert doc["error"]["code"] == "malformed_request"
+    else:
+        assert not rest.startswith(b"{"), f"{case}: expected h2o's own refusal, got {rest[:80]!r}"
     assert not mock_requests_with(stack, m), f"{case}: the provider received the request"
 
 
@@ -365,3 +386,68 @@ def test_base_url_in_body_or_header_is_ignored(stack):
     req = wait_mock_request(stack, m)
     assert req["path"] == "/v1/chat/completions"
     assert header(req, "x-base-url") is None and header(req, "x-api-base") is None
+
+
+# ---------------------------------------------------------------- mid-stream errors, each API's shape
+
+def test_anthropic_stream_cut_ends_with_error_event(stack):
+    m = marker()
+    raw = stack.anthropic().messages.with_raw_response.create(
+        model=CLAUDE_MODEL, max_tokens=16, messages=_msg(f"[[mock close_after=4]] {m}"), stream=True)
+    seen = []
+    with pytest.raises(anthropic.APIError) as ei:
+        for ev in raw.parse():
+            seen.append(ev.type)
+    assert seen[:2] == ["message_start", "content_block_start"]
+    assert "message_stop" not in seen
+    assert any(w in str(ei.value) for w in ("closed the stream", "failed", "cut off"))
+    row = stack.wait_closing_audit(raw.headers["x-request-id"])
+    assert row["error_code"] in ("upstream_stream_truncated", "upstream_stream_error", "upstream_malformed_stream")
+
+
+def test_responses_stream_cut_ends_with_error_event(stack):
+    raw = stack.client().responses.with_raw_response.create(
+        model=MODEL, input=f"[[mock close_after=3]] {marker()}", stream=True)
+    seen = []
+    with pytest.raises(openai.APIError):
+        for ev in raw.parse():
+            seen.append(ev.type)
+    assert seen and seen[0] == "response.created" and "response.completed" not in seen
+    row = stack.wait_closing_audit(raw.headers["x-request-id"])
+    assert row["error_code"] in ("upstream_stream_truncated", "upstream_stream_error", "upstream_malformed_stream")
+
+
+def test_anthropic_stream_error_event_raw_shape(stack):
+    """The last event is `event: error` with Anthropic's error object."""
+    body = json.dumps({"model": CLAUDE_MODEL, "max_tokens": 8, "stream": True,
+                       "messages": _msg(f"[[mock close_after=2]] {marker()}")}).encode()
+    st, _, data = http("POST", stack.api_base + "/v1/messages", body,
+                       {"content-type": "application/json", "x-api-key": stack.key,
+                        "anthropic-version": "2023-06-01"})
+    assert st == 200
+    events = [e for e in data.decode().split("\n\n") if e.strip()]
+    last = events[-1].split("\n")
+    assert last[0] == "event: error"
+    err = json.loads(last[1][len("data: "):])
+    assert err["type"] == "error" and err["error"]["type"] == "api_error" and err["error"]["message"]
+
+
+# ---------------------------------------------------------------- relayed as they arrive
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_typed_stream_events_relayed_as_they_arrive(stack, api):
+    """The mock paces its events 300 ms apart; the client sees them spread out, not in one burst."""
+    import time
+    directive = f"[[mock chunks=3 interval_ms=300]] {marker()}"
+    stamps = []
+    if api == "messages":
+        with stack.anthropic().messages.stream(model=CLAUDE_MODEL, max_tokens=16, messages=_msg(directive)) as s:
+            for ev in s:
+                if ev.type == "content_block_delta":
+                    stamps.append(time.monotonic())
+    else:
+        for ev in stack.client().responses.create(model=MODEL, input=directive, stream=True):
+            if ev.type == "response.output_text.delta":
+                stamps.append(time.monotonic())
+    assert len(stamps) == 3
+    assert stamps[-1] - stamps[0] >= 0.45, f"deltas arrived within {stamps[-1] - stamps[0]:.3f}s"

@@ -26,10 +26,11 @@ def test_canaries_never_surface(stack):
     echo_canary = "sk-canary-echo-" + secrets.token_hex(16)     # refused by the provider, which echoes it
     dead_canary = "sk-canary-dead-" + secrets.token_hex(16)     # provider unreachable
     stack.ctl("providers", "create", "--name", "canary-echo", "--kind", "openai-compatible", "--base-url",
-              stack.mock_base + "/v1", "--api-key-stdin", "--models", "canary-echo-model",
+              stack.mock_base + "/v1", "--allow-private", "--api-key-stdin", "--models", "canary-echo-model",
               input=echo_canary.encode())
     stack.ctl("providers", "create", "--name", "canary-dead", "--kind", "openai-compatible", "--base-url",
-              f"http://127.0.0.1:{free_port()}/v1", "--api-key-stdin", "--models", "canary-dead-model",
+              f"http://127.0.0.1:{free_port()}/v1", "--allow-private", "--api-key-stdin", "--models",
+              "canary-dead-model",
               input=dead_canary.encode())
     scoped = json.loads(stack.ctl("keys", "create", "--name", "scoped", "--models", MODEL,
                                   "--format", "json").stdout)
@@ -74,7 +75,7 @@ def test_canaries_never_surface(stack):
     for body in ({"name": "bad", "kind": "openai", "base_url": "ftp://x", "api_key": echo_canary},
                  {"name": "bad2", "kind": "nope", "base_url": "https://x.example", "api_key": echo_canary},
                  {"name": "canary-echo", "kind": "openai-compatible", "base_url": stack.mock_base + "/v1",
-                  "api_key": echo_canary},                                          # duplicate name
+                  "allow_private": True, "api_key": echo_canary},                   # duplicate name
                  {"name": "bad3", "kind": "openai", "base_url": "https://x.example", "api_key": echo_canary,
                   "ciphertext": "AAAA"}):                                           # forbidden field
         r = http("POST", stack.admin_base + "/admin/v1/providers", json.dumps(body).encode(), auth)

@@ -13,7 +13,8 @@ from lkstack import http
 def test_replace_credential(stack):
     wrong = "sk-wrong-" + secrets.token_hex(12)
     prov = json.loads(stack.ctl("providers", "create", "--name", "replaceable", "--kind", "openai-compatible",
-                                "--base-url", stack.mock_base + "/v1", "--api-key-stdin", "--models",
+                                "--base-url", stack.mock_base + "/v1", "--allow-private", "--api-key-stdin",
+                                "--models",
                                 "replace-model", "--format", "json", input=wrong.encode()).stdout)
     client = stack.client()
     msg = [{"role": "user", "content": "hi"}]

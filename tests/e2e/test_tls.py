@@ -64,7 +64,7 @@ class TlsProviders:
             self.stack.procs[f"mock-{name}"] = proc
             self.mocks[name] = (port, cred)
             self.stack.ctl("providers", "create", "--name", f"tls-{name}", "--kind", "openai-compatible",
-                           "--base-url", f"https://localhost:{port}/v1", "--api-key-stdin",
+                           "--base-url", f"https://localhost:{port}/v1", "--allow-private", "--api-key-stdin",
                            "--models", f"tls-{name}-model", input=cred.encode())
         for name in self.mocks:
             self.wait_mock(name)

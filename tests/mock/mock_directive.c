@@ -81,6 +81,15 @@ static int apply_one(mock_directive_t *d, const char *k, size_t kn, const char *
         d->bytes = x;
         return 0;
     }
+    if (key_is(k, kn, "status_model")) {
+        if (!valid_tool_name(v, vn)) {
+            snprintf(err, errcap, "mock directive status_model: expected a model name [A-Za-z0-9_.-]");
+            return -1;
+        }
+        d->status_model = v;
+        d->status_model_len = vn;
+        return 0;
+    }
     if (key_is(k, kn, "tool")) {
         if (!valid_tool_name(v, vn)) {
             snprintf(err, errcap, "mock directive tool: expected a name of 1-%d chars [A-Za-z0-9_.-]",
@@ -93,6 +102,12 @@ static int apply_one(mock_directive_t *d, const char *k, size_t kn, const char *
     }
     snprintf(err, errcap, "unknown mock directive '%.*s'", kn > 32 ? 32 : (int)kn, k);
     return -1;
+}
+
+void mock_directive_for_model(mock_directive_t *d, const char *model, size_t n)
+{
+    if (d->status_model && !(d->status_model_len == n && memcmp(d->status_model, model, n) == 0))
+        d->status = d->hang = 0;
 }
 
 static int is_space(char c)

@@ -30,12 +30,17 @@ typedef struct {
     int status;       /* 0: normal answer; else answer this HTTP status with an error body */
     const char *tool; /* tool name to call, borrowed from the scanned text; NULL: none */
     size_t tool_len;
-    int echo;          /* content = the last user message */
-    int malformed_sse; /* garbage after the first stream event */
-    int close_after;   /* -1: off; else cut the stream after this many events */
-    long bytes;        /* -1: off; else content of exactly this many bytes */
-    int hang;          /* never answer */
+    int echo;                 /* content = the last user message */
+    int malformed_sse;        /* garbage after the first stream event */
+    int close_after;          /* -1: off; else cut the stream after this many events */
+    long bytes;               /* -1: off; else content of exactly this many bytes */
+    int hang;                 /* never answer */
+    const char *status_model; /* status and hang apply only when the request's model is this */
+    size_t status_model_len;
 } mock_directive_t;
+
+/* Drops d->status and d->hang when status_model is set and the request's model differs. */
+void mock_directive_for_model(mock_directive_t *d, const char *model, size_t n);
 
 /* Fills d with "nothing requested" and the given server defaults. */
 void mock_directive_init(mock_directive_t *d, int chunks, int interval_ms, int latency_ms);

@@ -95,6 +95,9 @@ typedef struct {
     int include_usage;
     int next; /* next stream event */
     mock_sb_t sb;
+    h2o_iovec_t typed; /* a pre-rendered typed stream (messages, responses): sent one event at a time */
+    size_t typed_at;
+    int typed_k;
 } pending_t;
 
 static void add_header(h2o_req_t *req, const h2o_token_t *token, const char *v, size_t n)
@@ -166,8 +169,32 @@ static int cut_at(const pending_t *p)
     return p->dir.close_after < nb ? p->dir.close_after : nb;
 }
 
+/* The next event of a pre-rendered typed stream; close_after cuts it. */
+static void typed_next(pending_t *p)
+{
+    h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
+    h2o_iovec_t buf = h2o_iovec_init(NULL, 0);
+    if (p->dir.close_after >= 0 && p->typed_k >= p->dir.close_after) {
+        state = H2O_SEND_STATE_ERROR;
+        p->req->http1_is_persistent = 0;
+    } else {
+        const char *from = p->typed.base + p->typed_at;
+        const char *e = memmem(from, p->typed.len - p->typed_at, "\n\n", 2);
+        size_t n = e ? (size_t)(e - from) + 2 : p->typed.len - p->typed_at;
+        buf = h2o_iovec_init(from, n);
+        p->typed_at += n;
+        p->typed_k++;
+        if (p->typed_at >= p->typed.len) state = H2O_SEND_STATE_FINAL;
+    }
+    h2o_send(p->req, &buf, buf.len ? 1 : 0, state);
+}
+
 static void stream_next(pending_t *p)
 {
+    if (p->typed.base) {
+        typed_next(p);
+        return;
+    }
     mock_chat_t *c = &p->chat;
     int nb = mock_chat_nevents(c), k = p->next++;
     h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
@@ -253,7 +280,8 @@ static void on_timer(h2o_timeout_entry_t *entry)
 static void on_proceed(h2o_generator_t *self, h2o_req_t *req)
 {
     pending_t *p = (pending_t *)self;
-    int cutting = p->dir.close_after >= 0 && p->next >= cut_at(p);
+    int cutting =
+        p->dir.close_after >= 0 && (p->typed.base ? p->typed_k >= p->dir.close_after : p->next >= cut_at(p));
     if (p->interval && !cutting)
         h2o_timeout_link(p->thr->ctx.loop, p->interval, &p->timer);
     else
@@ -412,6 +440,7 @@ static void handle_chat(mock_thread_t *thr, h2o_req_t *req, mock_directive_t *d,
     }
     /* like a model: once the tool's result is in the conversation, answer in text */
     if (last_role && strcmp(last_role, "tool") == 0) d->tool = NULL;
+    mock_directive_for_model(d, json_string_value(model), json_string_length(model));
     if (check_timers(thr, req, d) != 0 || maybe_fail(thr, req, d)) return;
 
     mock_chat_t chat, *c = &chat;
@@ -556,6 +585,8 @@ static void handle_typed(mock_thread_t *thr, h2o_req_t *req, mock_directive_t *d
     if (scan_messages(req, d, msgs, &tool_result, err, sizeof err) != 0) FAIL(400, err);
     if (xmock.base && mock_directive_apply(d, xmock.base, xmock.len, err, sizeof(err)) != 0) FAIL(400, err);
     if (tool_result) d->tool = NULL;
+    mock_directive_for_model(d, json_string_value(model), json_string_length(model));
+    if (check_timers(thr, req, d) != 0) return;
     if (d->status && d->status != 200) {
         char msg[96];
         snprintf(msg, sizeof msg, "lumkey-mock: simulated HTTP %d error", d->status);
@@ -582,6 +613,14 @@ static void handle_typed(mock_thread_t *thr, h2o_req_t *req, mock_directive_t *d
     if (stream) {
         add_header(req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("text/event-stream"));
         add_header(req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-cache"));
+        /* one event at a time: interval_ms paces them, close_after cuts the stream */
+        pending_t *p = pending_new(thr, req, d);
+        p->typed = h2o_iovec_init(sb.base, sb.len);
+        p->stream = 1;
+        p->latency = d->latency_ms ? mock_timer_for(thr, (uint32_t)d->latency_ms) : NULL;
+        p->interval = d->interval_ms ? mock_timer_for(thr, (uint32_t)d->interval_ms) : NULL;
+        dispatch(p);
+        return;
     } else {
         add_header(req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/json"));
     }

@@ -80,3 +80,11 @@ test('openai: responses and embeddings not streamed', async () => {
   const e = await openai.embeddings.create({ model: MODEL, input: 'hi' });
   assert.equal(e.data.length, 1);
 });
+
+test('models: both SDKs list the key\'s models', async () => {
+  const ids = [];
+  for await (const m of openai.models.list()) ids.push(m.id);
+  assert.ok(ids.includes(MODEL) && ids.includes(CLAUDE));
+  const page = await claude.models.list();
+  assert.ok(page.data.some((m) => m.id === CLAUDE));
+});

@@ -1,4 +1,5 @@
 /*  test_edge_origin - provider base URLs: what the edge accepts as an origin. */
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "edge_upstream.h"
@@ -56,8 +57,34 @@ static void refuses(void)
     LK_CHECK(edge_origin_parse(longhost, &o) == -1);
 }
 
+static int refused4(const char *ip)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    LK_CHECK(inet_pton(AF_INET, ip, &a.sin_addr) == 1);
+    return edge_addr_refused((struct sockaddr *)&a);
+}
+
+static int refused6(const char *ip)
+{
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6};
+    LK_CHECK(inet_pton(AF_INET6, ip, &a.sin6_addr) == 1);
+    return edge_addr_refused((struct sockaddr *)&a);
+}
+
+/* connect-time check: what a provider name may never resolve to */
+static void connect_time_addresses(void)
+{
+    LK_CHECK(refused4("169.254.169.254") && refused4("169.254.0.1") && refused4("0.0.0.0"));
+    LK_CHECK(refused6("fd00:ec2::254") && refused6("fe80::1") && refused6("::") &&
+             refused6("::ffff:169.254.169.254") && refused6("::ffff:0.0.0.0"));
+    LK_CHECK(!refused4("127.0.0.1") && !refused4("10.0.0.1") &&
+             !refused4("8.8.8.8")); /* checked at creation */
+    LK_CHECK(!refused6("::1") && !refused6("2001:db8::1") && !refused6("fd00:ec2::253"));
+}
+
 int main(void)
 {
+    LK_RUN(connect_time_addresses);
     LK_RUN(accepts);
     LK_RUN(refuses);
     return LK_TEST_DONE();

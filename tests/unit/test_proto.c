@@ -101,6 +101,12 @@ static void fill_all(lk_msg_t *m, lk_msg_type_t type)
         m->u.decide_rep.base_url = S("https://api.openai.com/v1");
         m->u.decide_rep.cred_id = S("cred_1");
         m->u.decide_rep.upstream_model = S("gpt-4o-2024-08-06");
+        m->u.decide_rep.provider_id2 = S("prov_2");
+        m->u.decide_rep.provider_kind2 = S("azure");
+        m->u.decide_rep.base_url2 = S("https://x.openai.azure.com");
+        m->u.decide_rep.cred_id2 = S("cred_2");
+        m->u.decide_rep.upstream_model2 = S("gpt4o-deployment");
+        m->u.decide_rep.models = S("[\"gpt-4o\",\"claude-x\"]");
         m->u.decide_rep.policy_id = S("pol_1");
         m->u.decide_rep.policy_version = 12;
         m->u.decide_rep.rule_id = S("rule_7");
@@ -196,6 +202,8 @@ static void fill_all(lk_msg_t *m, lk_msg_type_t type)
         a->answer_sha = S("0000c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         a->request_body = S("{\"model\":\"m\"}");
         a->answer_body = S("{}");
+        a->provider_id2 = S("prov_2");
+        a->upstream_model2 = S("gpt4o-deployment");
         break;
     }
     case LK_MSG_AUDIT_REP:
@@ -300,6 +308,12 @@ static void check_same(const lk_msg_t *x, const lk_msg_t *y)
         CHECK_S(base_url);
         CHECK_S(cred_id);
         CHECK_S(upstream_model);
+        CHECK_S(provider_id2);
+        CHECK_S(provider_kind2);
+        CHECK_S(base_url2);
+        CHECK_S(cred_id2);
+        CHECK_S(upstream_model2);
+        CHECK_S(models);
         CHECK_S(policy_id);
         CHECK_I(policy_version);
         CHECK_S(rule_id);
@@ -403,6 +417,8 @@ static void check_same(const lk_msg_t *x, const lk_msg_t *y)
         CHECK_S(answer_sha);
         CHECK_S(request_body);
         CHECK_S(answer_body);
+        CHECK_S(provider_id2);
+        CHECK_S(upstream_model2);
         break;
     }
     case LK_MSG_AUDIT_REP:

@@ -544,7 +544,7 @@ static int create_provider(int i)
     char body[512];
     snprintf(body, sizeof body,
              "{\"name\":\"p%d\",\"kind\":\"openai-compatible\",\"base_url\":\"http://127.0.0.1:9/v1\","
-             "\"api_key\":\"%s\",\"models\":[\"m1\"]}",
+             "\"allow_private\":true,\"api_key\":\"%s\",\"models\":[\"m1\"]}",
              i, T.secrets[i]);
     lk_msg_t m = msg_of(LK_MSG_ADMIN_REQ), r;
     m.u.admin_req.op = LK_STR_LIT("providers.create");

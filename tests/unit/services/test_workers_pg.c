@@ -333,7 +333,7 @@ static void test_providers(void)
     char body[1024];
     snprintf(body, sizeof body,
              "{\"name\":\"mock\",\"kind\":\"openai-compatible\",\"base_url\":\"http://127.0.0.1:9/v1\","
-             "\"api_key\":\"%s\",\"models\":[\"m1\",\"m2\"]}",
+             "\"allow_private\":true,\"api_key\":\"%s\",\"models\":[\"m1\",\"m2\"]}",
              T.provider_secret);
     LK_CHECK(admin("providers.create", body, &o) == LK_ST_OK);
     check_provider_shape(o, "mock", T.provider_secret);
@@ -372,7 +372,7 @@ static void test_providers(void)
          "invalid_base_url"},
         {"{\"name\":\"x\",\"kind\":\"openai\",\"base_url\":\"https://\",\"api_key\":\"@K@\"}",
          "invalid_base_url"},
-        {"{\"name\":\"x\",\"kind\":\"azure\",\"base_url\":\"https://a.example.com\",\"api_key\":\"@K@\"}",
+        {"{\"name\":\"x\",\"kind\":\"bedrock\",\"base_url\":\"https://a.example.com\",\"api_key\":\"@K@\"}",
          "invalid_field"},
         {"{\"name\":\"\",\"kind\":\"openai\",\"base_url\":\"https://a.example.com\",\"api_key\":\"@K@\"}",
          "invalid_field"},
