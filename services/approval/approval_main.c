@@ -37,19 +37,18 @@ int main(int argc, char **argv)
         return 1;
     }
     static const char *const with_value[] = {"endpoint", "db", NULL};
-    static const char *const switches[] = {"help", NULL};
+    static const char *const switches[] = {"help", "health", NULL};
     if (lk_config_has(argc, argv, "help")) {
         fputs(USAGE, stdout);
         return 0;
     }
     char endpoint[512];
-    const char *ep = lk_config_get(argc, argv, "endpoint", NULL, NULL);
-    if (lk_config_check_args(argc, argv, with_value, switches) != 0 ||
-        (ep ? snprintf(endpoint, sizeof endpoint, "%s", ep) < 0
-            : lk_config_endpoint("approval", endpoint, sizeof endpoint) != 0)) {
+    if (lk_config_load_file() != 0 || lk_config_check_args(argc, argv, with_value, switches) != 0 ||
+        lk_config_bind("approval", argc, argv, endpoint, sizeof endpoint) != 0) {
         fputs(USAGE, stderr);
         return 2;
     }
+    if (lk_config_has(argc, argv, "health")) return lk_worker_health("approval", endpoint, 2000);
 
     int rc = 1;
     lk_worker_opts_t opts = {.service = "approval", .endpoint = endpoint, .handler = approval_handle};
