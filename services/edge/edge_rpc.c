@@ -110,8 +110,8 @@ static void free_slot(edge_rpc_t *self, edge_call_t *call)
 static int send_msg(edge_rpc_t *self, svc_conn_t *conn, lk_msg_t *msg, edge_call_t *keep);
 
 /* Sends a timed-out call once more, with a fresh deadline and the same rid and
- * call id: the DEALER hands it to the next replica, and a worker that already
- * answered it answers from its idempotency cache. 0 / -1 (not retried). */
+ * call id, to every connected replica; a worker that already answered it
+ * answers from its idempotency cache. 0 / -1 (not retried). */
 static int retry(edge_rpc_t *self, edge_call_t *call)
 {
     if (call->retried || !call->sent) return -1;
@@ -122,7 +122,15 @@ static int retry(edge_rpc_t *self, edge_call_t *call)
     uint8_t *old = call->sent;
     int secret = call->secret;
     call->sent = NULL;
-    int rc = send_msg(self, &self->svcs[call->svc], &msg, NULL);
+    /* The DEALER picks pipes round-robin, so a single resend could land on the
+     * same hung replica again. npeers back-to-back copies reach every live
+     * replica; the first answer wins, the others are dropped as late replies
+     * (workers are idempotent on the request). Timeouts are rare: the extra
+     * work is only on this path. */
+    svc_conn_t *conn = &self->svcs[call->svc];
+    int copies = conn->npeers < 1 ? 1 : (conn->npeers > 8 ? 8 : conn->npeers), rc = -1;
+    for (int i = 0; i < copies; i++)
+        if (send_msg(self, conn, &msg, NULL) == 0) rc = 0;
     if (secret) {
         sodium_free(old);
     } else {

@@ -9,9 +9,11 @@
  *  over the connected replicas.
  *
  *  Each call gets a call id, a reply callback and a timeout. A call that times
- *  out is sent once more (same rid and call id, fresh deadline): the DEALER
- *  gives it to the next replica, and workers are idempotent on the request
- *  (lk_worker's cache). Only the second timeout fails the call. A reply that
+ *  out is sent once more (same rid and call id, fresh deadline), as one copy
+ *  per connected replica: round-robin alone could hand it to the same hung
+ *  replica again. The first answer wins; workers are idempotent on the
+ *  request (lk_worker's cache, and each handler on its request id). Only the
+ *  second timeout fails the call. A reply that
  *  arrives after its call failed or was cancelled is dropped. The encoded
  *  request is kept for that retry (in sodium memory when SECRET, wiped).
  *

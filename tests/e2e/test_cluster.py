@@ -2,16 +2,19 @@
 CURVE. Replica 1 of each worker is listed by address, replica 2 is found through a dns+tcp://
 name (localhost), the way a headless Service is found in Kubernetes.
 
-- Under load from both edges, one policy replica and one audit replica are killed with SIGKILL:
-  every request is still answered 200 (the edge retries a timed-out call on the other replica),
-  and every answered request has its closing audit row in PostgreSQL (nothing lost).
+- Under load from both edges, one policy replica hangs (SIGSTOP) and is then killed (SIGKILL), and
+  one audit replica is killed: every request is still answered 200 (the edge retries a timed-out
+  call on the other replica), and every answered request has its closing audit row in PostgreSQL
+  (nothing lost).
 - An edge without an admitted CURVE key (a key the workers do not list, or no key at all) is
   refused: its /readyz reports the workers down and its requests get 503.
 - /metrics of an edge parses with prometheus_client and shows both replicas and the retries.
 """
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -156,9 +159,13 @@ def test_replica_killed_under_load_nothing_lost(cluster):
         t.start()
     try:
         time.sleep(2)
-        cluster.kill_service("policy", signal_kill())   # replica 1 of policy, listed by address
+        # replica 1 of policy (listed by address) hangs first - its connection stays up, so the
+        # calls it holds time out and are retried on replica 2 - and then dies
+        os.kill(cluster.procs["policy"].pid, signal.SIGSTOP)
+        time.sleep(1.5)
+        cluster.kill_service("policy", signal.SIGKILL)
         time.sleep(1)
-        cluster.kill_service("audit2", signal_kill())   # replica 2 of audit, found through DNS
+        cluster.kill_service("audit2", signal.SIGKILL)  # replica 2 of audit, found through DNS
         time.sleep(3)
     finally:
         stop.set()
@@ -187,11 +194,6 @@ def test_replica_killed_under_load_nothing_lost(cluster):
         m2.get(("lumkey_edge_worker_call_retries_total", ()), 0)
     # the killed replicas held calls in flight: at least one was answered by the retry
     assert retries >= 1, "no call was retried, so the kill did not test anything"
-
-
-def signal_kill():
-    import signal
-    return signal.SIGKILL
 
 
 @pytest.mark.parametrize("key", ["rogue", None])
@@ -224,3 +226,33 @@ def test_edge_without_admitted_key_is_refused(cluster, key):
     if key:
         log = (cluster.dir / "logs" / "policy2.log").read_text(errors="replace")
         assert "not admitted" in log, "the worker did not log the refused key"
+
+
+def test_config_file_and_log_streams(cluster, tmp_path):
+    """LUMKEY_CONFIG_FILE supplies settings (the environment wins); a serving process logs JSON
+    lines on stdout; a CLI mode keeps stdout for its output (the bootstrap token alone)."""
+    conf = tmp_path / "lumkey.conf"
+    conf.write_text(f"# settings\nLUMKEY_DB={cluster.conninfo}\nLUMKEY_APPROVAL_BIND=tcp://*:1\n")
+    env = {k: v for k, v in cluster.env().items() if k != "LUMKEY_DB"}
+    env["LUMKEY_CONFIG_FILE"] = str(conf)
+    p = subprocess.run([str(binary("vault", cluster.build_dir)), "--bootstrap-admin", "--tenant", "conf-file"],
+                       env=env, capture_output=True, timeout=30)
+    assert p.returncode == 0, cluster.redact(p.stderr.decode(errors="replace"))
+    lines = p.stdout.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lk_adm_"), "stdout must carry the token alone"
+    # a serving worker: the environment's bind wins over the file's; logs on stdout, stderr empty
+    port = free_port()
+    env["LUMKEY_APPROVAL_BIND"] = f"tcp://127.0.0.1:{port}"
+    env["LUMKEY_CURVE_INSECURE_TCP"] = "1"
+    w = subprocess.Popen([str(binary("approval", cluster.build_dir))], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.7)
+    finally:
+        w.send_signal(signal.SIGTERM)
+        out, err = w.communicate(timeout=10)
+    assert w.returncode == 0
+    assert err == b""
+    logs = [json.loads(line) for line in out.decode().splitlines()]
+    assert any(f"tcp://127.0.0.1:{port}" in entry["msg"] for entry in logs), logs
+    assert all({"ts", "level", "svc", "msg"} <= set(entry) for entry in logs)
