@@ -221,7 +221,9 @@ lk_worker_t *lk_worker_new(const lk_worker_opts_t *opts)
         lk_log_error("cannot set up CURVE on %s", self->endpoint);
         goto fail;
     }
-    int linger = 200, hwm = 100000;
+    int linger = 200, hwm = 100000, one = 1;
+    if (strncmp(self->endpoint, "tcp://[", 7) == 0) /* e.g. tcp://[::]:5555 on an IPv6 pod */
+        zmq_setsockopt(self->sock, ZMQ_IPV6, &one, sizeof one);
     zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(self->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(self->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);

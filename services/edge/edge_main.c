@@ -8,7 +8,8 @@
  *  (/livez stays 200) while requests are still served for
  *  LUMKEY_SHUTDOWN_GRACE_MS, the time the endpoints take to drop this pod;
  *  then the listeners close (a request on a kept-alive connection gets a
- *  retryable 503), requests in flight, streams included, may finish for up to
+ *  retryable 503; a connection still in the kernel's accept queue is reset:
+ *  it was never accepted, the client retries), requests in flight, streams included, may finish for up to
  *  LUMKEY_SHUTDOWN_DRAIN_MS, and the process exits 0. Hooks for later: held
  *  requests (approval) are to be answered with a retryable 503 when the
  *  listeners close; the audit worker flushes its Kafka producer on its own
@@ -185,7 +186,7 @@ int main(int argc, char **argv)
     lk_log_info("ready: agent API on %s%s, admin API on %s", edge.cfg.listen,
                 edge.cfg.tls_cert[0] ? " (TLS)" : "", edge.cfg.admin_listen);
 
-    int64_t close_at = 0, drain_until = 0;
+    int64_t close_at = INT64_MAX, drain_until = 0;
     for (;;) {
         h2o_evloop_run(edge.loop, 50);
         int64_t now = lk_now_ms();
@@ -203,7 +204,10 @@ int main(int argc, char **argv)
             lk_log_info("listeners closed; %llu requests in flight",
                         (unsigned long long)edge_metrics_inflight());
         }
-        if (edge.stopping && (edge_metrics_inflight() == 0 || now >= drain_until)) break;
+        /* at least 500 ms after closing: connections accepted just before get their request read
+         * and answered (a retryable 503) instead of being reset */
+        if (edge.stopping && ((edge_metrics_inflight() == 0 && now >= close_at + 500) || now >= drain_until))
+            break;
     }
     if (edge_metrics_inflight())
         lk_log_warn("%llu requests still in flight after LUMKEY_SHUTDOWN_DRAIN_MS",

@@ -481,6 +481,7 @@ edge_rpc_t *edge_rpc_new(h2o_loop_t *loop, const char *const endpoints[EDGE_SVC_
         if (!c->zsock) goto fail;
         int one = 1, zero = 0, hwm = 100000, ivl = 100, ivl_max = 1000;
         zmq_setsockopt(c->zsock, ZMQ_IMMEDIATE, &one, sizeof one);
+        zmq_setsockopt(c->zsock, ZMQ_IPV6, &one, sizeof one); /* AAAA records and tcp://[addr]:port */
         zmq_setsockopt(c->zsock, ZMQ_LINGER, &zero, sizeof zero);
         zmq_setsockopt(c->zsock, ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(c->zsock, ZMQ_RCVHWM, &hwm, sizeof hwm);

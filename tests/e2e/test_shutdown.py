@@ -3,7 +3,8 @@
 The edge: /readyz answers 503 at once while /livez stays 200 and requests are still served for
 LUMKEY_SHUTDOWN_GRACE_MS; then the listeners close, a stream in flight runs to its end, and the
 process exits 0. No request that was sent before the signal fails; after the signal a client may
-only see the documented outcomes: 200, a retryable 503, or a refused connection (never accepted).
+only see the documented outcomes: 200 during the grace period, then 200, a retryable 503, or a
+refused or reset connection (never accepted).
 Workers: SIGTERM answers what is queued and exits 0.
 """
 
@@ -62,6 +63,7 @@ def test_edge_sigterm_under_load(stack):
                 time.sleep(0.05)
 
     stream_result = {}
+    stream_started = threading.Event()
 
     def stream() -> None:
         client = stack.client()
@@ -71,19 +73,23 @@ def test_edge_sigterm_under_load(stack):
                 messages=[{"role": "user", "content": "a long answer [[mock chunks=20 interval_ms=200]]"}])
             pieces, finish = 0, None
             for chunk in s:
+                stream_started.set()
                 if chunk.choices and chunk.choices[0].delta.content:
                     pieces += 1
                 if chunk.choices and chunk.choices[0].finish_reason:
                     finish = chunk.choices[0].finish_reason
             stream_result.update(pieces=pieces, finish=finish, ended=time.monotonic())
         except Exception as e:  # noqa: BLE001 - reported below
-            stream_result.update(error=repr(e))
+            stream_result.update(error=f"{e!r} caused by {e.__cause__!r}", at=time.monotonic())
+            stream_started.set()
 
     threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
     streamer = threading.Thread(target=stream)
     streamer.start()
     for t in threads:
         t.start()
+    # the stream must be under way (the SDK's import and first request can take a while)
+    assert stream_started.wait(timeout=30), "the stream did not start"
     time.sleep(1.0)
     edge.expected_dead = True
     t_sig = time.monotonic()
@@ -109,10 +115,16 @@ def test_edge_sigterm_under_load(stack):
     before = [o for t0, o in results if t0 < t_sig]
     assert len(before) > 10, f"only {len(before)} requests before the signal"
     assert all(o == 200 for o in before), [o for o in before if o != 200][:10]
-    after = [o for t0, o in results if t0 >= t_sig]
-    bad = [o for o in after if o not in (200, 503, "refused")]
+    # during the grace period (with a margin for the client's own scheduling): still served
+    grace = [o for t0, o in results if t_sig <= t0 < t_sig + GRACE_MS / 1000 - 0.3]
+    assert grace and all(o == 200 for o in grace), [o for o in grace if o != 200][:10]
+    # once the listeners close a client may see: 200, a retryable 503 (kept-alive connection), a
+    # refused connection, or a reset one (it sat in the kernel's accept queue: never accepted)
+    after = [o for t0, o in results if t0 >= t_sig + GRACE_MS / 1000 - 0.3]
+    bad = [o for o in after if o not in (200, 503, "refused") and "ConnectionResetError" not in str(o)]
     assert not bad, f"after SIGTERM: {bad[:10]}"
-    assert "error" not in stream_result, stream_result
+    assert "error" not in stream_result, stack.redact(
+        f"{stream_result} (signal at {t_sig}, exit at {t_exit})\n{stack.log_tails()}")
     assert stream_result.get("finish") == "stop" and stream_result.get("pieces", 0) >= 20, stream_result
     # the stream (4 s) outlived the grace period: the edge waited for it, then exited
     assert stream_result["ended"] - t_sig > GRACE_MS / 1000
