@@ -52,7 +52,10 @@ int lk_config_load_file(void)
             break;
         }
         if (strcmp(k, "LUMKEY_CONFIG_FILE") == 0) continue;
-        if (setenv(k, eq + 1, 0) != 0) { /* 0: the environment wins */
+        char *v = eq + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (setenv(k, v, 0) != 0) { /* 0: the environment wins */
             rc = -1;
             break;
         }

@@ -95,6 +95,10 @@ def cluster(tmp_path_factory):
         pytest.fail(f"could not start the cluster: {e}", pytrace=False)
     yield s
     s.stop()
+    reports = s.sanitizer_reports()
+    if reports:  # ASan/UBSan builds: a report from any process fails the file
+        pytest.fail("sanitizer reports:\n" + s.redact("\n".join(f"=== {n}\n{t[:4000]}" for n, t in reports)),
+                    pytrace=False)
     s.cleanup_dir()
 
 
