@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/stat.h>
 
 #include "lk_log.h"
@@ -15,6 +16,55 @@ static const char *env_nonempty(const char *name)
     return v && *v ? v : NULL;
 }
 
+int lk_config_load_file(void)
+{
+    static int loaded;
+    const char *path = env_nonempty("LUMKEY_CONFIG_FILE");
+    if (loaded || !path) return 0;
+    loaded = 1;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        lk_log_error("cannot read LUMKEY_CONFIG_FILE %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+            line[--n] = '\0';
+        char *k = line;
+        while (*k == ' ' || *k == '\t')
+            k++;
+        if (!*k || *k == '#') continue;
+        char *eq = strchr(k, '=');
+        if (eq) *eq = '\0';
+        size_t kl = eq ? strlen(k) : 0;
+        while (kl && (k[kl - 1] == ' ' || k[kl - 1] == '\t'))
+            k[--kl] = '\0';
+        int ok = eq && kl > 0 && (strncmp(k, "LUMKEY_", 7) == 0 || strcmp(k, "LK_LOG_LEVEL") == 0);
+        for (size_t i = 0; ok && i < kl; i++)
+            ok = (k[i] >= 'A' && k[i] <= 'Z') || (k[i] >= '0' && k[i] <= '9') || k[i] == '_';
+        if (!ok) { /* never echo the line: it may hold a secret */
+            lk_log_error("%s line %d: expected LUMKEY_NAME=value", path, lineno);
+            rc = -1;
+            break;
+        }
+        if (strcmp(k, "LUMKEY_CONFIG_FILE") == 0) continue;
+        char *v = eq + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (setenv(k, v, 0) != 0) { /* 0: the environment wins */
+            rc = -1;
+            break;
+        }
+    }
+    fclose(f);
+    sodium_memzero(line, sizeof line);
+    return rc;
+}
+
 int lk_config_run_dir(char *out, size_t cap)
 {
     const char *dir = env_nonempty("LUMKEY_RUN_DIR");
@@ -22,17 +72,25 @@ int lk_config_run_dir(char *out, size_t cap)
     return n < 0 || (size_t)n >= cap ? -1 : 0;
 }
 
-int lk_config_endpoint(const char *service, char *out, size_t cap)
+/* "LUMKEY_<SERVICE><suffix>" into var[64]. 0 / -1 (bad service name). */
+static int service_var(const char *service, const char *suffix, char var[64])
 {
-    if (!service || !*service || strlen(service) > 32 || cap == 0) return -1;
-    char var[64] = "LUMKEY_";
-    size_t p = strlen(var);
+    if (!service || !*service || strlen(service) > 32 || strlen(suffix) > 16) return -1;
+    memcpy(var, "LUMKEY_", 8);
+    size_t p = 7;
     for (const char *s = service; *s; s++) {
         char c = *s;
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return -1;
         var[p++] = (char)(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
     }
-    memcpy(var + p, "_ENDPOINT", sizeof "_ENDPOINT");
+    memcpy(var + p, suffix, strlen(suffix) + 1);
+    return 0;
+}
+
+int lk_config_endpoint(const char *service, char *out, size_t cap)
+{
+    char var[64];
+    if (cap == 0 || service_var(service, "_ENDPOINT", var) != 0) return -1;
     const char *ep = env_nonempty(var);
     int n;
     if (ep) {
@@ -153,6 +211,23 @@ int lk_config_prepare_endpoint(const char *endpoint)
     return 0;
 }
 
+int lk_config_bind(const char *service, int argc, char **argv, char *out, size_t cap)
+{
+    char bind_var[64];
+    if (service_var(service, "_BIND", bind_var) != 0) return -1;
+    const char *ep = lk_config_get(argc, argv, "endpoint", bind_var, NULL);
+    int n = ep ? snprintf(out, cap, "%s", ep) : 0;
+    if ((ep && (n < 0 || (size_t)n >= cap)) || (!ep && lk_config_endpoint(service, out, cap) != 0)) {
+        lk_log_error("bad endpoint for %s (LUMKEY_*_BIND / LUMKEY_*_ENDPOINT / LUMKEY_RUN_DIR)", service);
+        return -1;
+    }
+    if (strchr(out, ',') || strncmp(out, "dns+", 4) == 0) {
+        lk_log_error("a worker binds one endpoint: set %s to e.g. tcp://*:5555", bind_var);
+        return -1;
+    }
+    return 0;
+}
+
 int lk_config_worker(lk_config_worker_t *cfg, const char *service, int argc, char **argv,
                      const char *const *extra_with_value, const char *const *extra_switches)
 {
@@ -161,13 +236,14 @@ int lk_config_worker(lk_config_worker_t *cfg, const char *service, int argc, cha
     with_value[nv++] = "db";
     with_value[nv++] = "endpoint";
     switches[ns++] = "help";
+    switches[ns++] = "health";
     for (; extra_with_value && *extra_with_value && nv < 15; extra_with_value++)
         with_value[nv++] = *extra_with_value;
     for (; extra_switches && *extra_switches && ns < 15; extra_switches++)
         switches[ns++] = *extra_switches;
     with_value[nv] = NULL;
     switches[ns] = NULL;
-    if (lk_config_check_args(argc, argv, with_value, switches) != 0) return -1;
+    if (lk_config_load_file() != 0 || lk_config_check_args(argc, argv, with_value, switches) != 0) return -1;
     long wait_ms, stmt_ms;
     if (lk_config_get_int(argc, argv, NULL, "LUMKEY_DB_WAIT_MS", 10000, 3600000, &wait_ms) != 0 ||
         lk_config_get_int(argc, argv, NULL, "LUMKEY_DB_STATEMENT_TIMEOUT_MS", 5000, 3600000, &stmt_ms) != 0)
@@ -179,12 +255,7 @@ int lk_config_worker(lk_config_worker_t *cfg, const char *service, int argc, cha
         lk_log_error("LUMKEY_DB is not set (a libpq connection string)");
         return -1;
     }
-    const char *ep = lk_config_get(argc, argv, "endpoint", NULL, NULL);
-    int n = ep ? snprintf(cfg->endpoint, sizeof cfg->endpoint, "%s", ep) : 0;
-    if ((ep && (n < 0 || (size_t)n >= sizeof cfg->endpoint)) ||
-        (!ep && lk_config_endpoint(service, cfg->endpoint, sizeof cfg->endpoint) != 0)) {
-        lk_log_error("bad endpoint for %s (LUMKEY_*_ENDPOINT / LUMKEY_RUN_DIR)", service);
-        return -1;
-    }
+    if (lk_config_bind(service, argc, argv, cfg->endpoint, sizeof cfg->endpoint) != 0) return -1;
+    cfg->health = lk_config_has(argc, argv, "health");
     return 0;
 }

@@ -1,4 +1,4 @@
-/*  lk_log - JSON log lines on stderr, one object per line. */
+/*  lk_log - JSON log lines, one object per line (stderr, or stdout when serving). */
 #include "lk_log.h"
 
 #include <stdarg.h>
@@ -11,6 +11,7 @@
 static const char *s_service = "lumkey";
 static lk_log_level_t s_level = LK_LOG_INFO;
 static const char *s_names[] = {"debug", "info", "warn", "error"};
+static int s_stdout; /* 0 = stderr */
 
 void lk_log_init(const char *service)
 {
@@ -19,6 +20,12 @@ void lk_log_init(const char *service)
     if (lv)
         for (int i = 0; i < 4; i++)
             if (strcmp(lv, s_names[i]) == 0) s_level = (lk_log_level_t)i;
+}
+
+void lk_log_to_stdout(void)
+{
+    s_stdout = 1;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* one line at a time, even into a pipe */
 }
 
 void lk_log_set_level(lk_log_level_t level)
@@ -70,5 +77,5 @@ void lk_log(lk_log_level_t level, const char *rid, const char *fmt, ...)
     line[pos++] = '"';
     line[pos++] = '}';
     line[pos++] = '\n';
-    fwrite(line, 1, pos, stderr);
+    fwrite(line, 1, pos, s_stdout ? stdout : stderr);
 }

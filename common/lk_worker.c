@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include "lk_config.h"
+#include "lk_curve.h"
 #include "lk_log.h"
 #include "lk_util.h"
 
@@ -133,6 +134,8 @@ struct lk_worker {
     char endpoint[512];
     void *zctx;
     void *sock;
+    void *zap; /* REP on inproc://zeromq.zap.01 when CURVE is on */
+    lk_curve_t curve;
     atomic_int stop;
     cache_t cache;
     lk_buf_t scratch;        /* plain */
@@ -183,6 +186,10 @@ lk_worker_t *lk_worker_new(const lk_worker_opts_t *opts)
     if (!self) return NULL;
     self->opts = *opts;
     if (self->opts.tick_ms <= 0) self->opts.tick_ms = 1000;
+    if (self->opts.drain_ms <= 0) {
+        const char *d = getenv("LUMKEY_WORKER_DRAIN_MS");
+        self->opts.drain_ms = d && atoi(d) > 0 ? atoi(d) : 2000;
+    }
     snprintf(self->endpoint, sizeof self->endpoint, "%s", opts->endpoint);
     self->opts.endpoint = self->endpoint;
     lk_buf_init(&self->scratch, 0);
@@ -201,11 +208,22 @@ lk_worker_t *lk_worker_new(const lk_worker_opts_t *opts)
             lk_buf_init(&self->held[i].encoded, 0);
     }
     if (lk_config_prepare_endpoint(self->endpoint) != 0) goto fail;
+    if (lk_curve_server_load(&self->curve, self->endpoint) != 0) goto fail;
     self->zctx = zmq_ctx_new();
     if (!self->zctx) goto fail;
+    if (self->curve.on) { /* the ZAP handler must be bound before the CURVE socket */
+        self->zap = zmq_socket(self->zctx, ZMQ_REP);
+        if (!self->zap || zmq_bind(self->zap, "inproc://zeromq.zap.01") != 0) goto fail;
+    }
     self->sock = zmq_socket(self->zctx, ZMQ_ROUTER);
     if (!self->sock) goto fail;
-    int linger = 200, hwm = 100000;
+    if (lk_curve_server_apply(&self->curve, self->sock) != 0) {
+        lk_log_error("cannot set up CURVE on %s", self->endpoint);
+        goto fail;
+    }
+    int linger = 200, hwm = 100000, one = 1;
+    if (strncmp(self->endpoint, "tcp://[", 7) == 0) /* e.g. tcp://[::]:5555 on an IPv6 pod */
+        zmq_setsockopt(self->sock, ZMQ_IPV6, &one, sizeof one);
     zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(self->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(self->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
@@ -213,7 +231,8 @@ lk_worker_t *lk_worker_new(const lk_worker_opts_t *opts)
         lk_log_error("cannot bind %s: %s", self->endpoint, zmq_strerror(errno));
         goto fail;
     }
-    lk_log_info("ready: %s bound to %s", opts->service, self->endpoint);
+    lk_log_to_stdout();
+    lk_log_info("ready: %s bound to %s%s", opts->service, self->endpoint, self->curve.on ? " (CURVE)" : "");
     return self;
 fail:
     lk_worker_destroy(&self);
@@ -225,7 +244,9 @@ void lk_worker_destroy(lk_worker_t **self_p)
     if (!self_p || !*self_p) return;
     lk_worker_t *self = *self_p;
     if (self->sock) zmq_close(self->sock);
+    if (self->zap) zmq_close(self->zap);
     if (self->zctx) zmq_ctx_term(self->zctx);
+    lk_curve_clear(&self->curve);
     cache_free(&self->cache);
     if (self->held) {
         for (size_t i = 0; i < BATCH_MAX; i++)
@@ -517,6 +538,49 @@ static int receive_one(lk_worker_t *self)
     return 1;
 }
 
+/* Answers one ZAP request (RFC 27): admits a CURVE client whose public key is
+ * listed, refuses any other. */
+static void answer_zap(lk_worker_t *self)
+{
+    zmq_msg_t f[8];
+    int n = 0, more = 1;
+    while (more && n < 8) {
+        zmq_msg_init(&f[n]);
+        if (zmq_msg_recv(&f[n], self->zap, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&f[n]);
+            break;
+        }
+        more = zmq_msg_more(&f[n]);
+        n++;
+    }
+    if (more) { /* malformed: cannot answer in step; drop (REP resets on the next request) */
+        for (int i = 0; i < n; i++)
+            zmq_msg_close(&f[i]);
+        return;
+    }
+    /* version, request id, domain, address, identity, mechanism, credentials... */
+    int ok = n >= 7 && zmq_msg_size(&f[5]) == 5 && memcmp(zmq_msg_data(&f[5]), "CURVE", 5) == 0 &&
+             lk_curve_admits(&self->curve, zmq_msg_data(&f[6]), zmq_msg_size(&f[6]));
+    if (!ok) {
+        char addr[64] = "?";
+        if (n >= 4)
+            snprintf(addr, sizeof addr, "%.*s", (int)zmq_msg_size(&f[3]), (char *)zmq_msg_data(&f[3]));
+        lk_log_warn("refused a peer at %s: its CURVE public key is not admitted", addr);
+    }
+    const char *code = ok ? "200" : "400", *text = ok ? "OK" : "key not admitted";
+    zmq_send(self->zap, "1.0", 3, ZMQ_SNDMORE);
+    if (n >= 2)
+        zmq_send(self->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
+    else
+        zmq_send(self->zap, "", 0, ZMQ_SNDMORE);
+    zmq_send(self->zap, code, 3, ZMQ_SNDMORE);
+    zmq_send(self->zap, text, strlen(text), ZMQ_SNDMORE);
+    zmq_send(self->zap, "", 0, ZMQ_SNDMORE); /* user id */
+    zmq_send(self->zap, "", 0, 0);           /* metadata */
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&f[i]);
+}
+
 static void run_tick(lk_worker_t *self)
 {
     int64_t now = lk_mono_us();
@@ -535,18 +599,31 @@ int lk_worker_run(lk_worker_t *self)
     sigaction(SIGTERM, &sa, &old_term);
     int rc = 0;
     self->next_tick_us = lk_mono_us() + (int64_t)self->opts.tick_ms * 1000;
-    while (!s_signalled && !atomic_load(&self->stop)) {
-        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
+    int64_t drain_until = 0, idle_since = 0;
+    for (;;) {
+        if ((s_signalled || atomic_load(&self->stop)) && !drain_until) {
+            /* finish what is already queued: keep answering until the socket
+             * stays quiet for 200 ms (at most LUMKEY_SHUTDOWN_DRAIN_MS) */
+            lk_log_info("stopping: answering the requests already queued");
+            drain_until = lk_mono_us() + (int64_t)self->opts.drain_ms * 1000;
+            idle_since = lk_mono_us();
+        }
+        if (drain_until && (lk_mono_us() >= drain_until || lk_mono_us() - idle_since >= 200000)) break;
+        zmq_pollitem_t items[2] = {{self->sock, 0, ZMQ_POLLIN, 0}, {self->zap, 0, ZMQ_POLLIN, 0}};
         long wait_ms = (long)((self->next_tick_us - lk_mono_us()) / 1000);
         if (wait_ms < 0) wait_ms = 0;
         if (wait_ms > 100) wait_ms = 100; /* notice lk_worker_stop from another thread */
-        int n = zmq_poll(&item, 1, wait_ms);
+        if (drain_until && wait_ms > 50) wait_ms = 50;
+        int n = zmq_poll(items, self->zap ? 2 : 1, wait_ms);
         if (n < 0) {
             if (errno == EINTR) continue;
             lk_log_error("poll failed: %s", zmq_strerror(errno));
             rc = -1;
             break;
         }
+        if (self->zap && (items[1].revents & ZMQ_POLLIN)) answer_zap(self);
+        if (!(items[0].revents & ZMQ_POLLIN)) n = 0;
+        if (n > 0) idle_since = lk_mono_us();
         for (int i = 0; n > 0 && i < BATCH_MAX; i++) {
             int got = receive_one(self);
             if (got < 0) {
@@ -564,5 +641,53 @@ out:
     if (s_signalled) lk_log_info("stopping on a signal");
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    return rc;
+}
+
+int lk_worker_health(const char *service, const char *endpoint, int timeout_ms)
+{
+    char ep[512];
+    const char *star = strstr(endpoint, "://*:");
+    if (star) /* a wildcard bind: ask over loopback */
+        snprintf(ep, sizeof ep, "%.*s://127.0.0.1:%s", (int)(star - endpoint), endpoint, star + 5);
+    else
+        snprintf(ep, sizeof ep, "%s", endpoint);
+    lk_curve_t curve;
+    memset(&curve, 0, sizeof curve);
+    int rc = 1;
+    void *ctx = zmq_ctx_new(), *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    lk_buf_t out;
+    lk_buf_init(&out, 0);
+    if (!sock) goto cleanup;
+    /* as a client with the server's own keypair, which the ZAP handler admits */
+    if (lk_curve_server_load(&curve, ep) != 0 || lk_curve_client_apply(&curve, sock) != 0) goto cleanup;
+    int zero = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(sock, ep) != 0) goto cleanup;
+    lk_msg_t ping;
+    memset(&ping, 0, sizeof ping);
+    ping.env.version = LK_PROTO_VERSION;
+    ping.env.type = LK_MSG_PING;
+    ping.env.rid = LK_STR_LIT("health");
+    ping.env.call_id = 1;
+    ping.env.deadline_ms = lk_now_ms() + timeout_ms;
+    if (lk_proto_encode(&ping, &out) != 0 || zmq_send(sock, out.data, out.len, 0) < 0) goto cleanup;
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, timeout_ms) == 1) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        lk_msg_t rep;
+        if (zmq_msg_recv(&m, sock, 0) >= 0 &&
+            lk_proto_decode(zmq_msg_data(&m), zmq_msg_size(&m), &rep) == 0 && rep.env.type == LK_MSG_PONG &&
+            rep.env.call_id == 1)
+            rc = 0;
+        zmq_msg_close(&m);
+    }
+cleanup:
+    if (rc != 0) lk_log_error("%s at %s did not answer a ping", service, ep);
+    lk_buf_free(&out);
+    if (sock) zmq_close(sock);
+    if (ctx) zmq_ctx_term(ctx);
+    lk_curve_clear(&curve);
     return rc;
 }

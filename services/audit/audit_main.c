@@ -69,6 +69,7 @@ int main(int argc, char **argv)
         fputs(USAGE, stderr);
         return 2;
     }
+    if (cfg.health) return lk_worker_health("audit", cfg.endpoint, 2000);
     long cp_ms = 60000, ret_ms = 3600000;
     if (lk_config_get_int(argc, argv, NULL, "LUMKEY_AUDIT_CHECKPOINT_MS", 60000, 86400000L, &cp_ms) != 0 ||
         lk_config_get_int(argc, argv, NULL, "LUMKEY_AUDIT_RETENTION_MS", 3600000, 86400000L * 7, &ret_ms) !=

@@ -25,8 +25,10 @@ typedef struct {
     uint64_t upstream_timeout_ms;
     size_t max_body_bytes;
     size_t max_response_bytes;
-    uint64_t keycache_ttl_ms; /* 0 = off */
-    uint64_t hold_timeout_ms; /* a held request's wait for a human decision */
+    uint64_t keycache_ttl_ms;   /* 0 = off */
+    uint64_t shutdown_grace_ms; /* after SIGTERM: not ready, but still accepting (endpoints catch up) */
+    uint64_t shutdown_drain_ms; /* then: listeners closed, requests in flight may finish this long */
+    uint64_t hold_timeout_ms;   /* a held request's wait for a human decision */
 } edge_config_t;
 
 typedef struct {
@@ -35,7 +37,8 @@ typedef struct {
     edge_rpc_t *rpc;
     edge_upstreams_t *upstreams;
     edge_keycache_t *keycache;
-    volatile int stopping;
+    volatile int draining; /* SIGTERM seen: /readyz answers 503, requests still served */
+    volatile int stopping; /* listeners closed: new requests on open connections get a retryable 503 */
     struct {
         uint64_t requests, denied, upstream_errors, keycache_hits;
     } stats;

@@ -355,7 +355,7 @@ int edge_health_on_req(h2o_handler_t *handler, h2o_req_t *req)
     }
     /* /readyz and /healthz: every worker answered a ping recently, and we are not stopping */
     int64_t now = lk_now_ms();
-    int ready = !g_edge->stopping;
+    int ready = !g_edge->stopping && !g_edge->draining;
     json_t *svcs = json_object();
     for (int i = 0; i < EDGE_SVC_COUNT; i++) {
         int64_t last = edge_rpc_last_pong_ms(g_edge->rpc, (edge_svc_t)i);
@@ -364,7 +364,8 @@ int edge_health_on_req(h2o_handler_t *handler, h2o_req_t *req)
         json_object_set_new(svcs, edge_svc_name((edge_svc_t)i), json_string(up ? "up" : "down"));
     }
     json_t *body =
-        json_pack("{s:s,s:o}", "status", g_edge->stopping ? "stopping" : (ready ? "ready" : "not ready"),
+        json_pack("{s:s,s:o}", "status",
+                  g_edge->stopping || g_edge->draining ? "stopping" : (ready ? "ready" : "not ready"),
                   "services", svcs);
     char *s = json_dumps(body, JSON_COMPACT);
     edge_http_send_json(req, ready ? 200 : 503, rid, s, strlen(s));

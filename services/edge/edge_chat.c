@@ -75,7 +75,8 @@ typedef struct {
     int64_t hold_exp_ms;
     unsigned hold_polls;
     h2o_timeout_entry_t hold_timer;
-    int early_sse; /* the SSE response was started while held */
+    int early_sse;    /* the SSE response was started while held */
+    int held_counted; /* counted in lumkey_edge_held_requests while held */
     /* an answer held by policy (a tool call, or text): events kept until a human decides */
     int answer_hold;    /* 1 while held */
     lk_buf_t held_q;    /* [u32 event len][event][u32 data len][data]... from the one that held */
@@ -982,6 +983,14 @@ static void on_hold_timer(h2o_timeout_entry_t *entry)
     send_hold_wait(c);
 }
 
+/* The request is no longer waiting for a human (decided, or gone). */
+static void held_done(chat_t *c)
+{
+    if (!c->held_counted) return;
+    c->held_counted = 0;
+    edge_metrics_held_add(-1);
+}
+
 /* A policy held the model's answer (a tool call, or its text): ask a human.
  * The stream (if any) stays open with keep-alives; events are kept. 0 / -1. */
 static int open_answer_hold(chat_t *c)
@@ -1141,6 +1150,7 @@ static void on_hold(void *data, const lk_msg_t *reply)
     if (h->approver.len) lk_str_copy(c->approver, sizeof c->approver, h->approver);
     char reason[300];
     lk_str_copy(reason, sizeof reason, h->reason);
+    if (h->outcome != LK_HOLD_PENDING) held_done(c);
     if (c->answer_hold && h->outcome != LK_HOLD_PENDING) {
         answer_hold_decided(c, h->outcome, reason);
         return;
@@ -1169,6 +1179,10 @@ static void on_hold(void *data, const lk_msg_t *reply)
     case LK_HOLD_PENDING:
         if (!c->hold_id[0]) { /* just opened (or joined): remember it, and keep the agent's stream alive */
             lk_str_copy(c->hold_id, sizeof c->hold_id, h->hold_id);
+            if (!c->held_counted) {
+                c->held_counted = 1;
+                edge_metrics_held_add(1);
+            }
             c->hold_exp_ms =
                 h->expires_ms ? h->expires_ms : lk_now_ms() + (int64_t)g_edge->cfg.hold_timeout_ms;
             lk_log(LK_LOG_INFO, c->rid, "held for approval as %s", c->hold_id);
@@ -1395,6 +1409,7 @@ static void on_dispose(void *p)
     edge_rpc_cancel(g_edge->rpc, c->call2);
     edge_policy_abandon(c->pol_wait);
     if (h2o_timeout_is_linked(&c->hold_timer)) h2o_timeout_unlink(&c->hold_timer);
+    held_done(c);
     if (c->up) {
         edge_upstream_cancel(c->up);
         c->up = NULL;

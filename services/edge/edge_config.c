@@ -5,6 +5,7 @@
 
 #include "edge.h"
 #include "lk_config.h"
+#include "lk_curve.h"
 #include "lk_log.h"
 
 static void env_str(char *dst, size_t cap, const char *name, const char *dflt)
@@ -33,6 +34,9 @@ static int env_u64(uint64_t *dst, const char *name, uint64_t dflt)
 int edge_config_load(edge_config_t *cfg, int argc, char **argv)
 {
     memset(cfg, 0, sizeof *cfg);
+    if (argc == 3 && strcmp(argv[1], "--curve-keygen") == 0) /* a CLI mode: PATH and PATH_secret */
+        exit(lk_curve_keygen(argv[2]) == 0 ? 0 : 1);
+    if (lk_config_load_file() != 0) return -1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("lumkey-edge: the HTTP edge of Lumkey.\n"
@@ -46,7 +50,15 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv)
                    "  LUMKEY_MAX_BODY_BYTES    request body limit (4194304)\n"
                    "  LUMKEY_KEYCACHE_TTL_MS   how long a key's vault hash is reused (60000; 0 = off)\n"
                    "  LUMKEY_HOLD_TIMEOUT_MS   how long a held request waits for a human (300000)\n"
-                   "  LUMKEY_RUN_DIR, LUMKEY_{POLICY,VAULT,APPROVAL,AUDIT}_ENDPOINT  worker endpoints\n");
+                   "  LUMKEY_RUN_DIR, LUMKEY_{POLICY,VAULT,APPROVAL,AUDIT}_ENDPOINT  worker endpoints: a\n"
+                   "                           comma-separated list of ZeroMQ endpoints and "
+                   "dns+tcp://NAME:PORT\n"
+                   "  LUMKEY_DNS_REFRESH_MS    how often dns+tcp:// names are resolved again (5000)\n"
+                   "  LUMKEY_CURVE_SECRET_FILE, LUMKEY_CURVE_SERVER_PUBLIC_FILE  CURVE on tcp:// links\n"
+                   "  LUMKEY_SHUTDOWN_GRACE_MS after SIGTERM, /readyz fails but requests are served (2000)\n"
+                   "  LUMKEY_SHUTDOWN_DRAIN_MS then requests in flight may finish this long (30000)\n"
+                   "  LUMKEY_CONFIG_FILE       a file of LUMKEY_*=value lines (the environment wins)\n"
+                   "lumkey-edge --curve-keygen PATH   write a CURVE keypair: PATH and PATH_secret\n");
             exit(0);
         }
         lk_log_error("unknown argument %s (settings come from LUMKEY_* variables; see --help)", argv[i]);
@@ -74,6 +86,8 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv)
     if (env_u64(&cfg->hop_timeout_ms, "LUMKEY_HOP_TIMEOUT_MS", 2000) != 0 ||
         env_u64(&cfg->upstream_timeout_ms, "LUMKEY_UPSTREAM_TIMEOUT_MS", 600000) != 0 ||
         env_u64(&body, "LUMKEY_MAX_BODY_BYTES", 4u << 20) != 0 ||
+        env_u64(&cfg->shutdown_grace_ms, "LUMKEY_SHUTDOWN_GRACE_MS", 2000) != 0 ||
+        env_u64(&cfg->shutdown_drain_ms, "LUMKEY_SHUTDOWN_DRAIN_MS", 30000) != 0 ||
         env_u64(&cfg->hold_timeout_ms, "LUMKEY_HOLD_TIMEOUT_MS", 300000) != 0)
         return -1;
     cfg->max_body_bytes = body;

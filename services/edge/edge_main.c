@@ -2,7 +2,18 @@
  *
  *  main reads like a table of contents: load settings, open the worker links
  *  and the provider pools, start the two listeners, run the loop until
- *  SIGTERM/SIGINT, drain briefly, tear down.
+ *  SIGTERM/SIGINT, drain, tear down.
+ *
+ *  Shutdown, as Kubernetes expects it: on SIGTERM /readyz answers 503 at once
+ *  (/livez stays 200) while requests are still served for
+ *  LUMKEY_SHUTDOWN_GRACE_MS, the time the endpoints take to drop this pod;
+ *  then the listeners close (a request on a kept-alive connection gets a
+ *  retryable 503; a connection still in the kernel's accept queue is reset:
+ *  it was never accepted, the client retries), requests in flight, streams included, may finish for up to
+ *  LUMKEY_SHUTDOWN_DRAIN_MS, and the process exits 0. Hooks for later: held
+ *  requests (approval) are to be answered with a retryable 503 when the
+ *  listeners close; the audit worker flushes its Kafka producer on its own
+ *  SIGTERM.
  */
 #include <errno.h>
 #include <h2o.h>
@@ -18,6 +29,7 @@
 
 #include "edge.h"
 #include "edge_http.h"
+#include "edge_metrics.h"
 #include "edge_slack.h"
 #include "edge_upstream.h"
 #include "lk_log.h"
@@ -167,21 +179,36 @@ int main(int argc, char **argv)
     if (edge.cfg.tls_cert[0] && setup_tls(&api, edge.cfg.tls_cert, edge.cfg.tls_key) != 0) return 1;
     if (open_listener(&api, edge.cfg.listen) != 0 || open_listener(&admin, edge.cfg.admin_listen) != 0)
         return 1;
+    lk_log_to_stdout();
     lk_log_info("ready: agent API on %s%s, admin API on %s", edge.cfg.listen,
                 edge.cfg.tls_cert[0] ? " (TLS)" : "", edge.cfg.admin_listen);
 
-    int64_t drain_until = 0;
+    int64_t close_at = INT64_MAX, drain_until = 0;
     for (;;) {
-        h2o_evloop_run(edge.loop, 100);
-        if (s_signal && !edge.stopping) {
+        h2o_evloop_run(edge.loop, 50);
+        int64_t now = lk_now_ms();
+        if (s_signal && !edge.draining) {
+            edge.draining = 1;
+            close_at = now + (int64_t)edge.cfg.shutdown_grace_ms;
+            lk_log_info("signal %d: not ready any more; accepting for %llu ms more", (int)s_signal,
+                        (unsigned long long)edge.cfg.shutdown_grace_ms);
+        }
+        if (edge.draining && !edge.stopping && now >= close_at) {
             edge.stopping = 1;
-            lk_log_info("signal %d: not ready any more, closing listeners, draining", (int)s_signal);
             h2o_socket_close(api.listener);
             h2o_socket_close(admin.listener);
-            drain_until = lk_now_ms() + 2000;
+            drain_until = now + (int64_t)edge.cfg.shutdown_drain_ms;
+            lk_log_info("listeners closed; %llu requests in flight",
+                        (unsigned long long)edge_metrics_inflight());
         }
-        if (edge.stopping && lk_now_ms() >= drain_until) break;
+        /* at least 500 ms after closing: connections accepted just before get their request read
+         * and answered (a retryable 503) instead of being reset */
+        if (edge.stopping && ((edge_metrics_inflight() == 0 && now >= close_at + 500) || now >= drain_until))
+            break;
     }
+    if (edge_metrics_inflight())
+        lk_log_warn("%llu requests still in flight after LUMKEY_SHUTDOWN_DRAIN_MS",
+                    (unsigned long long)edge_metrics_inflight());
     edge_rpc_stats_t st = edge_rpc_stats(edge.rpc);
     lk_log_info("stopped: %llu requests, %llu worker calls, %llu timeouts",
                 (unsigned long long)edge.stats.requests, (unsigned long long)st.calls,

@@ -42,10 +42,31 @@ static req_series_t s_req[MAX_SERIES];
 static size_t s_nreq;
 static histo_t s_req_seconds, s_upstream_seconds, s_call_seconds[EDGE_SVC_COUNT];
 static uint64_t s_call_timeouts[EDGE_SVC_COUNT];
+static uint64_t s_finished; /* agent requests finished (edge_metrics_request calls) */
+
+static uint64_t s_held;
+
+void edge_metrics_held_add(int delta)
+{
+    if (delta < 0 && s_held == 0) return;
+    s_held = delta < 0 ? s_held - 1 : s_held + 1;
+}
+
+uint64_t edge_metrics_held(void)
+{
+    return s_held;
+}
+
+uint64_t edge_metrics_inflight(void)
+{
+    uint64_t begun = g_edge ? g_edge->stats.requests : 0;
+    return begun > s_finished ? begun - s_finished : 0;
+}
 
 void edge_metrics_request(const char *endpoint, const char *decision, int status, double seconds)
 {
     if (!decision) decision = "none";
+    s_finished++;
     observe(&s_req_seconds, seconds);
     for (size_t i = 0; i < s_nreq; i++) {
         req_series_t *r = &s_req[i];
@@ -147,7 +168,27 @@ int edge_metrics_render(lk_buf_t *out)
     rc |= put(out,
               "# HELP lumkey_edge_ready Whether the edge reports ready (not stopping).\n"
               "# TYPE lumkey_edge_ready gauge\nlumkey_edge_ready %d\n",
-              !g_edge->stopping);
+              !g_edge->stopping && !g_edge->draining);
+    rc |= put(out,
+              "# HELP lumkey_edge_requests_in_flight Agent requests begun and not yet finished.\n"
+              "# TYPE lumkey_edge_requests_in_flight gauge\nlumkey_edge_requests_in_flight %llu\n",
+              (unsigned long long)edge_metrics_inflight());
+    rc |= put(out,
+              "# HELP lumkey_edge_held_requests Agent requests and answers held for an approval.\n"
+              "# TYPE lumkey_edge_held_requests gauge\nlumkey_edge_held_requests %llu\n",
+              (unsigned long long)edge_metrics_held());
+    edge_rpc_stats_t st = edge_rpc_stats(g_edge->rpc);
+    rc |= put(out,
+              "# HELP lumkey_edge_worker_call_retries_total Worker calls sent again to another replica after "
+              "a timeout.\n# TYPE lumkey_edge_worker_call_retries_total counter\n"
+              "lumkey_edge_worker_call_retries_total %llu\n",
+              (unsigned long long)st.retries);
+    rc |=
+        put(out, "# HELP lumkey_edge_worker_replicas Worker replicas the edge is connected to, by service.\n"
+                 "# TYPE lumkey_edge_worker_replicas gauge\n");
+    for (int i = 0; i < EDGE_SVC_COUNT; i++)
+        rc |= put(out, "lumkey_edge_worker_replicas{service=\"%s\"} %d\n", edge_svc_name((edge_svc_t)i),
+                  edge_rpc_replicas(g_edge->rpc, (edge_svc_t)i));
     rc |= edge_audit_metrics_render(out);
     return rc ? -1 : 0;
 }

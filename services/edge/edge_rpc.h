@@ -1,10 +1,25 @@
 /*  edge_rpc - calls from the edge to the workers, inside the h2o event loop.
  *
- *  One DEALER socket per service, connected to every replica endpoint of it.
- *  Each call gets a call id, a reply callback and a timeout; a reply that
- *  arrives after its call timed out or was cancelled is dropped. The DEALER
- *  sockets use ZMQ_IMMEDIATE, so with no worker connected a call fails at
- *  once rather than queueing. Knows the envelope of lk_proto, nothing of HTTP.
+ *  One DEALER socket per service, connected to every replica endpoint of it:
+ *  the endpoint setting is a comma-separated list of ZeroMQ endpoints and
+ *  dns+tcp://NAME:PORT entries; every A/AAAA record of NAME is connected, and
+ *  a resolver thread looks again every LUMKEY_DNS_REFRESH_MS (5000) so that
+ *  replicas that appear are connected and vanished ones disconnected (the
+ *  loop applies the answers within a second). The DEALER round-robins calls
+ *  over the connected replicas.
+ *
+ *  Each call gets a call id, a reply callback and a timeout. A call that times
+ *  out is sent once more (same rid and call id, fresh deadline), as one copy
+ *  per connected replica: round-robin alone could hand it to the same hung
+ *  replica again. The first answer wins; workers are idempotent on the
+ *  request (lk_worker's cache, and each handler on its request id). Only the
+ *  second timeout fails the call. A reply that
+ *  arrives after its call failed or was cancelled is dropped. The encoded
+ *  request is kept for that retry (in sodium memory when SECRET, wiped).
+ *
+ *  The DEALER sockets use ZMQ_IMMEDIATE, so with no worker connected a call
+ *  fails at once rather than queueing. tcp:// links are CURVE clients
+ *  (lk_curve.h). Knows the envelope of lk_proto, nothing of HTTP.
  */
 #ifndef EDGE_RPC_H
 #define EDGE_RPC_H
@@ -45,9 +60,12 @@ void edge_rpc_cancel(edge_rpc_t *self, edge_call_t *call);
 int64_t edge_rpc_last_pong_ms(edge_rpc_t *self, edge_svc_t svc);
 const char *edge_svc_name(edge_svc_t svc);
 
+/* Replicas of svc the DEALER is connected to (listed + resolved). */
+int edge_rpc_replicas(edge_rpc_t *self, edge_svc_t svc);
+
 /* Counters for metrics and benchmarks. */
 typedef struct {
-    uint64_t calls, replies, timeouts, send_failures, late_replies;
+    uint64_t calls, replies, timeouts, send_failures, late_replies, retries;
 } edge_rpc_stats_t;
 edge_rpc_stats_t edge_rpc_stats(edge_rpc_t *self);
 

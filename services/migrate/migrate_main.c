@@ -36,7 +36,7 @@ int main(int argc, char **argv)
         return 0;
     }
     long wait_ms;
-    if (lk_config_check_args(argc, argv, with_value, switches) != 0 ||
+    if (lk_config_load_file() != 0 || lk_config_check_args(argc, argv, with_value, switches) != 0 ||
         lk_config_get_int(argc, argv, NULL, "LUMKEY_DB_WAIT_MS", 10000, 3600000, &wait_ms) != 0) {
         fputs(USAGE, stderr);
         return 2;

@@ -32,6 +32,7 @@ int main(int argc, char **argv)
         fputs(USAGE, stderr);
         return 2;
     }
+    if (cfg.health) return lk_worker_health("policy", cfg.endpoint, 2000);
 
     int rc = 1;
     lk_worker_t *worker = NULL;

@@ -29,6 +29,7 @@ static const char USAGE[] =
     "       lumkey-vault --init-master-key FILE\n"
     "       lumkey-vault --bootstrap-admin [--tenant TENANT]\n"
     "       lumkey-vault --rotate-kek\n"
+    "       lumkey-vault --health                 ping the own endpoint; exit 0 if it answers\n"
     "  LUMKEY_DB, LUMKEY_MASTER_KEY_FILE, LUMKEY_VAULT_ENDPOINT (ipc://$LUMKEY_RUN_DIR/vault.ipc),\n"
     "  LUMKEY_DB_WAIT_MS (10000), LUMKEY_DB_STATEMENT_TIMEOUT_MS (5000)\n"
     "  LUMKEY_KMS (file | pkcs11), LUMKEY_PKCS11_MODULE, LUMKEY_PKCS11_TOKEN, LUMKEY_PKCS11_PIN_FILE,\n"
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
         fputs(USAGE, stderr);
         return 2;
     }
+    if (wc.health) return lk_worker_health("vault", wc.endpoint, 2000);
     vault_config_t cfg = {
         .conninfo = wc.db,
         .master_key_file = lk_config_get(argc, argv, "master-key-file", "LUMKEY_MASTER_KEY_FILE", NULL),

@@ -205,13 +205,15 @@ class Stack:
     """A running Lumkey stack. Use start() / stop(), or as a context manager."""
 
     def __init__(self, build_dir: Path | None = None, source_dir: Path | None = None, hop_timeout_ms: int = 1000,
-                 max_body_bytes: int = 256 * 1024, upstream_timeout_ms: int = 20000, extra_env: dict | None = None):
+                 max_body_bytes: int = 256 * 1024, upstream_timeout_ms: int = 20000, extra_env: dict | None = None,
+                 service_env: dict | None = None):
         self.build_dir = Path(build_dir or BUILD_DIR).resolve()
         self.source_dir = Path(source_dir or SOURCE_DIR).resolve()
         self.hop_timeout_ms = hop_timeout_ms
         self.max_body_bytes = max_body_bytes
         self.upstream_timeout_ms = upstream_timeout_ms
         self.extra_env = dict(extra_env or {})
+        self.service_env = {k: dict(v) for k, v in (service_env or {}).items()}  # name -> env of that process only
         self.dir: Path | None = None
         self.procs: dict[str, Proc] = {}
         self.conninfo = ""
@@ -420,7 +422,8 @@ class Stack:
 
     def start_service(self, name: str, wait: bool = True) -> Proc:
         """Starts (or restarts) a worker or the edge with the stack's environment."""
-        proc = Proc(name, self.service_argv(name), self.env(), self.dir / "logs" / f"{name}.log")
+        proc = Proc(name, self.service_argv(name), self.env(**self.service_env.get(name, {})),
+                    self.dir / "logs" / f"{name}.log")
         proc.start(self.dir / "pgids")
         self.procs[name] = proc
         if wait:

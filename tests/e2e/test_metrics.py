@@ -56,3 +56,17 @@ def test_metrics_reflect_traffic(stack):
     assert delta("lumkey_edge_keycache_hits", "lumkey_edge_keycache_hits_total") >= 2
     for svc in ("policy", "vault", "approval", "audit"):
         assert value(after, "lumkey_edge_worker_up", "lumkey_edge_worker_up", service=svc) == 1
+
+
+def test_scaling_and_shutdown_metrics(stack):
+    """The families the cluster and shutdown behaviour add, with their types and resting values."""
+    m = scrape(stack)
+    for name, kind in (("lumkey_edge_requests_in_flight", "gauge"), ("lumkey_edge_held_requests", "gauge"),
+                       ("lumkey_edge_worker_call_retries", "counter"), ("lumkey_edge_worker_replicas", "gauge"),
+                       ("lumkey_edge_ready", "gauge")):
+        assert name in m and m[name].type == kind, (name, kind)
+    # one ipc:// replica of each worker on a single host
+    for svc in ("policy", "vault", "approval", "audit"):
+        assert value(m, "lumkey_edge_worker_replicas", "lumkey_edge_worker_replicas", service=svc) == 1
+    assert value(m, "lumkey_edge_held_requests", "lumkey_edge_held_requests") == 0
+    assert value(m, "lumkey_edge_ready", "lumkey_edge_ready") == 1
