@@ -40,7 +40,7 @@
 #include "lk_proto.h"
 #include "lk_str.h"
 
-#define LK_DB_MAX_PARAMS     32
+#define LK_DB_MAX_PARAMS     48
 #define LK_DB_MAX_STATEMENTS 48
 
 typedef struct lk_db lk_db_t;

@@ -132,6 +132,9 @@ static const field_t F_DECIDE_REP[] = {
     STR("team", OPT, decide_rep.team),
     BOOL("rsv", decide_rep.reserved),
     I64("cost", OPT, decide_rep.est_microusd),
+    BOOL("priced", decide_rep.priced),
+    I64("pin", OPT, decide_rep.price_in),
+    I64("pout", OPT, decide_rep.price_out),
 };
 
 static const field_t F_POLICY_GET[] = {

@@ -194,6 +194,9 @@ typedef struct {
     lk_str_t team;        /* identity: the key's team (metadata) */
     int reserved;         /* a budget reservation was made: SETTLE when the request ends */
     int64_t est_microusd; /* estimated maximum cost, -1 unknown */
+    int priced;           /* the policy has a price for the model: */
+    int64_t price_in;     /*   micro-USD per million input tokens */
+    int64_t price_out;    /*   micro-USD per million output tokens */
 } lk_decide_rep_t;
 
 typedef struct {

@@ -149,8 +149,8 @@ CREATE FUNCTION audit_append(
     p_user text, p_ip text, p_ep text, p_prov text, p_model text, p_umodel text, p_dec text, p_pol text,
     p_pver bigint, p_rule text, p_http int, p_ups int, p_lat bigint, p_ptok bigint, p_ctok bigint,
     p_ttok bigint, p_code text, p_trace text, p_stream boolean, p_agent text, p_approver text,
-    p_cost bigint, p_req_sha bytea, p_ans_sha bytea, p_req_body text, p_ans_body text, p_prov2 text,
-    p_umodel2 text, p_outbox boolean,
+    p_cost bigint, p_req_sha bytea, p_ans_sha bytea, p_req_body text, p_ans_body text, p_outbox boolean,
+    p_prov2 text DEFAULT NULL, p_umodel2 text DEFAULT NULL,
     OUT o_seq bigint, OUT o_chain_seq bigint, OUT o_fail_open boolean)
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -58,6 +58,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (cfg.health) return lk_worker_health("approval", cfg.endpoint, 2000);
+    lk_log_to_stdout(); /* serving from here on: every log line on stdout */
 
     int rc = 1;
     lk_worker_t *worker = NULL;

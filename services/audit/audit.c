@@ -13,13 +13,12 @@
     "$10::text, $11::text, $12::text, $13::text, $14::text, $15::bigint, $16::text, $17::int, $18::int, "    \
     "$19::bigint, $20::bigint, $21::bigint, $22::bigint, $23::text, $24::text, $25::int::boolean, "          \
     "$26::text, "                                                                                            \
-    "$27::text, $28::bigint, decode($29::text, 'hex'), decode($30::text, 'hex'), $31::text, $32::text, "     \
-    "$33::text, $34::text"
+    "$27::text, $28::bigint, decode($29::text, 'hex'), decode($30::text, 'hex'), $31::text, $32::text"
 
 static const char SQL_APPEND[] =
-    "SELECT o_seq, o_chain_seq, o_fail_open FROM audit_append(" APPEND_ARGS ", false)";
+    "SELECT o_seq, o_chain_seq, o_fail_open FROM audit_append(" APPEND_ARGS ", false, $33::text, $34::text)";
 static const char SQL_APPEND_OUTBOX[] =
-    "SELECT o_seq, o_chain_seq, o_fail_open FROM audit_append(" APPEND_ARGS ", true)";
+    "SELECT o_seq, o_chain_seq, o_fail_open FROM audit_append(" APPEND_ARGS ", true, $33::text, $34::text)";
 static const char SQL_PARTITIONS[] = "SELECT audit_ensure_partitions(now() - interval '1 month', 3)";
 static const char SQL_RETENTION[] = "SELECT audit_retention_run()";
 static const char SQL_HEADS[] =

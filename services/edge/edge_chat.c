@@ -65,6 +65,7 @@ typedef struct {
     int64_t policy_version;
     char key_agent[128], team[128]; /* from the key's metadata (policy) */
     int answer_rules;               /* the policy inspects answers: wait for it before forwarding */
+    int64_t price_in, price_out;    /* micro-USD per million tokens from the policy, -1 unknown */
     int reserved;                   /* policy reserved budget: SETTLE when the request ends */
     edge_policy_ref_t *pol;         /* the compiled policy (answer side), held until dispose */
     edge_policy_wait_t *pol_wait;   /* while it loads */
@@ -140,6 +141,11 @@ static void fill_audit(chat_t *c, lk_msg_t *m, const char *kind, char *event_id)
     a->stream = c->stream;
     a->agent = lk_str(c->key_agent[0] ? c->key_agent : c->agent); /* the key's agent, else User-Agent */
     a->approver = lk_str(c->approver);
+    if (c->price_in >= 0 && c->price_out >= 0 && c->prompt_tokens >= 0 && c->completion_tokens >= 0) {
+        /* the real cost from the policy's price table (USD per Mtok x tokens = micro-USD), rounded up */
+        int64_t num = c->prompt_tokens * c->price_in + c->completion_tokens * c->price_out;
+        a->cost_micros = (num + 999999) / 1000000;
+    }
     if (!c->req_sha[0] && c->req->entity.len) {
         uint8_t d[crypto_hash_sha256_BYTES];
         crypto_hash_sha256(d, (const unsigned char *)c->req->entity.base, c->req->entity.len);
@@ -1228,6 +1234,8 @@ static void on_decide(void *data, const lk_msg_t *reply)
     c->rule_id = pool_str(c, d->rule_id);
     c->policy_version = d->policy_version;
     c->answer_rules = d->answer_rules;
+    c->price_in = d->priced ? d->price_in : -1;
+    c->price_out = d->priced ? d->price_out : -1;
     c->reserved = d->reserved;
     lk_str_copy(c->key_agent, sizeof c->key_agent, d->agent);
     lk_str_copy(c->team, sizeof c->team, d->team);

@@ -360,6 +360,12 @@ static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, PGre
     d->rule_id = lk_str(r->rule_id);
     d->answer_rules = lk_policy_has_answer_rules(pol);
     d->est_microusd = r->est_microusd;
+    double pin, pout;
+    if (lk_policy_price(pol, model, &pin, &pout)) {
+        d->priced = 1;
+        d->price_in = (int64_t)(pin * 1e6 + 0.5);
+        d->price_out = (int64_t)(pout * 1e6 + 0.5);
+    }
     if (r->action == LK_ACT_BLOCK) {
         d->error_code = LK_STR_LIT("blocked_by_policy");
         d->message = lk_str(r->message[0] ? r->message : "This request was blocked by a Lumkey policy.");

@@ -112,6 +112,13 @@ def test_spend_per_day_exactly_k_and_settled_to_real_usage(stack, tmp_path, seco
         time.sleep(0.1)
     assert settled == 5, f"{settled} of 5 reservations settled"
     assert 0 < used < 1_000_000, f"day counter {used} micro-USD after settling"
+    # the audit trail records each request's real cost from the policy's prices
+    with stack.db().cursor() as cur:
+        cur.execute("SELECT completion_tokens, cost_micros FROM audit_events WHERE key_id = %s "
+                    "AND kind = 'request.completed'", (k["id"],))
+        rows = cur.fetchall()
+    assert len(rows) == 5 and all(r["completion_tokens"] and r["cost_micros"] == r["completion_tokens"] * 10000
+                                  for r in rows), rows
     # with the budget settled, more requests fit again
     assert burst([stack.openai_base_url], k["key"], 1, max_tokens=100)[0] == 1
 

@@ -68,7 +68,7 @@ def assert_vault_error(st, doc, want_status, code=None):
 
 
 KEY_FIELDS = {"id", "name", "user", "env", "models", "expires_at", "metadata", "created_at", "revoked_at",
-              "status", "allowed_ips"}
+              "status", "allowed_ips", "policy"}
 
 
 # -------------------------------------------------------------------- get

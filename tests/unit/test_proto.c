@@ -117,6 +117,9 @@ static void fill_all(lk_msg_t *m, lk_msg_type_t type)
         m->u.decide_rep.team = S("finance");
         m->u.decide_rep.reserved = 1;
         m->u.decide_rep.est_microusd = 12345;
+        m->u.decide_rep.priced = 1;
+        m->u.decide_rep.price_in = 2500000;
+        m->u.decide_rep.price_out = 10000000;
         break;
     case LK_MSG_POLICY_GET:
         m->u.policy_get.tenant = S("default");
@@ -324,6 +327,9 @@ static void check_same(const lk_msg_t *x, const lk_msg_t *y)
         CHECK_S(team);
         CHECK_I(reserved);
         CHECK_I(est_microusd);
+        CHECK_I(priced);
+        CHECK_I(price_in);
+        CHECK_I(price_out);
         break;
     }
     case LK_MSG_POLICY_GET: {
