@@ -194,7 +194,7 @@ static int release(lk_policy_stream_t *s, tbuf_t *tb, int final, char **out, siz
         free(sp);
         return rc;
     }
-    qsort(sp, n, sizeof *sp, sspan_cmp);
+    if (n) qsort(sp, n, sizeof *sp, sspan_cmp);
     size_t cut = final ? tb->len : hold;
     if (tb->len - cut > LK_POLICY_STREAM_WINDOW)
         cut = tb->len - LK_POLICY_STREAM_WINDOW; /* documented limit */
