@@ -162,6 +162,10 @@ static int release(lk_policy_stream_t *s, tbuf_t *tb, int final, char **out, siz
     const lk_policy_t *p = s->p;
     *out = NULL;
     *olen = 0;
+    if (!tb->buf) { /* an empty buffer still has storage: PCRE2 and memmove want a pointer */
+        if (!(tb->buf = calloc(1, 1))) return stop_with(s, LK_PSTREAM_ERROR, "out of memory");
+        tb->cap = 1;
+    }
     refresh_sets(s);
     size_t hold = tb->len, n = 0, cap = 0;
     sspan_t *sp = NULL;
