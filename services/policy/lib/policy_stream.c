@@ -597,7 +597,9 @@ static int msg_feed(lk_policy_stream_t *s, const char *event, size_t event_len, 
         json_t *cb = json_object_get(root, "content_block");
         const char *bt = json_string_value(json_object_get(cb, "type"));
         if (bt && !strcmp(bt, "tool_use")) {
-            tcall_t *c = tcall_get(s, idx, 1);
+            tcall_t *c = tcall_get(s, idx, 0);
+            if (c) tcall_drop(c); /* a second start for the same index replaces the first (never emitted) */
+            c = tcall_get(s, idx, 1);
             if (!c) {
                 rc = stop_with(s, LK_PSTREAM_ERROR, "too many tool calls");
             } else {
