@@ -8,6 +8,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lk_policy.h"
@@ -17,6 +18,15 @@ static void on_emit(void *ud, const char *event, size_t event_len, const char *d
     volatile size_t sink = event_len + data_len;
     (void)sink;
     if (data_len) (void)data[data_len - 1];
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    /* Compiling a Hyperscan database per input drops the fuzzer to a few runs per second; the
+     * prefilter only skips PCRE2 work, so fuzz the PCRE2 path unless asked (LK_FUZZ_HS=1). */
+    if (!getenv("LK_FUZZ_HS")) setenv("LK_POLICY_NO_HS", "1", 1);
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

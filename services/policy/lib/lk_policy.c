@@ -60,7 +60,10 @@ void lk_policy_free(lk_policy_t **pp)
     free(p->rules);
     for (size_t i = 0; i < p->n_pats; i++)
         pcre2_code_free(p->pats[i].re);
+    for (size_t i = 0; i < p->n_pats; i++)
+        free(p->pats[i].src);
     free(p->pats);
+    policy_hs_free(p);
     for (size_t i = 0; i < p->n_prices; i++)
         free(p->prices[i].glob);
     free(p->prices);
@@ -960,7 +963,7 @@ static int eval_view(const lk_policy_t *p, const lk_policy_ctx_t *ctx, view_t *v
         size_t k = 0;
         for (size_t i = 0; i < n_spans; i++)
             if (redact_pat[spans[i].pat]) spans[k++] = spans[i];
-        qsort(spans, k, sizeof *spans, span_cmp);
+        if (k) qsort(spans, k, sizeof *spans, span_cmp);
         int n = apply_spans(p, v, spans, k);
         if (n < 0) goto oom;
         r->redactions = n;

@@ -165,6 +165,10 @@ static int release(lk_policy_stream_t *s, tbuf_t *tb, int final, char **out, siz
     const lk_policy_t *p = s->p;
     *out = NULL;
     *olen = 0;
+    if (!tb->buf) { /* an empty buffer still has storage: PCRE2 and memmove want a pointer */
+        if (!(tb->buf = calloc(1, 1))) return stop_with(s, LK_PSTREAM_ERROR, "out of memory");
+        tb->cap = 1;
+    }
     refresh_sets(s);
     size_t hold = tb->len, n = 0, cap = 0;
     sspan_t *sp = NULL;
@@ -197,7 +201,7 @@ static int release(lk_policy_stream_t *s, tbuf_t *tb, int final, char **out, siz
         free(sp);
         return rc;
     }
-    qsort(sp, n, sizeof *sp, sspan_cmp);
+    if (n) qsort(sp, n, sizeof *sp, sspan_cmp);
     size_t cut = final ? tb->len : hold;
     if (tb->len - cut > LK_POLICY_STREAM_WINDOW)
         cut = tb->len - LK_POLICY_STREAM_WINDOW; /* documented limit */
@@ -602,7 +606,9 @@ static int msg_feed(lk_policy_stream_t *s, const char *event, size_t event_len, 
         json_t *cb = json_object_get(root, "content_block");
         const char *bt = json_string_value(json_object_get(cb, "type"));
         if (bt && !strcmp(bt, "tool_use")) {
-            tcall_t *c = tcall_get(s, idx, 1);
+            tcall_t *c = tcall_get(s, idx, 0);
+            if (c) tcall_drop(c); /* a second start for the same index replaces the first (never emitted) */
+            c = tcall_get(s, idx, 1);
             if (!c) {
                 rc = stop_with(s, LK_PSTREAM_ERROR, "too many tool calls");
             } else {

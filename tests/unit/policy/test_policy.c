@@ -629,7 +629,7 @@ static void split_all(lk_policy_t *p, lk_api_t api, const char *text, const char
     sink_t *k = malloc(sizeof *k);
     for (int pieces = 2; pieces <= 5; pieces++) {
         for (size_t i = 1; i < n; i++) {
-            size_t jmax = pieces >= 3 ? n : i + 2;
+            size_t jmax = pieces >= 3 ? (i + 9 < n ? i + 9 : n) : i + 2; /* second cut within 8 bytes */
             for (size_t j = i + 1; j < jmax; j++) {
                 int nc = 0;
                 cuts[nc++] = i;
