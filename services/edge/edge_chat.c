@@ -1265,6 +1265,15 @@ static void on_decide(void *data, const lk_msg_t *reply)
         free(body);
         return;
     }
+    if (d->decision != LK_DECISION_BLOCK && c->answer_rules && c->stream &&
+        !strcmp(c->api->endpoint, "responses")) {
+        /* the answer filter cannot read Responses streams yet: fail closed rather than pass an answer unread
+         */
+        deny(c, 400, "policy_stream_unsupported",
+             "This key's policy inspects answers, and streamed Responses answers cannot be inspected yet. "
+             "Send the request without \"stream\": true.");
+        return;
+    }
     if (d->decision != LK_DECISION_BLOCK && !edge_api_kind_serves(c->api, c->kind)) {
         /* no translation between dialects: refuse in the client's shape */
         char why[600];

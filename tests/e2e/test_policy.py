@@ -293,3 +293,39 @@ def test_unicode_and_long_prompts(stack, tmp_path):
     got = json.loads(wait_mock_request(stack, m, timeout=15)["body"])["messages"][0]["content"]
     assert EMAIL not in got and "✉ [REDACTED:email] ✉" in got
     assert re.fullmatch(r".*🙂.*", got, re.S)
+
+
+def test_anthropic_stream_is_redacted_and_tool_use_blocked(stack, tmp_path):
+    from lkstack import CLAUDE_MODEL
+    # the Anthropic stand-in answers a canned text: mask a phrase of it that the chunks split
+    mask = {"id": "mask-canned", "on": "answer", "when": {"text": {"regex": ["canned answer"]}}, "action": "redact"}
+    pol = new_policy(stack, tmp_path, {"rules": [mask, TOOL_BLOCK["rules"][0]]})
+    k = key_with(stack, pol["id"])
+    client = stack.anthropic(api_key=k["key"], max_retries=0)
+    text = ""
+    with client.messages.stream(model=CLAUDE_MODEL, max_tokens=100, messages=[
+            {"role": "user", "content": f"[[mock chunks=9]] {marker()} say something"}]) as s:
+        for t in s.text_stream:
+            text += t
+    assert "[REDACTED:mask-canned]" in text and "canned" not in text.replace("[REDACTED:mask-canned]", ""), text
+    import anthropic
+    with pytest.raises(anthropic.APIError) as ei:
+        with client.messages.stream(model=CLAUDE_MODEL, max_tokens=100, messages=[
+                {"role": "user", "content": "[[mock tool=delete_repo chunks=3]] clean"}]) as s:
+            for _ in s:
+                pass
+    assert "Destructive tools are not allowed." in str(ei.value)
+
+
+def test_responses_stream_with_answer_rules_fails_closed(stack, tmp_path):
+    pol = new_policy(stack, tmp_path, ANSWER_REDACT)
+    k = key_with(stack, pol["id"])
+    with pytest.raises(openai.BadRequestError) as ei:
+        for _ in stack.client(api_key=k["key"], max_retries=0).responses.create(
+                model=MODEL, input=f"{marker()} hi", stream=True):
+            pass
+    assert ei.value.response.json()["error"]["code"] == "policy_stream_unsupported"
+    # not streamed: the answer is inspected
+    out = stack.client(api_key=k["key"], max_retries=0).responses.create(
+        model=MODEL, input=f"[[mock echo=1]] {marker()} mail {EMAIL}")
+    assert EMAIL not in out.output_text
