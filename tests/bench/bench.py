@@ -438,7 +438,7 @@ def machine_facts(stack: BenchStack, portkey: Portkey | None, build_dir: Path) -
         "cpu": cpu, "cores": os.cpu_count(), "affinity": affinity, "loadavg_at_start": load,
         "kernel": platform.release(), "os": cmd("bash", "-c", ". /etc/os-release && echo $PRETTY_NAME"),
         "commit": commit, "build_type": btype,
-        "h2o": cmd("pkg-config", "--modversion", "libh2o-evloop"), "libzmq": cmd("pkg-config", "--modversion", "libzmq"),
+        "h2o": cmd("dpkg-query", "-W", "-f=${Version}", "libh2o-evloop-dev") or cmd("pkg-config", "--modversion", "libh2o-evloop"), "libzmq": cmd("pkg-config", "--modversion", "libzmq"),
         "postgresql": pgv, "node": cmd("node", "--version"),
         "portkey": portkey.version() if portkey and portkey.proc else "not run",
         "wrk": cmd("bash", "-c", "wrk -v 2>&1 | head -1 | cut -d' ' -f1-2"),
@@ -688,7 +688,9 @@ def markdown(res: dict, png_rel: str | None) -> str:
           f"PostgreSQL {m['postgresql']} (fsync {'off' if res['pg_fsync_off'] else 'on'}).",
           f"- Peers: Portkey gateway {m['portkey']} on Node {m['node']} (`@hono/node-server` overridden to "
           f"{HONO_NODE_SERVER}); mock: lumkey-mock, zero latency, 1 thread, request log off.",
-          f"- Path: key check (edge key cache + policy), {res['policy']['note']}, vault credential decrypt, "
+          f"- Path: key check (edge key cache + policy), "
+          f"{'the 20-rule policy ' + res['policy'].get('id', '') if res['policy']['attached'] else 'no policy (see the note)'}"
+          ", vault credential decrypt, "
           "durable audit (`request.accepted` awaited before the provider call, then `request.completed`).",
           f"- Plan: {P['rounds']} alternating round(s); one at a time {P['one_s']} s; open loop "
           f"{', '.join(str(r) for r in P['rates'])} req/s for {P['rate_s']} s (+{P['rate_warm']} s warm-up) on "
