@@ -130,8 +130,9 @@ class RssSampler(threading.Thread):
 class Target:
     """Something that answers POST /v1/chat/completions: the mock, Lumkey or a peer."""
 
-    def __init__(self, name: str, addr: str, headers: list[str], pids_fn, label: str):
+    def __init__(self, name: str, addr: str, headers: list[str], pids_fn, label: str, pg_fn=None):
         self.name, self.addr, self.headers, self.pids_fn, self.label = name, addr, headers, pids_fn, label
+        self.pg_fn = pg_fn or (lambda: set())  # the PostgreSQL behind it, if any
 
     def pids(self) -> set[int]:
         return self.pids_fn()
@@ -452,8 +453,18 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+def raise_fd_limit() -> None:
+    """1,000 streams need ~2,000 descriptors in the edge and 1,000 in lkload: soft limit up to the hard one."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def run_all(args) -> dict:
     P = plan(args)
+    raise_fd_limit()
     build_dir = Path(args.build_dir).resolve()
     lkload = Path(args.lkload).resolve()
     work = Path(tempfile.mkdtemp(prefix="lk-bench-"))
@@ -462,6 +473,7 @@ def run_all(args) -> dict:
     stack = BenchStack(build_dir=build_dir, fsync=not args.pg_fsync_off, hop_timeout_ms=5000,
                        upstream_timeout_ms=60000)
     portkey = None
+    stack_off = None
     try:
         log("starting PostgreSQL + Lumkey + lumkey-mock")
         stack.start()
@@ -469,13 +481,27 @@ def run_all(args) -> dict:
         log(res["policy"]["note"])
         if not res["policy"]["attached"]:
             res["notes"].append(res["policy"]["note"])
-        res["audit_off"] = ("not available: Lumkey has no setting to turn the durable audit off (every request "
-                            "waits for audit's `request.accepted`; see docs/architecture.md) — no audit-off run")
-        res["notes"].append("audit off: " + res["audit_off"].split(": ", 1)[1])
         mock_auth = f"Authorization: Bearer {stack.provider_credential}"
         targets = [Target("direct", stack.mock_addr, [mock_auth], stack.mock_pids, "direct to mock"),
                    Target("lumkey", stack.api_addr, [f"Authorization: Bearer {stack.key}"], stack.lumkey_pids,
-                          "through Lumkey")]
+                          "through Lumkey", stack.pg_pids)]
+        if args.audit_off_env:
+            # a second stack whose services get the setting that turns durable audit off
+            k, _, v = args.audit_off_env.partition("=")
+            log(f"starting a second stack with {k}={v} (audit off)")
+            stack_off = BenchStack(build_dir=build_dir, fsync=not args.pg_fsync_off, hop_timeout_ms=5000,
+                                   upstream_timeout_ms=60000, extra_env={k: v})
+            stack_off.start()
+            attach_policy(stack_off, HERE / "policy-20rules.json")
+            targets.append(Target("lumkey_audit_off", stack_off.api_addr, [f"Authorization: Bearer {stack_off.key}"],
+                                  stack_off.lumkey_pids, f"through Lumkey, audit off ({k}={v})",
+                                  stack_off.pg_pids))
+            res["audit_off"] = f"{k}={v} on a second stack (own PostgreSQL and mock)"
+        else:
+            res["audit_off"] = ("not available: Lumkey has no setting to turn the durable audit off (every request "
+                                "waits for audit's `request.accepted`; see docs/architecture.md) — no audit-off "
+                                "run (when one exists: scripts/bench --audit-off-env VAR=VALUE)")
+            res["notes"].append("audit off: " + res["audit_off"].split(": ", 1)[1])
         if "portkey" in args.peers:
             portkey = Portkey(Path(args.cache), install=not args.quick)
             if portkey.start(stack.dir / "logs"):
@@ -501,7 +527,7 @@ def run_all(args) -> dict:
             if r["ok"] != 3:
                 raise RuntimeError(f"{t.label} does not answer 200 (ok={r['ok']} non2xx={r['non2xx']} "
                                    f"errors={r['errors']}); logs in {stack.dir}/logs")
-        pg_fn, mock_fn = stack.pg_pids, stack.mock_pids
+        mock_fn = stack.mock_pids
         for rnd in range(P["rounds"]):
             log(f"round {rnd + 1}/{P['rounds']}")
             row = {}
@@ -511,7 +537,7 @@ def run_all(args) -> dict:
                 f["one"] = R.lkload_run(t, plain, "--mode", "closed", "--conns", "1", "--duration",
                                         str(P["one_s"]), "--warmup", str(min(0.5, P["one_s"])))
                 for rate in P["rates"]:
-                    groups = {"target": t.pids_fn, "pg": pg_fn, "mock": mock_fn}
+                    groups = {"target": t.pids_fn, "pg": t.pg_fn, "mock": mock_fn}
                     before = cpu_sample(groups)
                     hops0 = scrape_hops(stack.admin_base) if t.name == "lumkey" else None
                     r = R.lkload_run(t, plain, "--mode", "open", "--rate", str(rate), "--conns", str(P["conns"]),
@@ -529,7 +555,7 @@ def run_all(args) -> dict:
         # concurrent streams: once per target, RSS sampled while they are open
         for t in targets:
             log(f"{P['conc']} concurrent streams: {t.label}")
-            groups = {"target": t.pids_fn, "pg": pg_fn, "mock": mock_fn}
+            groups = {"target": t.pids_fn, "pg": t.pg_fn, "mock": mock_fn}
             sampler = RssSampler(groups)
             sampler.start()
             r = R.lkload_run(t, conc, "--mode", "streams", "--conns", str(P["conc"]), "--requests", str(P["conc"]),
@@ -541,6 +567,9 @@ def run_all(args) -> dict:
     finally:
         if portkey:
             portkey.stop()
+        if stack_off:
+            stack_off.stop()
+            stack_off.cleanup_dir()
         stack.stop()
         stack.cleanup_dir()
         shutil.rmtree(work, ignore_errors=True)
@@ -642,7 +671,7 @@ def tables(res: dict) -> str:
             f"**{fmt_us(s[k + '_add_p50'], True)}** / {fmt_us(s[k + '_add_p99'], True)}")
         row(f"CPU µs / request at {rate:,} req/s", lambda s, n, k=k:
             (f"{fmt(s[k + '_cpu'])} (mock)" if n == "direct" else
-             f"**{fmt(s[k + '_cpu'])}**" + (f" (+ PostgreSQL {fmt(s[k + '_cpu_pg'])})" if n == "lumkey" else "")))
+             f"**{fmt(s[k + '_cpu'])}**" + (f" (+ PostgreSQL {fmt(s[k + '_cpu_pg'])})" if n.startswith("lumkey") else "")))
     row("max throughput, 32 conns (req/s)", lambda s, n: fmt(s["max_rps"]) + (f" ({s['max_bad']} failed)" if s["max_bad"] else ""))
     row("**throughput ÷ direct**", lambda s, n: "100%" if n == "direct" else f"**{fmt(s['max_ratio'] and s['max_ratio'] * 100, '{:.1f}')}%**")
     row("stream: time to first token p50", lambda s, n: fmt_us(s["ttft_p50"]))
@@ -652,7 +681,7 @@ def tables(res: dict) -> str:
     row(f"{P['conc']:,} concurrent streams: complete / lost or broken", lambda s, n: f"{s.get('conc_ok', '–')} / {s.get('conc_bad', '–')}")
     row(f"peak RSS under {P['conc']:,} streams (sampled / VmHWM)", lambda s, n:
         f"{fmt(s.get('conc_rss_mb'), '{:.1f}')} / {fmt(s.get('conc_hwm_mb'), '{:.1f}')} MB"
-        + (" (mock)" if n == "direct" else "") + (f" (+ PostgreSQL {fmt(s.get('conc_pg_mb'), '{:.0f}')} MB)" if n == "lumkey" else ""))
+        + (" (mock)" if n == "direct" else "") + (f" (+ PostgreSQL {fmt(s.get('conc_pg_mb'), '{:.0f}')} MB)" if n.startswith("lumkey") else ""))
     # ratios against the peer
     if "portkey" in S and "lumkey" in S:
         sp, sl = S["portkey"], S["lumkey"]
@@ -784,6 +813,9 @@ def main(argv=None) -> int:
     ap.add_argument("--conns", type=int, default=32, help="connections of the open-loop generator")
     ap.add_argument("--peers", default="portkey", help="comma-separated: portkey, or none")
     ap.add_argument("--cache", default=os.environ.get("LK_BENCH_CACHE", str(Path.home() / ".cache" / "lumkey-bench")))
+    ap.add_argument("--audit-off-env", metavar="VAR=VALUE",
+                    help="the service setting that turns durable audit off, when one exists: adds a second "
+                         "Lumkey stack with it as one more target")
     ap.add_argument("--pg-fsync-off", action="store_true", help="PostgreSQL with fsync=off (default: on)")
     ap.add_argument("--banner", help="a line shown at the top of the written section (e.g. 'smoke run, busy machine')")
     a = ap.parse_args(argv)
