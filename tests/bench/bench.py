@@ -246,6 +246,9 @@ class Portkey:
             return "?"
 
     def start(self, logdir: Path) -> bool:
+        if not shutil.which("node"):
+            self.note = "node not found: Portkey skipped"
+            return False
         if not self.ensure():
             return False
         for _ in range(5):
@@ -798,7 +801,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few seconds in all (CI smoke): figures are noise")
     ap.add_argument("--out", default=str(SOURCE_DIR / "docs" / "benchmarks.md"), help="markdown file to update")
-    ap.add_argument("--json", help="also write every raw figure here (default: OUT with .json)")
+    ap.add_argument("--json", help="write every raw figure here (default: OUT with .json, unless OUT is under docs/)")
     ap.add_argument("--png", help="latency plot (default: <dir of OUT>/bench/latency.png)")
     ap.add_argument("--build-dir", default=str(lkstack.BUILD_DIR))
     ap.add_argument("--lkload", help="the load generator binary (default BUILD/tests/bench/lkload)")
