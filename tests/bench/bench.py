@@ -56,6 +56,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOPS = ("policy", "vault", "approval", "audit")
 PORTKEY_VERSION = "1.15.2"
 HONO_NODE_SERVER = "2.1.9"
+LITELLM_VERSION = "1.74.9"  # newer [proxy] extras need litellm-proxy, absent from the reachable index
 
 
 def log(msg: str) -> None:
@@ -286,6 +287,89 @@ class Portkey:
                     pass
 
 
+class LiteLLM:
+    """LiteLLM's proxy (PyPI `litellm[proxy]`) in a venv in the cache outside the repo, one model
+    routed to the mock as an OpenAI-compatible provider. No master key: any bearer is accepted."""
+
+    def __init__(self, cache: Path, install: bool, mock_addr: str, mock_key: str):
+        self.dir = cache / "litellm"
+        self.install = install
+        self.mock_addr, self.mock_key = mock_addr, mock_key
+        self.proc = None
+        self.port = 0
+        self.note = ""
+
+    @property
+    def exe(self) -> Path:
+        return self.dir / "venv" / "bin" / "litellm"
+
+    def ensure(self) -> bool:
+        if self.exe.exists():
+            return True
+        if not self.install:
+            self.note = f"LiteLLM not installed in {self.dir} (scripts/bench without --quick installs it)"
+            return False
+        log(f"installing litellm[proxy] {LITELLM_VERSION} into {self.dir}/venv")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run([sys.executable, "-m", "venv", str(self.dir / "venv")], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=300)
+        if p.returncode == 0:
+            p = subprocess.run([str(self.dir / "venv" / "bin" / "pip"), "install", "-q",
+                                f"litellm[proxy]=={LITELLM_VERSION}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=900)
+        if p.returncode != 0 or not self.exe.exists():
+            self.note = "LiteLLM install failed: " + p.stdout.decode(errors="replace")[-300:]
+            return False
+        return True
+
+    def version(self) -> str:
+        try:
+            out = subprocess.run([str(self.dir / "venv" / "bin" / "python"), "-c",
+                                  "import importlib.metadata as m; print(m.version('litellm'))"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=60).stdout
+            return out.decode().strip() or "?"
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+    def start(self, logdir: Path) -> bool:
+        if not self.ensure():
+            return False
+        cfg = logdir / "litellm.yaml"
+        cfg.write_text("model_list:\n"
+                       f"  - model_name: {lkstack.MODEL}\n"
+                       "    litellm_params:\n"
+                       f"      model: openai/{lkstack.MODEL}\n"
+                       f"      api_base: http://{self.mock_addr}/v1\n"
+                       "      api_key: os.environ/LK_BENCH_MOCK_KEY\n")
+        self.port = lkstack.free_port()
+        env = dict(os.environ, LK_BENCH_MOCK_KEY=self.mock_key, LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False",
+                   DISABLE_SCHEMA_UPDATE="True")
+        logf = open(logdir / "litellm.log", "ab")
+        self.proc = subprocess.Popen([str(self.exe), "--config", str(cfg), "--host", "127.0.0.1",
+                                      "--port", str(self.port)], cwd=logdir, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=lkstack._set_pdeathsig)
+        logf.close()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                st, _, _ = lkstack.http("GET", f"http://127.0.0.1:{self.port}/health/liveliness", timeout=2)
+                if st == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.note = f"LiteLLM did not start (log: {lkstack._tail(logdir / 'litellm.log', 5)})"
+        self.stop()
+        return False
+
+    def pids(self) -> set[int]:
+        return children_of({self.proc.pid}) if self.proc and self.proc.poll() is None else set()
+
+    def stop(self):
+        Portkey.stop(self)
+
+
 # ------------------------------------------------------------- running --
 
 class Runner:
@@ -444,7 +528,6 @@ def machine_facts(stack: BenchStack, portkey: Portkey | None, build_dir: Path) -
         "commit": commit, "build_type": btype,
         "h2o": cmd("dpkg-query", "-W", "-f=${Version}", "libh2o-evloop-dev") or cmd("pkg-config", "--modversion", "libh2o-evloop"), "libzmq": cmd("pkg-config", "--modversion", "libzmq"),
         "postgresql": pgv, "node": cmd("node", "--version"),
-        "portkey": portkey.version() if portkey and portkey.proc else "not run",
         "wrk": cmd("bash", "-c", "wrk -v 2>&1 | head -1 | cut -d' ' -f1-2"),
     }
 
@@ -475,7 +558,7 @@ def run_all(args) -> dict:
     res = {"plan": P, "notes": [], "rounds": [], "conc": {}, "hops": {}}
     stack = BenchStack(build_dir=build_dir, fsync=not args.pg_fsync_off, hop_timeout_ms=5000,
                        upstream_timeout_ms=60000)
-    portkey = None
+    portkey = litellm = None
     stack_off = None
     try:
         log("starting PostgreSQL + Lumkey + lumkey-mock")
@@ -515,6 +598,14 @@ def run_all(args) -> dict:
             else:
                 res["notes"].append("Portkey: " + portkey.note)
                 log(portkey.note)
+        if "litellm" in args.peers:
+            litellm = LiteLLM(Path(args.cache), not args.quick, stack.mock_addr, stack.provider_credential)
+            if litellm.start(stack.dir / "logs"):
+                targets.append(Target("litellm", f"127.0.0.1:{litellm.port}", ["Authorization: Bearer sk-bench"],
+                                      litellm.pids, f"through LiteLLM {litellm.version()}"))
+            else:
+                res["notes"].append("LiteLLM: " + litellm.note)
+                log(litellm.note)
         res["machine"] = machine_facts(stack, portkey, build_dir)
         res["targets"] = {t.name: t.label for t in targets}
         # a prompt the 20 rules scan: text, one e-mail address to redact, nothing to block or hold
@@ -570,6 +661,8 @@ def run_all(args) -> dict:
     finally:
         if portkey:
             portkey.stop()
+        if litellm:
+            litellm.stop()
         if stack_off:
             stack_off.stop()
             stack_off.cleanup_dir()
@@ -685,12 +778,15 @@ def tables(res: dict) -> str:
     row(f"peak RSS under {P['conc']:,} streams (sampled / VmHWM)", lambda s, n:
         f"{fmt(s.get('conc_rss_mb'), '{:.1f}')} / {fmt(s.get('conc_hwm_mb'), '{:.1f}')} MB"
         + (" (mock)" if n == "direct" else "") + (f" (+ PostgreSQL {fmt(s.get('conc_pg_mb'), '{:.0f}')} MB)" if n.startswith("lumkey") else ""))
-    # ratios against the peer
-    if "portkey" in S and "lumkey" in S:
-        sp, sl = S["portkey"], S["lumkey"]
+    # ratios against each peer
+    for peer in ("portkey", "litellm"):
+        if peer not in S or "lumkey" not in S:
+            continue
+        sp, sl = S[peer], S["lumkey"]
         r1 = sl["max_rps"] / sp["max_rps"] if sl["max_rps"] and sp["max_rps"] else None
         r2 = (sp["one_add_p50"] / sl["one_add_p50"]) if sl["one_add_p50"] and sp["one_add_p50"] and sl["one_add_p50"] > 0 else None
-        L += ["", f"Lumkey vs Portkey in this run: **{fmt(r1, '{:.1f}')}×** its throughput; its added p50 "
+        name = res["targets"][peer][len("through "):]
+        L += ["", f"Lumkey vs {name} in this run: **{fmt(r1, '{:.1f}')}×** its throughput; its added p50 "
                   f"(one at a time) is **{fmt(r2, '{:.1f}')}×** Lumkey's."]
     # per hop
     H = res.get("hop_summary") or {}
@@ -718,8 +814,11 @@ def markdown(res: dict, png_rel: str | None) -> str:
           f"start {m['loadavg_at_start']}; {m['os']}, kernel {m['kernel']}.",
           f"- Lumkey commit {m['commit']}, {m['build_type']} build; h2o {m['h2o']}, libzmq {m['libzmq']}, "
           f"PostgreSQL {m['postgresql']} (fsync {'off' if res['pg_fsync_off'] else 'on'}).",
-          f"- Peers: Portkey gateway {m['portkey']} on Node {m['node']} (`@hono/node-server` overridden to "
-          f"{HONO_NODE_SERVER}); mock: lumkey-mock, zero latency, 1 thread, request log off.",
+          "- Peers: " + ("; ".join(
+              (f"{lbl[len('through '):]} on Node {m['node']} (`@hono/node-server` overridden to {HONO_NODE_SERVER})"
+               if n == "portkey" else f"{lbl[len('through '):]} proxy (PyPI, one worker, no master key)")
+              for n, lbl in res["targets"].items() if n in ("portkey", "litellm")) or "none") +
+          "; mock: lumkey-mock, zero latency, 1 thread, request log off.",
           f"- Path: key check (edge key cache + policy), "
           f"{'the 20-rule policy ' + res['policy'].get('id', '') if res['policy']['attached'] else 'no policy (see the note)'}"
           ", vault credential decrypt, "
@@ -814,7 +913,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ttft-streams", type=int, default=50)
     ap.add_argument("--streams", type=int, default=0, help="concurrent streams (default 1000; --quick 50)")
     ap.add_argument("--conns", type=int, default=32, help="connections of the open-loop generator")
-    ap.add_argument("--peers", default="portkey", help="comma-separated: portkey, or none")
+    ap.add_argument("--peers", help="comma-separated: portkey, litellm; or none (default: both; --quick: portkey, "
+                    "only if already installed)")
     ap.add_argument("--cache", default=os.environ.get("LK_BENCH_CACHE", str(Path.home() / ".cache" / "lumkey-bench")))
     ap.add_argument("--audit-off-env", metavar="VAR=VALUE",
                     help="the service setting that turns durable audit off, when one exists: adds a second "
@@ -822,7 +922,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pg-fsync-off", action="store_true", help="PostgreSQL with fsync=off (default: on)")
     ap.add_argument("--banner", help="a line shown at the top of the written section (e.g. 'smoke run, busy machine')")
     a = ap.parse_args(argv)
-    a.peers = [p for p in a.peers.split(",") if p and p != "none"]
+    a.peers = [p for p in (a.peers or ("portkey" if a.quick else "portkey,litellm")).split(",") if p and p != "none"]
     a.lkload = a.lkload or str(Path(a.build_dir) / "tests" / "bench" / "lkload")
     if not Path(a.lkload).exists():
         print(f"bench: {a.lkload} is missing: build the tree first (scripts/bench does)", file=sys.stderr)
