@@ -712,7 +712,7 @@ def summarize(res: dict) -> dict:
         s["ttft_add_p50"] = med(per_round(lambda r: r[n]["stream"]["ttft"]["p50_us"] - r["direct"]["stream"]["ttft"]["p50_us"]))
         s["gap_p99"] = med(per_round(lambda r: r[n]["stream"]["gap"]["p99_us"]))
         s["gap_add_p99"] = med(per_round(lambda r: r[n]["stream"]["gap"]["p99_us"] - r["direct"]["stream"]["gap"]["p99_us"]))
-        s["stream_bad"] = sum(per_round(lambda r: r[n]["stream"]["streams_bad"]))
+        s["stream_bad"] = sum(per_round(lambda r: r[n]["stream"]["streams_bad"] + r[n]["stream"]["unfinished"]))
         c = res["conc"].get(n)
         if c:
             s["conc_ok"], s["conc_bad"] = c["streams_ok"], c["streams_bad"] + c["unfinished"]
@@ -770,7 +770,8 @@ def tables(res: dict) -> str:
              f"**{fmt(s[k + '_cpu'])}**" + (f" (+ PostgreSQL {fmt(s[k + '_cpu_pg'])})" if n.startswith("lumkey") else "")))
     row("max throughput, 32 conns (req/s)", lambda s, n: fmt(s["max_rps"]) + (f" ({s['max_bad']} failed)" if s["max_bad"] else ""))
     row("**throughput ÷ direct**", lambda s, n: "100%" if n == "direct" else f"**{fmt(s['max_ratio'] and s['max_ratio'] * 100, '{:.1f}')}%**")
-    row("stream: time to first token p50", lambda s, n: fmt_us(s["ttft_p50"]))
+    row("stream: time to first token p50", lambda s, n: fmt_us(s["ttft_p50"])
+        + (f" ({s['stream_bad']} streams broken)" if s["stream_bad"] else ""))
     row("**added** time to first token p50", lambda s, n: "—" if n == "direct" else f"**{fmt_us(s['ttft_add_p50'], True)}**")
     row(f"stream: gap between chunks p99 (paced {P['ttft_interval']} ms)", lambda s, n: fmt_us(s["gap_p99"]))
     row("**added** gap p99", lambda s, n: "—" if n == "direct" else f"**{fmt_us(s['gap_add_p99'], True)}**")

@@ -24,7 +24,7 @@
  *
  *  lkload --target HOST:PORT --path P --body-file F [--header 'K: V']...
  *         [--mode open|closed|streams] [--conns N] [--rate R] [--duration S]
- *         [--warmup S] [--requests N] [--drain S] [--expect-events N]
+ *         [--warmup S] [--requests N] [--drain S] [--expect-events N] [--timeout S]
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -118,6 +118,7 @@ static struct {
     double rate, duration, warmup, drain;
     long requests;
     int expect_events;
+    double timeout; /* --requests runs: give up (unfinished) after this many seconds */
     struct sockaddr_in addr;
     char *req; /* the serialized request */
     size_t req_len;
@@ -128,7 +129,8 @@ static struct {
        .warmup = 1,
        .drain = 5,
        .requests = 0,
-       .expect_events = -1};
+       .expect_events = -1,
+       .timeout = 120};
 
 static uint64_t now_ns(void)
 {
@@ -513,7 +515,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: lkload --target HOST:PORT --path P --body-file F [--header 'K: V']... [--mode "
             "open|closed|streams]\n  [--conns N] [--rate R] [--duration S] [--warmup S] [--requests N] "
-            "[--drain S] [--expect-events N]\n");
+            "[--drain S] [--expect-events N] [--timeout S]\n");
     exit(2);
 }
 
@@ -522,13 +524,12 @@ int main(int argc, char **argv)
     const char *target = NULL, *path = "/", *body_file = NULL;
     char headers[8192] = "";
     size_t hl = 0;
-    static const struct option opts[] = {{"target", 1, 0, 't'},    {"path", 1, 0, 'p'},
-                                         {"body-file", 1, 0, 'b'}, {"header", 1, 0, 'H'},
-                                         {"mode", 1, 0, 'm'},      {"conns", 1, 0, 'c'},
-                                         {"rate", 1, 0, 'r'},      {"duration", 1, 0, 'd'},
-                                         {"warmup", 1, 0, 'w'},    {"requests", 1, 0, 'n'},
-                                         {"drain", 1, 0, 'D'},     {"expect-events", 1, 0, 'e'},
-                                         {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"target", 1, 0, 't'},   {"path", 1, 0, 'p'},     {"body-file", 1, 0, 'b'},
+        {"header", 1, 0, 'H'},   {"mode", 1, 0, 'm'},     {"conns", 1, 0, 'c'},
+        {"rate", 1, 0, 'r'},     {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'},
+        {"requests", 1, 0, 'n'}, {"drain", 1, 0, 'D'},    {"expect-events", 1, 0, 'e'},
+        {"timeout", 1, 0, 'T'},  {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -574,6 +575,9 @@ int main(int argc, char **argv)
             break;
         case 'e':
             S.expect_events = atoi(optarg);
+            break;
+        case 'T':
+            S.timeout = atof(optarg);
             break;
         default:
             usage();
@@ -622,7 +626,7 @@ int main(int argc, char **argv)
     T_END = T_REC + (uint64_t)(S.duration * 1e9);
     uint64_t interval = (uint64_t)(1e9 / S.rate), next_due = T0, k = 0;
     uint64_t hard_end = T_END + (uint64_t)(S.drain * 1e9);
-    if (S.mode != M_OPEN && S.requests > 0) hard_end = UINT64_MAX;
+    if (S.mode != M_OPEN && S.requests > 0) hard_end = T0 + (uint64_t)(S.timeout * 1e9);
 
     struct epoll_event evs[256];
     for (;;) {
