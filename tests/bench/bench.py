@@ -871,7 +871,7 @@ def plot(res: dict, png: Path) -> bool:
         return False
     last = res["rounds"][-1]
     phases = [("one", "one request at a time")] + [(f"rate{r}", f"open loop, {r:,} req/s") for r in res["plan"]["rates"]]
-    fig, axes = plt.subplots(1, len(phases), figsize=(5.2 * len(phases), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(phases), figsize=(5.6 * len(phases), 4.6), squeeze=False)
     for ax, (k, title) in zip(axes[0], phases):
         for n, label in res["targets"].items():
             pct = last[n][k]["latency"]["pct"]
@@ -888,8 +888,11 @@ def plot(res: dict, png: Path) -> bool:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Lumkey benchmark {res['machine']['date']} — commit {res['machine']['commit']}"
-                 + (" (quick)" if res["quick"] else ""), fontsize=10)
+    title = f"Lumkey benchmark {res['machine']['date']} — commit {res['machine']['commit']}"
+    if res["quick"] or res.get("banner"):
+        import textwrap
+        title += "\n" + textwrap.fill(res.get("banner") or "", 150)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
@@ -921,17 +924,25 @@ def main(argv=None) -> int:
                     help="the service setting that turns durable audit off, when one exists: adds a second "
                          "Lumkey stack with it as one more target")
     ap.add_argument("--pg-fsync-off", action="store_true", help="PostgreSQL with fsync=off (default: on)")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="measure nothing: redraw the table, page section and plot from a --json file")
     ap.add_argument("--banner", help="a line shown at the top of the written section (e.g. 'smoke run, busy machine')")
     a = ap.parse_args(argv)
     a.peers = [p for p in (a.peers or ("portkey" if a.quick else "portkey,litellm")).split(",") if p and p != "none"]
     a.lkload = a.lkload or str(Path(a.build_dir) / "tests" / "bench" / "lkload")
-    if not Path(a.lkload).exists():
+    if not a.from_json and not Path(a.lkload).exists():
         print(f"bench: {a.lkload} is missing: build the tree first (scripts/bench does)", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    res = run_all(a)
-    res["quick"], res["pg_fsync_off"], res["banner"] = a.quick, a.pg_fsync_off, a.banner
-    if a.quick and not a.banner:
+    if a.from_json:
+        res = json.loads(Path(a.from_json).read_text())
+        res["notes"] = [n for n in res["notes"] if not n.startswith("no plot")]
+        if a.banner:
+            res["banner"] = a.banner
+    else:
+        res = run_all(a)
+        res["quick"], res["pg_fsync_off"], res["banner"] = a.quick, a.pg_fsync_off, a.banner
+    if res["quick"] and not res.get("banner"):
         res["banner"] = "--quick smoke run: a few requests per phase, figures are noise"
     summarize(res)
     out = Path(a.out).resolve()
@@ -940,7 +951,7 @@ def main(argv=None) -> int:
     md = markdown(res, png_rel)
     write_markdown(out, md)
     jpath = Path(a.json) if a.json else out.with_suffix(".json")
-    if a.json or not str(out).startswith(str(SOURCE_DIR / "docs")):
+    if not a.from_json and (a.json or not str(out).startswith(str(SOURCE_DIR / "docs"))):
         jpath.write_text(json.dumps(res, indent=1, default=str) + "\n")
     print()
     print(tables(res))
