@@ -1,0 +1,15 @@
+#!/bin/sh
+# smoke.sh SOURCE_DIR BUILD_DIR PYTHON - run `scripts/bench --quick` into a temporary file and check
+# that it wrote its table. Never judges a figure.
+set -eu
+src="$1" build="$2" py="$3"
+tmp="$(mktemp -d /tmp/lk-bench-smoke-XXXXXX)"
+trap 'rm -rf "$tmp"' EXIT
+LK_PYTHON="$py" "$src/scripts/bench" --quick --no-build --build-dir "$build" --out "$tmp/benchmarks.md" \
+    > "$tmp/stdout" 2> "$tmp/stderr" || { cat "$tmp/stderr" "$tmp/stdout" >&2; exit 1; }
+cat "$tmp/stdout"
+for want in "bench:begin" "bench:end" "| figure |" "one at a time" "throughput"; do
+    grep -q -- "$want" "$tmp/benchmarks.md" || { echo "bench_smoke: '$want' missing from the output" >&2; exit 1; }
+done
+grep -q "| figure |" "$tmp/stdout" || { echo "bench_smoke: no table printed" >&2; exit 1; }
+echo "bench_smoke: table written"
