@@ -978,9 +978,35 @@ static void send_hold_wait(chat_t *c)
         unavailable(c, "approval");
 }
 
+static void held_done(chat_t *c);
+
 static void on_hold_timer(h2o_timeout_entry_t *entry)
 {
     chat_t *c = H2O_STRUCT_FROM_MEMBER(chat_t, hold_timer, entry);
+    if (g_edge->stopping) { /* shutting down: a held request is released with a retryable 503 */
+        held_done(c);
+        c->decision = "error";
+        lk_log(LK_LOG_INFO, c->rid, "released a held request: the edge is shutting down");
+        if (c->answer_hold) {
+            c->answer_hold = 0;
+            if (c->streaming) {
+                lk_buf_free(&c->held_q);
+                if (c->up) {
+                    edge_upstream_cancel(c->up);
+                    c->up = NULL;
+                }
+                stream_error(c, "shutting_down",
+                             "Lumkey is restarting while this answer was held; please retry.");
+                chat_flush(c);
+            } else {
+                fail_after_accept(c, 503, "shutting_down",
+                                  "Lumkey is restarting while this answer was held; please retry.");
+            }
+        } else {
+            deny(c, 503, "shutting_down", "Lumkey is restarting while this request was held; please retry.");
+        }
+        return;
+    }
     c->hold_polls++;
     if ((c->early_sse || c->streaming) && c->hold_polls % (HOLD_KEEPALIVE_MS / HOLD_POLL_MS) == 0) {
         static const char KEEP[] = ": keep-alive\n\n";

@@ -10,10 +10,10 @@
  *  then the listeners close (a request on a kept-alive connection gets a
  *  retryable 503; a connection still in the kernel's accept queue is reset:
  *  it was never accepted, the client retries), requests in flight, streams included, may finish for up to
- *  LUMKEY_SHUTDOWN_DRAIN_MS, and the process exits 0. Hooks for later: held
- *  requests (approval) are to be answered with a retryable 503 when the
- *  listeners close; the audit worker flushes its Kafka producer on its own
- *  SIGTERM.
+ *  LUMKEY_SHUTDOWN_DRAIN_MS, and the process exits 0. Held requests
+ *  (approval) are answered with a retryable 503 at their next poll once the
+ *  listeners close (edge_chat.c); the audit worker's Kafka outbox keeps what
+ *  its producer has not delivered.
  */
 #include <errno.h>
 #include <h2o.h>

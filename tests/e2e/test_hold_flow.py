@@ -7,6 +7,7 @@ retry of the same request joins the same hold."""
 
 import json
 import os
+import signal
 import secrets
 import sys
 import threading
@@ -269,3 +270,21 @@ def test_approval_worker_restarted_while_holding(stack, held_key):
     assert "error" not in out, out.get("error")
     assert out["value"].choices[0].message.content
     assert mock_requests_with(stack, m)
+
+
+def test_sigterm_releases_held_requests_with_a_retryable_503(stack, held_key):
+    """Last in this file: it stops the edge (and starts it again)."""
+    client = stack.client(api_key=held_key["key"], max_retries=0, timeout=30)
+    t, out = in_thread(lambda: client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": f"{marker()} wire transfer at shutdown"}]))
+    wait_for(lambda: pending_holds(stack), what="a pending hold")
+    edge = stack.procs["edge"]
+    edge.expected_dead = True
+    os.kill(edge.pid, signal.SIGTERM)
+    t.join(20)
+    err = out.get("error")
+    assert isinstance(err, openai.InternalServerError) and err.status_code == 503, out
+    assert err.response.json()["error"]["code"] == "shutting_down"
+    assert err.response.headers.get("x-should-retry") != "false"
+    assert edge.popen.wait(timeout=40) == 0
+    stack.start_service("edge")
