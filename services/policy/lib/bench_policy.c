@@ -105,6 +105,7 @@ int main(void)
 {
     char *pd = make_policy();
     lk_policy_error_t err;
+    setenv("LUMKEY_POLICY_HYPERSCAN", "1", 1); /* the prefilter is opt-in */
     lk_policy_t *p = lk_policy_compile(pd, strlen(pd), &err);
     setenv("LK_POLICY_NO_HS", "1", 1);
     lk_policy_t *p_pcre = lk_policy_compile(pd, strlen(pd), &err);

@@ -19,7 +19,10 @@ static __thread hs_scratch_t *tls_scratch; /* per thread, grown to fit every pol
 
 void policy_hs_build(lk_policy_t *p)
 {
-    if (getenv("LK_POLICY_NO_HS")) return; /* measuring PCRE2 alone (bench_policy) */
+    /* opt-in (docs/policy.md "Engine"): compiling the database costs ~0.3 s per policy version, which would
+     * stall the worker's and the edge's single event loop; PCRE2 alone compiles in ~10 ms */
+    const char *on = getenv("LUMKEY_POLICY_HYPERSCAN");
+    if (!on || strcmp(on, "1") != 0 || getenv("LK_POLICY_NO_HS")) return;
     size_t n = p->n_pats;
     const char **exprs = calloc(n + 1, sizeof *exprs);
     unsigned *flags = calloc(n + 1, sizeof *flags), *ids = calloc(n + 1, sizeof *ids);
