@@ -28,7 +28,7 @@
     "total_tokens, cost_micros, error_code, trace_id, stream, agent, approver, "                             \
     "encode(request_sha256, 'hex') AS request_sha256, encode(answer_sha256, 'hex') AS answer_sha256, "       \
     "request_body, answer_body, chain_seq, encode(prev_hash, 'hex') AS prev_hash, "                          \
-    "encode(row_hash, 'hex') AS row_hash "                                                                   \
+    "encode(row_hash, 'hex') AS row_hash, fallback_provider_id, fallback_upstream_model "                    \
     "FROM audit_events WHERE chain = $1::text AND seq > $2::bigint "                                         \
     "AND ($3::text IS NULL OR key_id = $3::text) AND ($4::text IS NULL OR decision = $4::text) "             \
     "AND ($5::text IS NULL OR model = $5::text OR upstream_model = $5::text) "                               \

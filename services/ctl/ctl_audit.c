@@ -15,6 +15,7 @@
  */
 #include "ctl_audit.h"
 
+#include "lk_audit_cols.h"
 #include <jansson.h>
 #include <signal.h>
 #include <sodium.h>
@@ -263,42 +264,6 @@ static int cmd_tail(actl_t *c)
     }
 }
 
-static const char *const CSV_COLS[] = {"seq",
-                                       "event_id",
-                                       "kind",
-                                       "request_id",
-                                       "time",
-                                       "tenant",
-                                       "key_id",
-                                       "user",
-                                       "source_ip",
-                                       "endpoint",
-                                       "provider_id",
-                                       "model",
-                                       "upstream_model",
-                                       "decision",
-                                       "policy_id",
-                                       "policy_version",
-                                       "rule_id",
-                                       "http_status",
-                                       "upstream_status",
-                                       "latency_us",
-                                       "prompt_tokens",
-                                       "completion_tokens",
-                                       "total_tokens",
-                                       "cost_micros",
-                                       "error_code",
-                                       "trace_id",
-                                       "stream",
-                                       "agent",
-                                       "approver",
-                                       "request_sha256",
-                                       "answer_sha256",
-                                       "chain_seq",
-                                       "prev_hash",
-                                       "row_hash",
-                                       NULL};
-
 static void csv_cell(FILE *out, json_t *v)
 {
     if (!v || json_is_null(v)) return;
@@ -345,8 +310,8 @@ static int cmd_export(actl_t *c)
         return FAIL;
     }
     if (csv) {
-        for (int i = 0; CSV_COLS[i]; i++)
-            fprintf(out, "%s%s", i ? "," : "", CSV_COLS[i]);
+        for (int i = 0; LK_AUDIT_EXPORT_COLS[i]; i++)
+            fprintf(out, "%s%s", i ? "," : "", LK_AUDIT_EXPORT_COLS[i]);
         fputs("\r\n", out);
     }
     char path[2048], cursor[32] = "0";
@@ -364,9 +329,9 @@ static int cmd_export(actl_t *c)
         json_array_foreach(events, i, e)
         {
             if (csv) {
-                for (int k = 0; CSV_COLS[k]; k++) {
+                for (int k = 0; LK_AUDIT_EXPORT_COLS[k]; k++) {
                     if (k) fputc(',', out);
-                    csv_cell(out, json_object_get(e, CSV_COLS[k]));
+                    csv_cell(out, json_object_get(e, LK_AUDIT_EXPORT_COLS[k]));
                 }
                 fputs("\r\n", out);
             } else {

@@ -983,44 +983,6 @@ static int cmd_policy_validate(ctl_t *c)
     return EXIT_OK;
 }
 
-static int parse_api_name(const char *s, lk_api_t *api)
-{
-    static const struct {
-        const char *name;
-        lk_api_t api;
-    } APIS[] = {{"chat.completions", LK_API_CHAT},
-                {"chat", LK_API_CHAT},
-                {"messages", LK_API_MESSAGES},
-                {"responses", LK_API_RESPONSES},
-                {"embeddings", LK_API_EMBEDDINGS}};
-    *api = LK_API_CHAT;
-    if (s == NULL) return 0;
-    for (size_t i = 0; i < sizeof APIS / sizeof APIS[0]; i++)
-        if (strcmp(s, APIS[i].name) == 0) {
-            *api = APIS[i].api;
-            return 0;
-        }
-    return -1;
-}
-
-/* One side's decision as JSON (same shape as the admin API's policies.test). */
-static json_t *decision_json(const lk_policy_result_t *r, int answer_side)
-{
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i}", "side", answer_side ? "answer" : "request", "action",
-                          lk_policy_action_name(r->action), "would", lk_policy_action_name(r->would), "rule",
-                          r->rule_id, "message", r->message, "redactions", r->redactions);
-    if (o && r->body) {
-        json_t *b = json_loadb(r->body, r->body_len, 0, NULL);
-        json_object_set_new(o, "body", b ? b : json_stringn(r->body, r->body_len));
-    }
-    if (o && !answer_side)
-        json_object_set_new(o, "estimates",
-                            json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)r->est_prompt_tokens,
-                                      "max_tokens", (json_int_t)r->est_max_tokens, "microusd",
-                                      (json_int_t)r->est_microusd));
-    return o;
-}
-
 static int cmd_policy_test(ctl_t *c)
 {
     static const char *const allowed[] = {"request", "answer", "api", "context", NULL};
@@ -1029,8 +991,8 @@ static int cmd_policy_test(ctl_t *c)
     const char *files[2] = {opt(c, "request"), opt(c, "answer")};
     if (!files[0] && !files[1])
         return usage_error("%s", "give --request REQ.json (and/or --answer ANS.json)");
-    lk_api_t api;
-    if (parse_api_name(opt(c, "api"), &api) != 0)
+    lk_api_t api = opt(c, "api") ? lk_policy_api_of(opt(c, "api")) : LK_API_CHAT;
+    if (!api)
         return usage_error("--api must be chat.completions, messages, responses or embeddings, not '%s'",
                            opt(c, "api"));
     json_t *cx = NULL;
@@ -1053,25 +1015,9 @@ static int cmd_policy_test(ctl_t *c)
         json_decref(cx);
         return EXIT_FAIL;
     }
-    const char *hdr[32][2];
-    size_t nh = 0;
-    const char *hk;
-    json_t *hv;
-    json_object_foreach(json_object_get(cx, "headers"), hk, hv) if (nh < 32 && json_is_string(hv))
-    {
-        hdr[nh][0] = hk;
-        hdr[nh][1] = json_string_value(hv);
-        nh++;
-    }
-    lk_policy_ctx_t ctx = {.api = api,
-                           .provider_id = json_string_value(json_object_get(cx, "provider_id")),
-                           .provider_kind = json_string_value(json_object_get(cx, "provider")),
-                           .key_id = json_string_value(json_object_get(cx, "key_id")),
-                           .user = json_string_value(json_object_get(cx, "user")),
-                           .agent = json_string_value(json_object_get(cx, "agent")),
-                           .team = json_string_value(json_object_get(cx, "team")),
-                           .headers = (const char *const(*)[2])hdr,
-                           .n_headers = nh};
+    const char *hdr[LK_POLICY_CTX_MAX_HEADERS][2];
+    lk_policy_ctx_t ctx;
+    lk_policy_ctx_from_json(cx, api, &ctx, hdr);
     json_t *out = json_object();
     int rc = EXIT_OK;
     for (int side = 0; side < 2 && rc == EXIT_OK; side++) {
@@ -1093,7 +1039,7 @@ static int cmd_policy_test(ctl_t *c)
             fputc('\n', stderr);
             rc = EXIT_FAIL;
         } else {
-            json_object_set_new(out, side ? "answer" : "request", decision_json(&r, side));
+            json_object_set_new(out, side ? "answer" : "request", lk_policy_result_json(&r, side));
         }
         lk_policy_result_clear(&r);
     }

@@ -2,6 +2,7 @@
  *  audit query strings, audit metrics. */
 #include "edge_audit.h"
 
+#include "lk_audit_cols.h"
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,42 +232,6 @@ typedef struct {
     uint64_t total;
 } export_t;
 
-static const char *const EXPORT_COLS[] = {"seq",
-                                          "event_id",
-                                          "kind",
-                                          "request_id",
-                                          "time",
-                                          "tenant",
-                                          "key_id",
-                                          "user",
-                                          "source_ip",
-                                          "endpoint",
-                                          "provider_id",
-                                          "model",
-                                          "upstream_model",
-                                          "decision",
-                                          "policy_id",
-                                          "policy_version",
-                                          "rule_id",
-                                          "http_status",
-                                          "upstream_status",
-                                          "latency_us",
-                                          "prompt_tokens",
-                                          "completion_tokens",
-                                          "total_tokens",
-                                          "cost_micros",
-                                          "error_code",
-                                          "trace_id",
-                                          "stream",
-                                          "agent",
-                                          "approver",
-                                          "request_sha256",
-                                          "answer_sha256",
-                                          "chain_seq",
-                                          "prev_hash",
-                                          "row_hash",
-                                          NULL};
-
 static int csv_cell(lk_buf_t *b, json_t *v)
 {
     char num[32];
@@ -357,9 +322,9 @@ static void on_export_page(void *data, const lk_msg_t *reply)
     x->out.len = 0;
     int rc = 0;
     if (first && x->csv) {
-        for (int k = 0; EXPORT_COLS[k]; k++)
+        for (int k = 0; LK_AUDIT_EXPORT_COLS[k]; k++)
             rc |= lk_buf_append(&x->out, k ? "," : "", k ? 1 : 0) |
-                  lk_buf_append(&x->out, EXPORT_COLS[k], strlen(EXPORT_COLS[k]));
+                  lk_buf_append(&x->out, LK_AUDIT_EXPORT_COLS[k], strlen(LK_AUDIT_EXPORT_COLS[k]));
         rc |= lk_buf_append(&x->out, "\r\n", 2);
     }
     size_t i;
@@ -367,9 +332,9 @@ static void on_export_page(void *data, const lk_msg_t *reply)
     json_array_foreach(events, i, e)
     {
         if (x->csv) {
-            for (int k = 0; EXPORT_COLS[k]; k++)
+            for (int k = 0; LK_AUDIT_EXPORT_COLS[k]; k++)
                 rc |= (k ? lk_buf_append(&x->out, ",", 1) : 0) |
-                      csv_cell(&x->out, json_object_get(e, EXPORT_COLS[k]));
+                      csv_cell(&x->out, json_object_get(e, LK_AUDIT_EXPORT_COLS[k]));
             rc |= lk_buf_append(&x->out, "\r\n", 2);
         } else {
             char *s = json_dumps(e, JSON_COMPACT);

@@ -259,11 +259,8 @@ static void worker_failed(chat_t *c, const lk_msg_t *reply, const char *what)
 
 static lk_policy_ctx_t answer_ctx(const chat_t *c)
 {
-    const char *ep = c->api->endpoint;
-    lk_api_t api = !strcmp(ep, "messages")     ? LK_API_MESSAGES
-                   : !strcmp(ep, "responses")  ? LK_API_RESPONSES
-                   : !strcmp(ep, "embeddings") ? LK_API_EMBEDDINGS
-                                               : LK_API_CHAT;
+    lk_api_t api = lk_policy_api_of(c->api->endpoint);
+    if (!api) api = LK_API_CHAT;
     return (lk_policy_ctx_t){.api = api,
                              .provider_id = c->provider_id,
                              .provider_kind = c->provider_kind,

@@ -262,10 +262,9 @@ const lk_policy_t *policy_compiled(policy_t *self, lk_str_t tenant, lk_str_t id,
 
 static lk_api_t api_of(lk_str_t ep)
 {
-    if (lk_str_eq(ep, "messages")) return LK_API_MESSAGES;
-    if (lk_str_eq(ep, "responses")) return LK_API_RESPONSES;
-    if (lk_str_eq(ep, "embeddings")) return LK_API_EMBEDDINGS;
-    return LK_API_CHAT;
+    char name[32];
+    lk_api_t api = lk_policy_api_of(lk_str_copy(name, sizeof name, ep));
+    return api ? api : LK_API_CHAT;
 }
 
 #define MAX_HEADERS 32

@@ -549,51 +549,12 @@ static int op_validate(const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch
     return answered;
 }
 
-static const char *api_name(lk_api_t a)
-{
-    switch (a) {
-    case LK_API_MESSAGES:
-        return "messages";
-    case LK_API_RESPONSES:
-        return "responses";
-    case LK_API_EMBEDDINGS:
-        return "embeddings";
-    case LK_API_CHAT:
-        break;
-    }
-    return "chat.completions";
-}
-
 static int parse_api(json_t *v, lk_api_t *out)
 {
-    static const lk_api_t ALL[] = {LK_API_CHAT, LK_API_MESSAGES, LK_API_RESPONSES, LK_API_EMBEDDINGS};
     *out = LK_API_CHAT;
     if (!v) return 0;
-    for (size_t i = 0; i < sizeof ALL / sizeof ALL[0]; i++)
-        if (json_is_string(v) && strcmp(json_string_value(v), api_name(ALL[i])) == 0) {
-            *out = ALL[i];
-            return 0;
-        }
-    return -1;
-}
-
-/* The decision as JSON (shared shape with `lumkeyctl policy test`). */
-static json_t *result_json(const lk_policy_result_t *r, int answer_side)
-{
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i}", "side", answer_side ? "answer" : "request", "action",
-                          lk_policy_action_name(r->action), "would", lk_policy_action_name(r->would), "rule",
-                          r->rule_id, "message", r->message, "redactions", r->redactions);
-    if (!o) return NULL;
-    if (r->body) {
-        json_t *b = json_loadb(r->body, r->body_len, 0, NULL);
-        json_object_set_new(o, "body", b ? b : json_stringn(r->body, r->body_len));
-    }
-    if (!answer_side)
-        json_object_set_new(o, "estimates",
-                            json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)r->est_prompt_tokens,
-                                      "max_tokens", (json_int_t)r->est_max_tokens, "microusd",
-                                      (json_int_t)r->est_microusd));
-    return o;
+    *out = json_is_string(v) ? lk_policy_api_of(json_string_value(v)) : 0;
+    return *out ? 0 : -1;
 }
 
 static int op_test(policy_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
@@ -653,27 +614,9 @@ static int op_test(policy_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_bu
                       "Give either `document` (a policy to try) or `policy` (the id of a stored one).");
         goto done;
     }
-    json_t *cx = json_object_get(body, "context");
-    const char *hdr[32][2];
-    size_t nh = 0;
-    json_t *hv = json_object_get(cx, "headers");
-    const char *hk;
-    json_t *hval;
-    json_object_foreach(hv, hk, hval) if (nh < 32 && json_is_string(hval))
-    {
-        hdr[nh][0] = hk;
-        hdr[nh][1] = json_string_value(hval);
-        nh++;
-    }
-    lk_policy_ctx_t ctx = {.api = api,
-                           .provider_id = json_string_value(json_object_get(cx, "provider_id")),
-                           .provider_kind = json_string_value(json_object_get(cx, "provider")),
-                           .key_id = json_string_value(json_object_get(cx, "key_id")),
-                           .user = json_string_value(json_object_get(cx, "user")),
-                           .agent = json_string_value(json_object_get(cx, "agent")),
-                           .team = json_string_value(json_object_get(cx, "team")),
-                           .headers = (const char *const(*)[2])hdr,
-                           .n_headers = nh};
+    const char *hdr[LK_POLICY_CTX_MAX_HEADERS][2];
+    lk_policy_ctx_t ctx;
+    lk_policy_ctx_from_json(json_object_get(body, "context"), api, &ctx, hdr);
     out = json_object();
     lk_policy_result_t r;
     memset(&r, 0, sizeof r);
@@ -687,12 +630,13 @@ static int op_test(policy_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_bu
                    : -1;
         free(b);
         if (rc != 0) {
-            answered = reply_err(rep, scratch, LK_ST_BAD_REQUEST, "invalid_request",
-                                 "The %s is not valid for %s: %s", which[side], api_name(api), r.message);
+            answered =
+                reply_err(rep, scratch, LK_ST_BAD_REQUEST, "invalid_request",
+                          "The %s is not valid for %s: %s", which[side], lk_policy_api_name(api), r.message);
             lk_policy_result_clear(&r);
             goto done;
         }
-        json_object_set_new(out, which[side], result_json(&r, side));
+        json_object_set_new(out, which[side], lk_policy_result_json(&r, side));
         lk_policy_result_clear(&r);
     }
     answered = reply_json(rep, scratch, LK_ST_OK, out);

@@ -13,6 +13,7 @@
 #ifndef LK_POLICY_H
 #define LK_POLICY_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -147,6 +148,23 @@ int lk_policy_stream_resume(lk_policy_stream_t *s, int approved, const char *rea
 /* The hold-back window in bytes of answer text (documented in docs/policy.md). */
 #define LK_POLICY_STREAM_WINDOW 256
 
-const char *lk_policy_action_name(lk_action_t a); /* "allow", "log", "redact", "hold", "block" */
+const char *lk_policy_action_name(lk_action_t a);
+
+/* --- shared JSON shapes (policy_json.c) ------------------------------------ */
+
+/* "chat.completions", "messages", "responses", "embeddings" <-> lk_api_t;
+ * lk_policy_api_of answers 0 for anything else. */
+lk_api_t lk_policy_api_of(const char *endpoint);
+const char *lk_policy_api_name(lk_api_t api);
+
+/* A test context given as JSON ({provider_id, provider, key_id, user, agent,
+ * team, headers: {name: value}}); ctx borrows from cx and headers. */
+#define LK_POLICY_CTX_MAX_HEADERS 32
+void lk_policy_ctx_from_json(const json_t *cx, lk_api_t api, lk_policy_ctx_t *ctx,
+                             const char *headers[LK_POLICY_CTX_MAX_HEADERS][2]);
+
+/* One side's decision: {side, action, would, rule, message, redactions, body?, estimates?}. */
+json_t *lk_policy_result_json(const lk_policy_result_t *r,
+                              int answer_side); /* "allow", "log", "redact", "hold", "block" */
 
 #endif
