@@ -93,6 +93,9 @@ static const char usage_text[] =
     "  holds show ID\n"
     "  holds approve ID [--reason R]\n"
     "  holds reject ID --reason R\n"
+    "  hdp issuers create --name N (--public-key K | --public-key-file F) [--kid KID]\n"
+    "  hdp issuers list\n"
+    "  hdp issuers revoke ID\n"
     "  help\n"
     "\n"
     "environment:\n"
@@ -1217,6 +1220,7 @@ static int dispatch(ctl_t *c)
     int rc = configure(c);
     if (rc != EXIT_OK) return rc;
     if (strcmp(a, "policy") == 0) return dispatch_policy(c, b);
+    if (strcmp(a, "hdp") == 0) return ctl_hdp(c, b);
     int with_id =
         b && (strcmp(b, "get") == 0 || strcmp(b, "update") == 0 || strcmp(b, "rotate") == 0 ||
               strcmp(b, "revoke") == 0 || strcmp(b, "replace-credential") == 0 || strcmp(b, "show") == 0 ||

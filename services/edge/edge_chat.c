@@ -1381,7 +1381,7 @@ static lk_str_t policy_headers(chat_t *c)
     static const char *const SKIP[] = {
         "authorization",  "x-api-key",         "api-key",    "cookie", "proxy-authorization",
         "content-length", "transfer-encoding", "connection", NULL};
-    enum { CAP = 8192 };
+    enum { CAP = 65536 }; /* room for an HDP-Token (docs/hdp.md) */
     char *buf = h2o_mem_alloc_pool(&c->req->pool, CAP);
     size_t n = 0;
     for (size_t i = 0; i < c->req->headers.size; i++) {

@@ -111,7 +111,8 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
     self->db = lk_db_new(conninfo, "lumkey-policy", statement_timeout_ms);
     if (!self->db || lk_db_prepare(self->db, "decide", SQL_DECIDE) != 0 ||
         lk_db_prepare(self->db, "policy_doc", SQL_POLICY_DOC) != 0 || policy_budget_prepare(self->db) != 0 ||
-        policy_admin_prepare(self->db) != 0 || lk_db_prepare(self->db, "models", SQL_MODELS) != 0) {
+        policy_admin_prepare(self->db) != 0 || lk_db_prepare(self->db, "models", SQL_MODELS) != 0 ||
+        policy_hdp_prepare(self->db) != 0 || !(self->hdp = policy_hdp_new())) {
         policy_destroy(&self);
         return NULL;
     }
@@ -125,6 +126,7 @@ void policy_destroy(policy_t **self_p)
     for (int i = 0; i < POLICY_CACHE_N; i++)
         lk_policy_free(&(*self_p)->cache[i].pol);
     lk_policy_result_clear(&(*self_p)->result);
+    policy_hdp_destroy(&(*self_p)->hdp);
     lk_db_destroy(&(*self_p)->db);
     free(*self_p);
     *self_p = NULL;
@@ -326,7 +328,7 @@ static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, PGre
         refuse(d, LK_ST_INTERNAL, "policy_unavailable", "The policy of this key could not be loaded.");
         return -1;
     }
-    char hbuf[8192], model[MAX_MODEL + 1];
+    char hbuf[65536], model[MAX_MODEL + 1]; /* the edge sends up to 64 KiB (HDP tokens) */
     const char *pairs[MAX_HEADERS][2];
     size_t nh = split_headers(q->headers, hbuf, sizeof hbuf, pairs, MAX_HEADERS);
     lk_str_copy(model, sizeof model, q->model);
@@ -345,7 +347,8 @@ static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, PGre
                            .agent = agent[0] ? agent : NULL,
                            .team = team[0] ? team : NULL,
                            .headers = (const char *const(*)[2])pairs,
-                           .n_headers = nh};
+                           .n_headers = nh,
+                           .hdp = self->hdp_facts};
     lk_policy_result_t *r = &self->result;
     lk_policy_result_clear(r);
     if (lk_policy_eval_request(pol, &ctx, q->body.ptr ? q->body.ptr : "", q->body.len, r) != 0) {
@@ -474,6 +477,8 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
             d->cred_id2 = lk_db_str(res, 0, C_CRED2);
             d->upstream_model2 = lk_db_str(res, 0, C_UMODEL2);
         }
+        /* HDP provenance (docs/hdp.md): recorded, never a refusal by itself */
+        self->hdp_facts = policy_hdp_check(self, q, d->tenant, &d->hdp);
         if (!lk_db_is_null(res, 0, C_POL)) {
             d->policy_id = lk_db_str(res, 0, C_POL);
             d->policy_version = lk_db_i64(res, 0, C_POL_VER);
@@ -481,6 +486,7 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
         }
     }
     if (rep->env.type == LK_MSG_ERROR) goto cleanup;
+    /* d->hdp stays in self->hdp until the next DECIDE: not kept */
     lk_str_t *keep[] = {&d->key_id,          &d->tenant,         &d->user,       &d->provider_id,
                         &d->provider_kind,   &d->base_url,       &d->cred_id,    &d->upstream_model,
                         &d->provider_id2,    &d->provider_kind2, &d->base_url2,  &d->cred_id2,

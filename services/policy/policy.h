@@ -28,12 +28,16 @@ typedef struct {
     uint64_t used; /* tick of the last use, for eviction */
 } policy_cache_entry_t;
 
+typedef struct policy_hdp policy_hdp_t; /* policy_hdp.c */
+
 typedef struct {
     lk_db_t *db;
     char msg[512]; /* the refusal message of the current request */
     policy_cache_entry_t cache[POLICY_CACHE_N];
     uint64_t tick;
-    lk_policy_result_t result; /* of the current DECIDE (its body is kept in scratch) */
+    lk_policy_result_t result;        /* of the current DECIDE (its body is kept in scratch) */
+    policy_hdp_t *hdp;                /* HDP verification state (token-by-reference store) */
+    const lk_policy_hdp_t *hdp_facts; /* of the current DECIDE; NULL: no HDP header */
 } policy_t;
 
 /* Prepares the statements and connects (waiting up to db_wait_ms; a database
@@ -83,5 +87,27 @@ lk_db_rc_t policy_budget_settle(lk_db_t *db, lk_str_t rid, int64_t prompt_tokens
 
 int policy_admin_prepare(lk_db_t *db) __attribute__((warn_unused_result));
 int policy_admin_handle(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch);
+
+/* The same answers the policies.* ops give, for policy_hdp.c. */
+int policy_admin_reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, json_t *body);
+int policy_admin_reply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code,
+                           const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int policy_admin_reply_db(lk_msg_t *rep, lk_buf_t *scratch, lk_db_rc_t rc, const char *conflict);
+json_t *policy_admin_load_body(lk_str_t text, lk_msg_t *rep, lk_buf_t *scratch, int *answered);
+int policy_admin_check_fields(json_t *body, const char *const *allowed, lk_msg_t *rep, lk_buf_t *scratch,
+                              int *answered);
+
+/* policy_hdp.c (docs/hdp.md) ----------------------------------------------- */
+
+int policy_hdp_prepare(lk_db_t *db) __attribute__((warn_unused_result));
+policy_hdp_t *policy_hdp_new(void);
+void policy_hdp_destroy(policy_hdp_t **h_p);
+/* Verifies the DECIDE's HDP-Token / HDP-Token-Ref header, if any, for tenant:
+ * the facts for the `hdp` policy condition (NULL: no header) and *json, the
+ * result object as text (valid until the next call). Never refuses. */
+const lk_policy_hdp_t *policy_hdp_check(policy_t *self, const lk_decide_t *q, lk_str_t tenant,
+                                        lk_str_t *json);
+/* hdp.issuers.create / list / revoke. */
+int policy_hdp_admin(policy_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch);
 
 #endif
