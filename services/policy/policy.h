@@ -90,8 +90,9 @@ int policy_admin_handle(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_b
 
 /* The same answers the policies.* ops give, for policy_hdp.c. */
 int policy_admin_reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, json_t *body);
+/* {"error": {message, type, code, param}}; param may be NULL (null). */
 int policy_admin_reply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code,
-                           const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+                           const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 int policy_admin_reply_db(lk_msg_t *rep, lk_buf_t *scratch, lk_db_rc_t rc, const char *conflict);
 json_t *policy_admin_load_body(lk_str_t text, lk_msg_t *rep, lk_buf_t *scratch, int *answered);
 int policy_admin_check_fields(json_t *body, const char *const *allowed, lk_msg_t *rep, lk_buf_t *scratch,

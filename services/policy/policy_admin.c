@@ -703,14 +703,18 @@ int policy_admin_reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, js
 }
 
 int policy_admin_reply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code,
-                           const char *fmt, ...)
+                           const char *param, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return reply_err(rep, scratch, st, code, "%s", msg);
+    const char *type =
+        st == LK_ST_INTERNAL || st == LK_ST_UNAVAILABLE ? "api_error" : "invalid_request_error";
+    return reply_json(rep, scratch, st,
+                      json_pack("{s:{s:s,s:s,s:s,s:s?}}", "error", "message", msg, "type", type, "code", code,
+                                "param", param));
 }
 
 int policy_admin_reply_db(lk_msg_t *rep, lk_buf_t *scratch, lk_db_rc_t rc, const char *conflict)

@@ -291,17 +291,17 @@ static int op_create(policy_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_
     int ret;
     if (!valid_label(name, ISSUER_NAME_MAX)) {
         ret = policy_admin_reply_err(
-            rep, scratch, LK_ST_BAD_REQUEST, "invalid_name",
+            rep, scratch, LK_ST_BAD_REQUEST, "invalid_name", "name",
             "The field `name` is required: 1 to %d characters, no control characters.", ISSUER_NAME_MAX);
     } else if (!valid_label(kid, ISSUER_KID_MAX)) {
         ret = policy_admin_reply_err(
-            rep, scratch, LK_ST_BAD_REQUEST, "invalid_kid",
+            rep, scratch, LK_ST_BAD_REQUEST, "invalid_kid", "kid",
             "The field `kid` (the key id HDP tokens name in signature.kid) must be 1 to "
             "%d characters, no control characters.",
             ISSUER_KID_MAX);
     } else if (!pub || lk_hdp_parse_pubkey(pub, pk) != 0) {
         ret = policy_admin_reply_err(
-            rep, scratch, LK_ST_BAD_REQUEST, "invalid_public_key",
+            rep, scratch, LK_ST_BAD_REQUEST, "invalid_public_key", "public_key",
             "The field `public_key` must be a raw 32-byte Ed25519 public key in base64, "
             "base64url or hex.");
     } else {
@@ -358,7 +358,8 @@ static int op_list(policy_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_bu
 static int op_revoke(policy_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
     if (q->object_id.len == 0 || q->object_id.len > 64)
-        return policy_admin_reply_err(rep, scratch, LK_ST_NOT_FOUND, "not_found", "No such HDP issuer.");
+        return policy_admin_reply_err(rep, scratch, LK_ST_NOT_FOUND, "not_found", NULL,
+                                      "No such HDP issuer.");
     lk_db_params_t p;
     lk_db_params_init(&p);
     lk_db_param_str(&p, q->tenant);
@@ -366,9 +367,9 @@ static int op_revoke(policy_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_
     PGresult *res = NULL;
     lk_db_rc_t rc = lk_db_exec(self->db, "hdp_revoke", &p, &res);
     if (rc != LK_DB_OK) return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
-    int ret = PQntuples(res) == 1
-                  ? policy_admin_reply_json(rep, scratch, LK_ST_OK, issuer_json(res, 0))
-                  : policy_admin_reply_err(rep, scratch, LK_ST_NOT_FOUND, "not_found", "No such HDP issuer.");
+    int ret = PQntuples(res) == 1 ? policy_admin_reply_json(rep, scratch, LK_ST_OK, issuer_json(res, 0))
+                                  : policy_admin_reply_err(rep, scratch, LK_ST_NOT_FOUND, "not_found", NULL,
+                                                           "No such HDP issuer.");
     PQclear(res);
     return ret;
 }
@@ -378,6 +379,6 @@ int policy_hdp_admin(policy_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_
     if (lk_str_eq(q->op, "hdp.issuers.create")) return op_create(self, q, rep, scratch);
     if (lk_str_eq(q->op, "hdp.issuers.list")) return op_list(self, q, rep, scratch);
     if (lk_str_eq(q->op, "hdp.issuers.revoke")) return op_revoke(self, q, rep, scratch);
-    return policy_admin_reply_err(rep, scratch, LK_ST_NOT_FOUND, "unknown_operation",
+    return policy_admin_reply_err(rep, scratch, LK_ST_NOT_FOUND, "unknown_operation", NULL,
                                   "Unknown admin operation.");
 }
