@@ -274,7 +274,7 @@ static void jcs_value(sbuf_t *b, const json_t *v, int depth)
         {
             if (i < n) m[i++] = (member_t){k, strlen(k), e};
         }
-        qsort(m, i, sizeof *m, member_cmp);
+        if (i > 1) qsort(m, i, sizeof *m, member_cmp); /* m is NULL for {} */
         sb_put(b, "{", 1);
         for (size_t j = 0; j < i; j++) {
             if (j) sb_put(b, ",", 1);
