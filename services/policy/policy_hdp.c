@@ -224,8 +224,9 @@ const lk_policy_hdp_t *policy_hdp_check(policy_t *self, const lk_decide_t *q, lk
         res = lk_hdp_result_reason(why,
                                    why == LK_HDP_UNRESOLVED_REF
                                        ? "HDP-Token-Ref names no token this worker verified"
-                                   : why == LK_HDP_TRUNCATED ? "the token ends before its JSON does"
-                                                             : "not base64url-encoded token JSON",
+                                   : tok_v.len > LK_HDP_MAX_HEADER ? "the header value is too long"
+                                   : why == LK_HDP_TRUNCATED       ? "the token ends before its JSON does"
+                                                                   : "not base64url-encoded token JSON",
                                    &f);
     }
     if (res && has_ref) json_object_set_new(res, "by_ref", json_true());

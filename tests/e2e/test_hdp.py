@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hdp_langchain import HdpMiddleware, HdpPrincipal, ScopePolicy, verify_chain
 from hdp_langchain._crypto import sign_hop
 
-from helpers import error_body, marker
+from helpers import error_body, header, marker, wait_mock_request
 from lkstack import MODEL, http
 
 
@@ -183,8 +183,11 @@ def test_issuers_admin_api_and_lumkeyctl(stack, tmp_path):
 
 def test_reference_token_verifies_and_is_audited(stack, trusted):
     tok = trusted.issue(calls=("web_search", "file_reader"))
-    ans, rid = chat(stack, {"HDP-Token": encode(tok)}, tools=[tool("web_search")])
+    m = marker()
+    ans, rid = chat(stack, {"HDP-Token": encode(tok)}, tools=[tool("web_search")], content=m)
     assert ans.choices[0].message.content is not None
+    # the token is Lumkey's to read: it is not forwarded to the provider
+    assert header(wait_mock_request(stack, m), "hdp-token") is None
     h = hdp_of(stack, rid)
     assert h is not None, "no hdp in the audit event"
     assert h["verified"] is True and h["reason"] == "ok", h
