@@ -17,6 +17,7 @@
 #include "lk_db.h"
 #include "lk_policy.h"
 #include "lk_proto.h"
+#include "policy_anomaly.h"
 
 #define POLICY_CACHE_N 64
 #define POLICY_ID_MAX  72
@@ -34,7 +35,12 @@ typedef struct {
     policy_cache_entry_t cache[POLICY_CACHE_N];
     uint64_t tick;
     lk_policy_result_t result; /* of the current DECIDE (its body is kept in scratch) */
+    pa_engine_t *anom;         /* issue 10: anomaly baselines (policy_anomaly.c) */
+    pa_call_t acall;           /* the current DECIDE's score */
 } policy_t;
+
+/* lk_worker tick: flushes and refreshes the anomaly baselines. */
+void policy_tick(void *ctx);
 
 /* Prepares the statements and connects (waiting up to db_wait_ms; a database
  * that is still away is retried per request). NULL when out of memory. */

@@ -39,8 +39,11 @@ int main(int argc, char **argv)
     lk_worker_t *worker = NULL;
     policy_t *policy = policy_new(cfg.db, cfg.db_wait_ms, cfg.statement_timeout_ms);
     if (!policy) goto cleanup;
-    lk_worker_opts_t opts = {
-        .service = "policy", .endpoint = cfg.endpoint, .handler = policy_handle, .ctx = policy};
+    lk_worker_opts_t opts = {.service = "policy",
+                             .endpoint = cfg.endpoint,
+                             .handler = policy_handle,
+                             .ctx = policy,
+                             .tick = policy_tick};
     worker = lk_worker_new(&opts);
     if (worker && lk_worker_run(worker) == 0) rc = 0;
 cleanup:
