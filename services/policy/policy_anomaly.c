@@ -1,7 +1,6 @@
 /*  policy_anomaly - see policy_anomaly.h; method in docs/policy.md "Anomaly scoring". */
 #include "policy_anomaly.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -804,68 +803,62 @@ size_t pa_score_json(const pa_score_t *s, char *buf, size_t cap)
 
 /* ------------------------------------------------------------- features -- */
 
-static void add_tool(pa_request_t *r, json_t *name)
+static const char *skip_ws(const char *p, const char *e)
 {
-    if (!json_is_string(name) || json_string_length(name) == 0 || r->n_tools >= PA_MAX_TOOLS) return;
-    const char *s = json_string_value(name);
-    for (size_t i = 0; i < r->n_tools; i++)
-        if (strcmp(r->tools[i], s) == 0) return;
-    r->tools[r->n_tools++] = s;
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
 }
 
-static void tools_of(pa_request_t *r, json_t *arr)
+/* After a key at p: whitespace, ':', whitespace; the value's first byte, or NULL. */
+static const char *value_of(const char *p, const char *e)
 {
-    size_t i;
-    json_t *t;
-    if (!json_is_array(arr)) return;
-    json_array_foreach(arr, i, t)
-    {
-        json_t *fn = json_object_get(t, "function");
-        add_tool(r, json_object_get(json_is_object(fn) ? fn : t, "name"));
-    }
+    p = skip_ws(p, e);
+    if (p >= e || *p != ':') return NULL;
+    p = skip_ws(p + 1, e);
+    return p < e ? p : NULL;
 }
 
-void pa_extract(const char *body, size_t len, pa_request_t *r, void **scratch_json)
+/* A single scan of the body, no JSON tree (docs/policy.md "Anomaly scoring": every string member
+ * "name" counts as a tool name; values with escapes are skipped). */
+void pa_extract(const char *body, size_t len, pa_request_t *r, char names[PA_MAX_TOOLS][PA_VALUE_MAX])
 {
     r->n_tools = 0;
     r->prompt_bytes = (int64_t)len;
     r->est_tokens = (int64_t)(len / 4);
-    *scratch_json = NULL;
     if (!body || !len) return;
-    json_t *root = json_loadb(body, len, 0, NULL);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        return;
-    }
-    *scratch_json = root;
-    static const char *const MAXK[] = {"max_tokens", "max_completion_tokens", "max_output_tokens", NULL};
+    const char *e = body + len, *p;
+    static const char *const MAXK[] = {"\"max_tokens\"", "\"max_completion_tokens\"", "\"max_output_tokens\"",
+                                       NULL};
     for (int k = 0; MAXK[k]; k++) {
-        json_t *m = json_object_get(root, MAXK[k]);
-        if (json_is_integer(m) && json_integer_value(m) > 0 && json_integer_value(m) < 10000000) {
-            r->est_tokens += json_integer_value(m);
+        size_t kl = strlen(MAXK[k]);
+        if (!(p = memmem(body, len, MAXK[k], kl)) || !(p = value_of(p + kl, e))) continue;
+        int64_t v = 0;
+        int digits = 0;
+        while (p < e && *p >= '0' && *p <= '9' && digits < 8)
+            v = v * 10 + (*p++ - '0'), digits++;
+        if (digits && digits < 8) {
+            r->est_tokens += v;
             break;
         }
     }
-    tools_of(r, json_object_get(root, "tools")); /* declared: chat, messages, responses */
-    /* called: chat tool_calls, Anthropic tool_use blocks, Responses function_call items */
-    const char *lists[] = {"messages", "input"};
-    for (int l = 0; l < 2; l++) {
-        json_t *msgs = json_object_get(root, lists[l]), *m;
-        size_t i;
-        if (!json_is_array(msgs)) continue;
-        json_array_foreach(msgs, i, m)
-        {
-            tools_of(r, json_object_get(m, "tool_calls"));
-            const char *type = json_string_value(json_object_get(m, "type"));
-            if (type && strcmp(type, "function_call") == 0) add_tool(r, json_object_get(m, "name"));
-            json_t *content = json_object_get(m, "content"), *b;
-            size_t j;
-            if (json_is_array(content)) json_array_foreach(content, j, b)
-                {
-                    const char *bt = json_string_value(json_object_get(b, "type"));
-                    if (bt && strcmp(bt, "tool_use") == 0) add_tool(r, json_object_get(b, "name"));
-                }
-        }
+    for (p = body; p < e && (p = memmem(p, (size_t)(e - p), "\"name\"", 6));) {
+        p += 6;
+        const char *v = value_of(p, e);
+        if (!v || *v != '"') continue;
+        const char *s = ++v;
+        while (v < e && *v != '"' && *v != '\\' && (unsigned char)*v >= 0x20)
+            v++;
+        p = v;
+        if (v >= e || *v != '"' || v == s || r->n_tools >= PA_MAX_TOOLS) continue;
+        size_t n = (size_t)(v - s) < PA_VALUE_MAX - 1 ? (size_t)(v - s) : PA_VALUE_MAX - 1;
+        char *dst = names[r->n_tools];
+        memcpy(dst, s, n);
+        dst[n] = '\0';
+        int dup = 0;
+        for (size_t i = 0; i < r->n_tools && !dup; i++)
+            dup = strcmp(r->tools[i], dst) == 0;
+        if (!dup) r->tools[r->n_tools++] = dst;
     }
 }
 
@@ -956,7 +949,6 @@ void pa_call_begin(pa_engine_t *e, pa_call_t *c, lk_str_t tenant, lk_str_t key_i
                    lk_str_t model, lk_str_t source_ip, lk_str_t body, int64_t now_ms)
 {
     memset(&c->r, 0, sizeof c->r);
-    c->json = NULL;
     c->active = 1;
     c->r.tenant = lk_str_copy(c->tenant, sizeof c->tenant, tenant);
     c->r.key_id = lk_str_copy(c->key, sizeof c->key, key_id);
@@ -964,7 +956,7 @@ void pa_call_begin(pa_engine_t *e, pa_call_t *c, lk_str_t tenant, lk_str_t key_i
     c->r.model = lk_str_copy(c->model, sizeof c->model, model);
     c->r.source_ip = lk_str_copy(c->ip, sizeof c->ip, source_ip);
     c->r.now_ms = now_ms;
-    pa_extract(body.ptr, body.len, &c->r, &c->json);
+    pa_extract(body.ptr, body.len, &c->r, c->tools);
     pa_score(e, &c->r, &c->s);
     c->reason_bits = 0;
     for (size_t i = 0; i < c->s.n_reasons; i++)
@@ -977,7 +969,5 @@ void pa_call_end(pa_engine_t *e, pa_call_t *c, int blocked, int64_t est_microusd
 {
     if (!c->active) return;
     pa_outcome(e, &c->r, blocked, est_microusd);
-    json_decref((json_t *)c->json);
-    c->json = NULL;
     c->active = 0;
 }

@@ -79,8 +79,8 @@ void pa_outcome(pa_engine_t *e, const pa_request_t *r, int blocked, int64_t est_
 size_t pa_score_json(const pa_score_t *s, char *buf, size_t cap);
 
 /* Fills r's tools, est_tokens and prompt_bytes from a request body (JSON of
- * any API). The tool names point into *scratch_json (json_decref it after use). */
-void pa_extract(const char *body, size_t len, pa_request_t *r, void **scratch_json);
+ * any API) in one scan; the tool names are copied into names. Never reads past len. */
+void pa_extract(const char *body, size_t len, pa_request_t *r, char names[PA_MAX_TOOLS][PA_VALUE_MAX]);
 
 /* One DECIDE's use of the engine (lumkey-policy): begin scores before the policy runs, end records
  * the outcome. Kept in the service object (its buffers are large). */
@@ -88,7 +88,7 @@ typedef struct {
     int active;
     pa_request_t r;
     char tenant[64], key[72], agent[PA_VALUE_MAX], model[PA_VALUE_MAX], ip[64];
-    void *json;
+    char tools[PA_MAX_TOOLS][PA_VALUE_MAX];
     pa_score_t s;
     unsigned reason_bits; /* lk_policy_anomaly_reason() of the top reasons */
     char out[1024];       /* the DECIDE_REP `anom` JSON */

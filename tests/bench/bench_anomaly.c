@@ -3,12 +3,11 @@
  *
  *  Measures, over 1,000 keys (each with its agent) warmed with 200 requests:
  *    score    pa_score + pa_outcome (what DECIDE adds once features are known)
- *    extract  pa_extract on a typical chat body with tools (the JSON parse)
+ *    extract  pa_extract on a typical chat body with tools (one scan)
  *    call     pa_call_begin + pa_call_end (everything policy.c does per DECIDE)
  *
  *  usage: bench_anomaly [requests (default 200000)]
  */
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,9 +73,8 @@ int main(int argc, char **argv)
     long ext = n / 4;
     for (long i = 0; i < ext; i++) {
         pa_request_t x = {0};
-        void *js = NULL;
-        pa_extract(BODY, sizeof BODY - 1, &x, &js);
-        json_decref(js);
+        static char names[PA_MAX_TOOLS][PA_VALUE_MAX];
+        pa_extract(BODY, sizeof BODY - 1, &x, names);
     }
     double extract_ns = (double)(lk_mono_us() - t0) * 1000.0 / (double)ext;
 

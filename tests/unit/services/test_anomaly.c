@@ -324,24 +324,29 @@ static void test_json(void)
         "\"get_weather\"}}],\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{"
         "\"name\":\"delete_database\",\"arguments\":\"{}\"}}]}]}";
     pa_request_t r = {0};
-    void *js = NULL;
-    pa_extract(chat, strlen(chat), &r, &js);
+    char names[PA_MAX_TOOLS][PA_VALUE_MAX];
+    pa_extract(chat, strlen(chat), &r, names);
     LK_CHECK(r.n_tools == 2 && strcmp(r.tools[0], "get_weather") == 0 &&
              strcmp(r.tools[1], "delete_database") == 0);
     LK_CHECK(r.est_tokens == (int64_t)strlen(chat) / 4 + 100 && r.prompt_bytes == (int64_t)strlen(chat));
-    json_decref(js);
     const char *anth =
         "{\"model\":\"c\",\"tools\":[{\"name\":\"a\"}],\"messages\":[{\"role\":\"assistant\",\"content\":"
         "[{\"type\":\"tool_use\",\"name\":\"b\",\"input\":{}}]}]}";
-    pa_extract(anth, strlen(anth), &r, &js);
+    pa_extract(anth, strlen(anth), &r, names);
     LK_CHECK(r.n_tools == 2 && strcmp(r.tools[1], "b") == 0);
-    json_decref(js);
     const char *resp = "{\"model\":\"r\",\"input\":[{\"type\":\"function_call\",\"name\":\"c\"}]}";
-    pa_extract(resp, strlen(resp), &r, &js);
+    pa_extract(resp, strlen(resp), &r, names);
     LK_CHECK(r.n_tools == 1 && strcmp(r.tools[0], "c") == 0);
-    json_decref(js);
-    pa_extract("not json", 8, &r, &js);
-    LK_CHECK(r.n_tools == 0 && js == NULL && r.prompt_bytes == 8);
+    /* escaped quotes inside content are not keys; schema keys called "name" are not values; bounded */
+    const char *tricky =
+        "{\"messages\":[{\"content\":\"say \\\"name\\\": \\\"evil\\\"\"}],\"tools\":[{"
+        "\"name\" : \"ok_tool\",\"parameters\":{\"properties\":{\"name\":{\"type\":\"string\"}}}}],"
+        "\"max_tokens\": 50, \"x\":{\"name\":\"cut";
+    pa_extract(tricky, strlen(tricky), &r, names);
+    LK_CHECK(r.n_tools == 1 && strcmp(r.tools[0], "ok_tool") == 0 &&
+             r.est_tokens == (int64_t)strlen(tricky) / 4 + 50);
+    pa_extract("not json", 8, &r, names);
+    LK_CHECK(r.n_tools == 0 && r.prompt_bytes == 8);
 }
 
 int main(void)
