@@ -750,16 +750,28 @@ static size_t json_str(char *buf, size_t cap, size_t off, const char *s)
     return off + 1;
 }
 
-/* Drops a cut UTF-8 sequence at the end of v (values are cut at PA_VALUE_MAX bytes). */
-static void utf8_trim(char *v)
+/* Values come from the request and are cut at PA_VALUE_MAX bytes: any byte that is not part of a
+ * well-formed UTF-8 sequence (a cut one at the end included) becomes '?', so the JSON is always valid. */
+static void utf8_clean(char *v)
 {
-    size_t n = strlen(v), i = n;
-    while (i > 0 && ((unsigned char)v[i - 1] & 0xC0) == 0x80)
-        i--;
-    if (i == 0) return;
-    unsigned char lead = (unsigned char)v[i - 1];
-    size_t want = lead < 0x80 ? 1 : (lead >> 5) == 6 ? 2 : (lead >> 4) == 14 ? 3 : (lead >> 3) == 30 ? 4 : 0;
-    if (lead >= 0x80 && want != n - (i - 1)) v[i - 1] = '\0';
+    unsigned char *p = (unsigned char *)v;
+    size_t n = strlen(v);
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        size_t len = c < 0x80                      ? 1
+                     : (c >> 5) == 6 && c >= 0xc2  ? 2
+                     : (c >> 4) == 14              ? 3
+                     : (c >> 3) == 30 && c <= 0xf4 ? 4
+                                                   : 0;
+        int ok = len && i + len <= n;
+        for (size_t j = 1; ok && j < len; j++)
+            ok = (p[i + j] & 0xc0) == 0x80;
+        if (!ok) {
+            p[i++] = '?';
+            continue;
+        }
+        i += len;
+    }
 }
 
 size_t pa_score_json(const pa_score_t *s, char *buf, size_t cap)
@@ -774,7 +786,7 @@ size_t pa_score_json(const pa_score_t *s, char *buf, size_t cap)
         const pa_reason_t *r = &s->reasons[i];
         char v[PA_VALUE_MAX];
         memcpy(v, r->v, sizeof v);
-        utf8_trim(v);
+        utf8_clean(v);
         char head[96];
         n = snprintf(head, sizeof head, "%s{\"k\":\"%s\",\"c\":%.3f", i ? "," : "", r->k, r->c);
         for (int j = 0; j < n; j++, off++)

@@ -318,6 +318,14 @@ static void test_json(void)
     LK_CHECK(json_array_size(json_object_get(j, "reasons")) == 2);
     json_decref(j);
     LK_CHECK(pa_score_json(&s, buf, 20) == 0); /* too small: refused, not cut */
+    /* a value cut inside a multibyte character, or not UTF-8 at all, still gives valid JSON */
+    snprintf(s.reasons[0].v, sizeof s.reasons[0].v, "ab\xc3\xa9\xff\xe2\x82");
+    n = pa_score_json(&s, buf, sizeof buf);
+    j = json_loadb(buf, n, 0, NULL);
+    LK_CHECK(j &&
+             strcmp(json_string_value(json_object_get(json_array_get(json_object_get(j, "reasons"), 0), "v")),
+                    "ab\xc3\xa9???") == 0);
+    json_decref(j);
     /* features from bodies of every API */
     const char *chat =
         "{\"model\":\"m\",\"max_tokens\":100,\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
