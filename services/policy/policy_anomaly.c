@@ -72,7 +72,8 @@ static const int CAT_CAPS[3] = {CAT_MODEL_N, CAT_TOOL_N, CAT_IP_N};
 
 typedef struct {
     char replica[64];
-    pa_state_t st;
+    uint8_t *blob; /* its row's state, encoded (a few hundred bytes, not a whole pa_state_t) */
+    size_t len;
 } peer_t;
 
 typedef struct subj {
@@ -219,8 +220,10 @@ static void state_sum(pa_state_t *acc, const pa_state_t *s)
 static void recompute_oth(subj_t *s)
 {
     memset(&s->oth, 0, sizeof s->oth);
-    for (int i = 0; i < s->npeers; i++)
-        state_sum(&s->oth, &s->peers[i].st);
+    pa_state_t *st = malloc(sizeof *st);
+    for (int i = 0; st && i < s->npeers; i++)
+        if (pa_state_decode(s->peers[i].blob, s->peers[i].len, st) == 0) state_sum(&s->oth, st);
+    free(st);
 }
 
 /* ------------------------------------------------------------ encoding -- */
@@ -382,6 +385,8 @@ void pa_free(pa_engine_t **ep)
     for (int i = 0; i < BUCKETS; i++)
         for (subj_t *s = e->b[i], *n; s; s = n) {
             n = s->next;
+            for (int k = 0; k < s->npeers; k++)
+                free(s->peers[k].blob);
             free(s->peers);
             free(s);
         }
@@ -427,25 +432,27 @@ static void apply_row(pa_engine_t *e, subj_t *s, const char *replica, const uint
         free(st);
         return;
     }
+    free(st);
+    uint8_t *copy = malloc(len);
+    if (!copy) return;
+    memcpy(copy, blob, len);
     int i;
     for (i = 0; i < s->npeers; i++)
         if (strcmp(s->peers[i].replica, replica) == 0) break;
     if (i == s->npeers) {
-        if (s->npeers >= MAX_PEERS) {
-            free(st);
-            return;
-        }
-        peer_t *np = realloc(s->peers, sizeof *np * (size_t)(s->npeers + 1));
+        peer_t *np = s->npeers < MAX_PEERS ? realloc(s->peers, sizeof *np * (size_t)(s->npeers + 1)) : NULL;
         if (!np) {
-            free(st);
+            free(copy);
             return;
         }
         s->peers = np;
         s->npeers++;
         snprintf(s->peers[i].replica, sizeof s->peers[i].replica, "%s", replica);
+        s->peers[i].blob = NULL;
     }
-    s->peers[i].st = *st;
-    free(st);
+    free(s->peers[i].blob);
+    s->peers[i].blob = copy;
+    s->peers[i].len = len;
     recompute_oth(s);
 }
 
@@ -880,7 +887,14 @@ static void flush(pa_engine_t *e)
 {
     uint8_t *blob = malloc(PA_STATE_MAX);
     if (!blob) return;
-    int fails = 0;
+    int fails = 0, any = 0;
+    for (int i = 0; i < BUCKETS && !any; i++)
+        for (subj_t *s = e->b[i]; s && !any; s = s->next)
+            any = s->dirty;
+    if (!any || lk_db_begin(e->db) != LK_DB_OK) { /* one transaction: one commit per flush */
+        free(blob);
+        return;
+    }
     for (int i = 0; i < BUCKETS && !fails; i++)
         for (subj_t *s = e->b[i]; s && !fails; s = s->next) {
             if (!s->dirty) continue;
@@ -895,11 +909,21 @@ static void flush(pa_engine_t *e)
             lk_db_param_bytes(&p, blob, len);
             PGresult *res = NULL;
             if (lk_db_exec(e->db, "anom_save", &p, &res) == LK_DB_OK)
-                s->dirty = 0;
+                s->dirty = 2; /* written, once committed */
             else
                 fails++; /* the database is away: keep it dirty, try at the next tick */
             PQclear(res);
         }
+    if (!fails && lk_db_commit(e->db) == LK_DB_OK) {
+        fails = -1;
+    } else if (!fails) {
+        fails = 1;
+    } else {
+        lk_db_rollback(e->db);
+    }
+    for (int i = 0; i < BUCKETS; i++) /* committed: clean; else dirty again for the next tick */
+        for (subj_t *s = e->b[i]; s; s = s->next)
+            if (s->dirty == 2) s->dirty = fails < 0 ? 0 : 1;
     free(blob);
 }
 
