@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lk_log.h"
+#include "lk_util.h"
 #include "lk_worker.h"
 
 #define MAX_MODEL 256
@@ -112,6 +113,7 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
     if (!self->db || lk_db_prepare(self->db, "decide", SQL_DECIDE) != 0 ||
         lk_db_prepare(self->db, "policy_doc", SQL_POLICY_DOC) != 0 || policy_budget_prepare(self->db) != 0 ||
         policy_admin_prepare(self->db) != 0 || lk_db_prepare(self->db, "models", SQL_MODELS) != 0 ||
+        pa_prepare(self->db) != 0 || !(self->anom = pa_new(self->db, getenv("LUMKEY_POLICY_REPLICA_ID"))) ||
         policy_hdp_prepare(self->db) != 0 || !(self->hdp = policy_hdp_new())) {
         policy_destroy(&self);
         return NULL;
@@ -123,6 +125,7 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
 void policy_destroy(policy_t **self_p)
 {
     if (!self_p || !*self_p) return;
+    pa_free(&(*self_p)->anom); /* writes the baselines' last changes */
     for (int i = 0; i < POLICY_CACHE_N; i++)
         lk_policy_free(&(*self_p)->cache[i].pol);
     lk_policy_result_clear(&(*self_p)->result);
@@ -348,7 +351,10 @@ static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, PGre
                            .team = team[0] ? team : NULL,
                            .headers = (const char *const(*)[2])pairs,
                            .n_headers = nh,
-                           .hdp = self->hdp_facts};
+                           .hdp = self->hdp_facts,
+                           .has_anomaly = self->acall.active,
+                           .anomaly_score = self->acall.s.score,
+                           .anomaly_reasons = self->acall.reason_bits};
     lk_policy_result_t *r = &self->result;
     lk_policy_result_clear(r);
     if (lk_policy_eval_request(pol, &ctx, q->body.ptr ? q->body.ptr : "", q->body.len, r) != 0) {
@@ -477,6 +483,10 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
             d->cred_id2 = lk_db_str(res, 0, C_CRED2);
             d->upstream_model2 = lk_db_str(res, 0, C_UMODEL2);
         }
+        /* issue 10: scored before the policy runs, so its rules can use it */
+        pa_call_begin(self->anom, &self->acall, d->tenant, d->key_id, d->agent, q->model, q->source_ip,
+                      q->body, lk_now_ms());
+        d->anomaly = lk_str(self->acall.out);
         /* HDP provenance (docs/hdp.md): recorded, never a refusal by itself */
         self->hdp_facts = policy_hdp_check(self, q, d->tenant, &d->hdp);
         if (!lk_db_is_null(res, 0, C_POL)) {
@@ -491,9 +501,13 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
                         &d->provider_kind,   &d->base_url,       &d->cred_id,    &d->upstream_model,
                         &d->provider_id2,    &d->provider_kind2, &d->base_url2,  &d->cred_id2,
                         &d->upstream_model2, &d->agent,          &d->team,       &d->policy_id,
-                        &d->rule_id,         &d->message,        &d->error_code, &d->body};
+                        &d->rule_id,         &d->message,        &d->error_code, &d->body,
+                        &d->anomaly};
     ret = lk_worker_keep(scratch, keep, sizeof keep / sizeof keep[0]);
 cleanup:
+    pa_call_end(self->anom, &self->acall,
+                d->status != LK_ST_OK || d->decision == LK_DECISION_BLOCK || d->decision == LK_DECISION_HOLD,
+                d->est_microusd);
     PQclear(res);
     lk_policy_result_clear(&self->result);
     return ret;
@@ -532,6 +546,11 @@ static int on_settle(policy_t *self, const lk_msg_t *req, lk_msg_t *rep)
     if (rc != LK_DB_OK) return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
     rep->u.settle_rep.microusd = cost;
     return 0;
+}
+
+void policy_tick(void *ctx)
+{
+    pa_tick(((policy_t *)ctx)->anom, 0);
 }
 
 int policy_handle(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)

@@ -17,6 +17,7 @@
 #include "lk_db.h"
 #include "lk_policy.h"
 #include "lk_proto.h"
+#include "policy_anomaly.h"
 
 #define POLICY_CACHE_N 64
 #define POLICY_ID_MAX  72
@@ -38,7 +39,12 @@ typedef struct {
     lk_policy_result_t result;        /* of the current DECIDE (its body is kept in scratch) */
     policy_hdp_t *hdp;                /* HDP verification state (token-by-reference store) */
     const lk_policy_hdp_t *hdp_facts; /* of the current DECIDE; NULL: no HDP header */
+    pa_engine_t *anom;                /* issue 10: anomaly baselines (policy_anomaly.c) */
+    pa_call_t acall;                  /* the current DECIDE's score */
 } policy_t;
+
+/* lk_worker tick: flushes and refreshes the anomaly baselines. */
+void policy_tick(void *ctx);
 
 /* Prepares the statements and connects (waiting up to db_wait_ms; a database
  * that is still away is retried per request). NULL when out of memory. */

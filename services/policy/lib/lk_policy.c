@@ -289,10 +289,63 @@ static int parse_hdp(rule_t *r, json_t *v, const char *path, lk_policy_error_t *
     return 0;
 }
 
+static const char *const ANOM_REASONS[] = {"rate", "tokens", "spend", "prompt_len", "model",
+                                           "tool", "ip",     "hour",  "block_rate", NULL};
+
+unsigned lk_policy_anomaly_reason(const char *name)
+{
+    for (int i = 0; name && ANOM_REASONS[i]; i++)
+        if (strcmp(name, ANOM_REASONS[i]) == 0) return 1u << i;
+    return 0;
+}
+
+/* when.anomaly: {"score_gte": 0..1, "reason": ["tool", ...]} (issue 10). */
+static int parse_anomaly(rule_t *r, json_t *v, const char *path, lk_policy_error_t *err)
+{
+    static const char *const akeys[] = {"score_gte", "reason", NULL};
+    char sub[160];
+    if (!json_is_object(v) || json_object_size(v) == 0) {
+        fail(err, path, "must be an object with score_gte and/or reason");
+        return -1;
+    }
+    if (only_keys(v, path, akeys, err)) return -1;
+    json_t *x;
+    if ((x = json_object_get(v, "score_gte"))) {
+        snprintf(sub, sizeof sub, "%.100s.score_gte", path);
+        if (!json_is_number(x) || json_number_value(x) < 0 || json_number_value(x) > 1) {
+            fail(err, sub, "must be a number from 0 to 1");
+            return -1;
+        }
+        r->anom_gte = json_number_value(x);
+    }
+    if ((x = json_object_get(v, "reason"))) {
+        snprintf(sub, sizeof sub, "%.100s.reason", path);
+        if (!json_is_array(x) || json_array_size(x) == 0) {
+            fail(err, sub, "must be a non-empty array of reason names");
+            return -1;
+        }
+        size_t i;
+        json_t *e;
+        json_array_foreach(x, i, e)
+        {
+            unsigned bit = json_is_string(e) ? lk_policy_anomaly_reason(json_string_value(e)) : 0;
+            if (!bit) {
+                snprintf(sub, sizeof sub, "%.100s.reason[%zu]", path, i);
+                fail(err, sub,
+                     "unknown reason (rate, tokens, spend, prompt_len, model, tool, ip, hour, block_rate)");
+                return -1;
+            }
+            r->anom_reasons |= bit;
+        }
+    }
+    return 0;
+}
+
 static int parse_when(lk_policy_t *p, rule_t *r, int ri, json_t *w, const char *path, lk_policy_error_t *err)
 {
-    static const char *const keys[] = {"model",  "provider",    "text",          "pii", "tool", "metadata",
-                                       "header", "tokens_over", "cost_over_usd", "hdp", NULL};
+    static const char *const keys[] = {"model",         "provider", "text",   "pii",
+                                       "tool",          "metadata", "header", "tokens_over",
+                                       "cost_over_usd", "anomaly",  "hdp",    NULL};
     char sub[160];
     json_t *v;
     if (!json_is_object(w)) {
@@ -435,6 +488,14 @@ static int parse_when(lk_policy_t *p, rule_t *r, int ri, json_t *w, const char *
         if (parse_nonneg(v, sub, &d, err)) return -1;
         r->cost_over_micro = llround(d * 1e6);
     }
+    if ((v = json_object_get(w, "anomaly"))) {
+        snprintf(sub, sizeof sub, "%.100s.anomaly", path);
+        if (parse_anomaly(r, v, sub, err)) return -1;
+        if (r->on & ON_ANSWER) {
+            fail(err, sub, "applies to requests only (the rule's \"on\" must be \"request\")");
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -446,6 +507,7 @@ static int parse_rule(lk_policy_t *p, int ri, json_t *jr, lk_policy_error_t *err
     rule_t *r = &p->rules[ri];
     r->tokens_over = r->cost_over_micro = -1;
     r->hdp_present = r->hdp_verified = r->hdp_mismatch = -1;
+    r->anom_gte = -1;
     snprintf(path, sizeof path, "rules[%d]", ri);
     if (!json_is_object(jr)) {
         fail(err, path, "must be an object");
@@ -775,6 +837,8 @@ int rule_static_ok(const evalctx_t *e, const rule_t *r)
     if (r->hdp_reason.n && !glob_any(&r->hdp_reason, h && h->present ? h->reason : NULL)) return 0;
     if (r->tokens_over >= 0 && !(e->est_tokens > r->tokens_over)) return 0;
     if (r->cost_over_micro >= 0 && !(e->est_micro >= 0 && e->est_micro > r->cost_over_micro)) return 0;
+    if (r->anom_gte >= 0 && !(c && c->has_anomaly && c->anomaly_score >= r->anom_gte)) return 0;
+    if (r->anom_reasons && !(c && c->has_anomaly && (c->anomaly_reasons & r->anom_reasons))) return 0;
     return 1;
 }
 

@@ -96,7 +96,16 @@ typedef struct {
     const char *const (*headers)[2];
     size_t n_headers;
     const lk_policy_hdp_t *hdp; /* NULL: no HDP header (nothing verified) */
+    /* the request's anomaly score (issue 10), computed by lumkey-policy before evaluation; a rule's
+     * `anomaly` condition never matches without it (answer side, lumkeyctl without a test score) */
+    int has_anomaly;
+    double anomaly_score;     /* [0, 1] */
+    unsigned anomaly_reasons; /* bit per lk_policy_anomaly_reason() of the top reasons */
 } lk_policy_ctx_t;
+
+/* The bit of an anomaly reason name ("rate", "tokens", "spend", "prompt_len", "model", "tool", "ip",
+ * "hour", "block_rate"), 0 for an unknown name. */
+unsigned lk_policy_anomaly_reason(const char *name);
 
 /* The outcome of one evaluation. Filled by the eval functions; release with
  * lk_policy_result_clear. */

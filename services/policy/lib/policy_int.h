@@ -77,6 +77,8 @@ typedef struct {
     globs_t hdp_reason;
     int64_t tokens_over;     /* -1: absent */
     int64_t cost_over_micro; /* -1: absent */
+    double anom_gte;         /* when.anomaly.score_gte; -1: absent */
+    unsigned anom_reasons;   /* when.anomaly.reason: bit per LK_ANOM_REASONS name; 0: absent */
 } rule_t;
 
 typedef struct {

@@ -50,6 +50,16 @@ void lk_policy_ctx_from_json(const json_t *cx, lk_api_t api, lk_policy_ctx_t *ct
                              .team = json_string_value(json_object_get(cx, "team")),
                              .headers = (const char *const(*)[2])headers,
                              .n_headers = nh};
+    /* a test score: {"anomaly": {"score": 0.9, "reasons": ["tool"]}} (issue 10) */
+    json_t *an = json_object_get(cx, "anomaly");
+    if (json_is_number(json_object_get(an, "score"))) {
+        ctx->has_anomaly = 1;
+        ctx->anomaly_score = json_number_value(json_object_get(an, "score"));
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(an, "reasons"), i, e) ctx->anomaly_reasons |=
+            lk_policy_anomaly_reason(json_string_value(e));
+    }
 }
 
 json_t *lk_policy_result_json(const lk_policy_result_t *r, int answer_side)

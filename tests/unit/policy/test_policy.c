@@ -454,6 +454,21 @@ static const badcase_t bad[] = {
     {"{'limits':{'usd_per_day':-5}}", "limits.usd_per_day", 0, ""},
     {"{'prices':{'gpt-4o':{'input_per_mtok':1}}}", "prices.gpt-4o.output_per_mtok", 0, "required"},
     {"{'rules':{}}", "rules", 0, "array"},
+    /* issue 10: the anomaly condition */
+    {"{'rules':[{'id':'a','action':'hold','when':{'anomaly':{'score_gte':1.5}}}]}",
+     "rules[0].when.anomaly.score_gte", 0, "0 to 1"},
+    {"{'rules':[{'id':'a','action':'hold','when':{'anomaly':{'score_gte':'high'}}}]}",
+     "rules[0].when.anomaly.score_gte", 0, "number"},
+    {"{'rules':[{'id':'a','action':'hold','when':{'anomaly':{'score_over':0.8}}}]}", "rules[0].when.anomaly",
+     0, "score_over"},
+    {"{'rules':[{'id':'a','action':'hold','when':{'anomaly':{}}}]}", "rules[0].when.anomaly", 0, "score_gte"},
+    {"{'rules':[{'id':'a','action':'hold','when':{'anomaly':0.8}}]}", "rules[0].when.anomaly", 0, "object"},
+    {"{'rules':[{'id':'a','action':'hold','when':{'anomaly':{'reason':['tool','weather']}}}]}",
+     "rules[0].when.anomaly.reason[1]", 0, "unknown reason"},
+    {"{'rules':[{'id':'a','action':'hold','when':{'anomaly':{'reason':[]}}}]}",
+     "rules[0].when.anomaly.reason", 0, "non-empty"},
+    {"{'rules':[{'id':'a','on':'answer','action':'block','when':{'anomaly':{'score_gte':0.5}}}]}",
+     "rules[0].when.anomaly", 0, "requests only"},
 };
 
 static void test_bad_documents(void)
@@ -486,6 +501,71 @@ static void test_bad_documents(void)
     LK_CHECK(p == NULL && strstr(err.msg, "larger"));
     free(d);
     LK_CHECK(lk_policy_compile(NULL, 0, &err) == NULL);
+}
+
+/* ---- issue 10: the anomaly condition ------------------------------------------------------- */
+
+static const char *PAN =
+    "{'rules':["
+    "{'id':'anom-hold','when':{'anomaly':{'score_gte':0.8}},'action':'hold'},"
+    "{'id':'anom-block','when':{'anomaly':{'score_gte':0.95}},'action':'block'},"
+    "{'id':'new-tool','when':{'anomaly':{'score_gte':0.5,'reason':['tool']}},'action':'log'},"
+    "{'id':'any-ip','when':{'anomaly':{'reason':['ip','model']}},'action':'log'}"
+    "]}";
+
+static void test_anomaly_condition(void)
+{
+    static const struct {
+        const char *name;
+        int has;
+        double score;
+        const char *reasons[3];
+        lk_action_t action;
+        const char *rule;
+    } t[] = {
+        {"no score (answer side, no engine)", 0, 0.99, {"tool"}, LK_ACT_ALLOW, ""},
+        {"low", 1, 0.10, {NULL}, LK_ACT_ALLOW, ""},
+        {"below hold", 1, 0.7999, {"rate"}, LK_ACT_ALLOW, ""},
+        {"at hold", 1, 0.80, {"rate"}, LK_ACT_HOLD, "anom-hold"},
+        {"between", 1, 0.94, {"tokens"}, LK_ACT_HOLD, "anom-hold"},
+        {"at block", 1, 0.95, {"rate"}, LK_ACT_BLOCK, "anom-block"},
+        {"tool reason, mid score", 1, 0.6, {"rate", "tool"}, LK_ACT_LOG, "new-tool"},
+        {"tool reason, low score", 1, 0.4, {"tool"}, LK_ACT_ALLOW, ""},
+        {"ip reason, any score", 1, 0.01, {"ip"}, LK_ACT_LOG, "any-ip"},
+        {"model reason", 1, 0.3, {"hour", "model"}, LK_ACT_LOG, "any-ip"},
+        {"top score wins over reasons", 1, 0.97, {"tool", "ip"}, LK_ACT_BLOCK, "anom-block"},
+    };
+    char *d = q(PAN);
+    lk_policy_error_t err;
+    lk_policy_t *p = lk_policy_compile(d, strlen(d), &err);
+    free(d);
+    LK_CHECK(p != NULL);
+    if (!p) return;
+    char *body = q(CHAT("hello"));
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        lk_policy_ctx_t ctx = {.api = LK_API_CHAT, .has_anomaly = t[i].has, .anomaly_score = t[i].score};
+        for (int k = 0; k < 3 && t[i].reasons[k]; k++)
+            ctx.anomaly_reasons |= lk_policy_anomaly_reason(t[i].reasons[k]);
+        lk_policy_result_t r = {0};
+        int rc = lk_policy_eval_request(p, &ctx, body, strlen(body), &r);
+        int ok = rc == 0 && r.action == t[i].action && strcmp(r.rule_id, t[i].rule) == 0;
+        if (!ok) fprintf(stderr, "anomaly case '%s': action %d rule '%s'\n", t[i].name, r.action, r.rule_id);
+        LK_CHECK(ok);
+        lk_policy_result_clear(&r);
+    }
+    /* the test context of lumkeyctl / policies.test carries a score */
+    json_t *cx = json_loads("{\"anomaly\":{\"score\":0.96,\"reasons\":[\"tool\"]}}", 0, NULL);
+    const char *hdrs[LK_POLICY_CTX_MAX_HEADERS][2];
+    lk_policy_ctx_t ctx;
+    lk_policy_ctx_from_json(cx, LK_API_CHAT, &ctx, hdrs);
+    lk_policy_result_t r = {0};
+    LK_CHECK(lk_policy_eval_request(p, &ctx, body, strlen(body), &r) == 0 && r.action == LK_ACT_BLOCK);
+    lk_policy_result_clear(&r);
+    json_decref(cx);
+    LK_CHECK(lk_policy_anomaly_reason("block_rate") != 0 && lk_policy_anomaly_reason("nope") == 0 &&
+             lk_policy_anomaly_reason(NULL) == 0);
+    free(body);
+    lk_policy_free(&p);
 }
 
 /* ---- streams ------------------------------------------------------------------------------- */
@@ -904,6 +984,7 @@ int main(void)
     LK_RUN(run_cases);
     LK_RUN(test_estimates);
     LK_RUN(test_bad_documents);
+    LK_RUN(test_anomaly_condition);
     LK_RUN(test_stream_splits);
     LK_RUN(test_stream_window);
     LK_RUN(test_stream_tools);
