@@ -14,6 +14,7 @@ the answer (200) unless a policy opted in to an `hdp` condition.
 
 import base64
 import json
+import threading
 import time
 import uuid
 
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hdp_langchain import HdpMiddleware, HdpPrincipal, ScopePolicy, verify_chain
 from hdp_langchain._crypto import sign_hop
 
-from helpers import error_body, header, marker, wait_mock_request
+from helpers import error_body, header, marker, mock_requests_with, wait_mock_request
 from lkstack import MODEL, http
 
 
@@ -348,3 +349,42 @@ def test_policies_may_opt_in(stack, trusted, tmp_path):
     # the same forged token with the stack's key (no such policy): recorded only
     ans, rid = chat(stack, {"HDP-Token": encode(bad)})
     assert ans.choices[0].message.content is not None and hdp_of(stack, rid)["reason"] == "bad_signature"
+
+
+def test_opt_in_hold_on_scope_mismatch_waits_for_a_human(stack, trusted, tmp_path):
+    """The draft's example opt-in: hold (not block) a request whose tools leave the delegated scope."""
+    f = tmp_path / "hdp-hold.json"
+    f.write_text(json.dumps({"rules": [{"id": "hdp-scope-hold", "when": {"hdp": {"scope_mismatch": True}},
+                                        "action": "hold", "message": "Outside the delegated scope."}]}))
+    pol = ctl_json(stack, "policy", "create", "--name", "hdp-hold-" + marker(), "--file", str(f))
+    key = ctl_json(stack, "keys", "create", "--name", "hdp-hold-" + marker(), "--policy", pol["id"])
+    tok = trusted.issue(tools=("web_search",), calls=("web_search",))
+    m = marker()
+    out = {}
+
+    def run():
+        try:
+            out["value"] = chat(stack, {"HDP-Token": encode(tok)}, key=key["key"], tools=[tool("shell")], content=m)
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 15
+    hold = None
+    while hold is None and time.monotonic() < deadline:
+        pending = [h for h in ctl_json(stack, "holds", "list")["data"]
+                   if h["status"] == "pending" and h.get("key_id") == key["id"]]
+        hold = pending[0] if pending else None
+        time.sleep(0.1)
+    assert hold is not None, "no pending hold for the out-of-scope request"
+    assert hold["rule_id"] == "hdp-scope-hold"
+    assert t.is_alive() and not mock_requests_with(stack, m), "a held request went on"
+    stack.ctl("holds", "approve", hold["id"], "--reason", "checked with alice")
+    t.join(30)
+    assert "error" not in out, out.get("error")
+    ans, rid = out["value"]
+    assert ans.choices[0].message.content is not None
+    row = stack.wait_closing_audit(rid)
+    assert row["decision"] == "approved" and row["hdp"]["scope_mismatch"] is True
+    assert row["hdp"]["mismatches"] == [{"kind": "tool_definition", "tool": "shell"}]
