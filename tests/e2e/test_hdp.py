@@ -26,7 +26,7 @@ from hdp_langchain import HdpMiddleware, HdpPrincipal, ScopePolicy, verify_chain
 from hdp_langchain._crypto import sign_hop
 
 from helpers import error_body, header, marker, mock_requests_with, wait_mock_request
-from lkstack import MODEL, http
+from lkstack import CLAUDE_MODEL, MODEL, http
 
 
 # ------------------------------------------------------------------ helpers
@@ -388,3 +388,22 @@ def test_opt_in_hold_on_scope_mismatch_waits_for_a_human(stack, trusted, tmp_pat
     row = stack.wait_closing_audit(rid)
     assert row["decision"] == "approved" and row["hdp"]["scope_mismatch"] is True
     assert row["hdp"]["mismatches"] == [{"kind": "tool_definition", "tool": "shell"}]
+
+
+def test_anthropic_messages_with_an_hdp_token(stack, trusted):
+    """The same verification on Anthropic's Messages API (official Anthropic SDK): tool_use in the
+    conversation and tools offered, compared with the token's scope."""
+    tok = trusted.issue(tools=("web_search",), calls=("web_search",))
+    raw = stack.anthropic().messages.with_raw_response.create(
+        model=CLAUDE_MODEL, max_tokens=64, extra_headers={"HDP-Token": encode(tok)},
+        tools=[{"name": "web_search", "input_schema": {"type": "object"}},
+               {"name": "send_email", "input_schema": {"type": "object"}}],
+        messages=[{"role": "user", "content": "find it"},
+                  {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": "read_file",
+                                                     "input": {"path": "/tmp/x"}}]},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "ok"}]}])
+    assert raw.parse().type == "message"
+    h = hdp_of(stack, raw.headers.get("x-request-id"))
+    assert h["verified"] is True and h["principal"]["id"] == "alice@example.com"
+    assert h["mismatches"] == [{"kind": "tool_definition", "tool": "send_email"},
+                               {"kind": "tool_call", "tool": "read_file"}]
