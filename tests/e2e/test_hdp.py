@@ -407,3 +407,38 @@ def test_anthropic_messages_with_an_hdp_token(stack, trusted):
     assert h["verified"] is True and h["principal"]["id"] == "alice@example.com"
     assert h["mismatches"] == [{"kind": "tool_definition", "tool": "send_email"},
                                {"kind": "tool_call", "tool": "read_file"}]
+
+
+def test_issuers_and_references_are_per_tenant(stack, trusted):
+    """Tenant B neither sees tenant A's issuers nor trusts them, and cannot resolve A's token references."""
+    tenant = "t" + marker()[1:13].lower()
+    p = stack.run_tool("vault", ["--bootstrap-admin", "--tenant", tenant])
+    lines = p.stdout.decode().strip().splitlines()
+    b_token = lines[-1].strip() if lines else ""
+    assert b_token.startswith("lk_adm_"), "bootstrap did not print an admin token"
+    bh = {"authorization": f"Bearer {b_token}", "content-type": "application/json"}
+    st, _, raw = http("POST", stack.admin_base + "/admin/v1/providers", json.dumps({
+        "name": "mock-b", "kind": "openai-compatible", "base_url": stack.mock_base + "/v1",
+        "api_key": stack.provider_credential, "models": [MODEL], "allow_private": True}).encode(), bh)
+    assert st == 201, stack.redact(raw[:300])
+    st, _, raw = http("POST", stack.admin_base + "/admin/v1/keys", json.dumps({"name": "b-" + marker()}).encode(), bh)
+    assert st == 201
+    b_key = json.loads(raw)["key"]
+    st, _, raw = http("GET", stack.admin_base + "/admin/v1/hdp/issuers", None, bh)
+    assert st == 200 and json.loads(raw)["data"] == [], "tenant B sees tenant A's issuers"
+
+    tok = trusted.issue()
+    _, rid = chat(stack, {"HDP-Token": encode(tok)})  # tenant A: verified, remembered for references
+    assert hdp_of(stack, rid)["verified"] is True
+    _, rid = chat(stack, {"HDP-Token": encode(tok)}, key=b_key)  # tenant B: A's issuer is not B's
+    h = hdp_of(stack, rid)
+    assert h["verified"] is False and h["reason"] == "unknown_issuer"
+    _, rid = chat(stack, {"HDP-Token-Ref": tok["header"]["token_id"]}, key=b_key)
+    assert hdp_of(stack, rid)["reason"] == "unresolved_ref"
+    # B trusts its own copy of the key: then it verifies for B too
+    st, _, raw = http("POST", stack.admin_base + "/admin/v1/hdp/issuers", json.dumps(
+        {"name": "shared-agents", "kid": trusted.kid, "public_key": trusted.pub.hex()}).encode(), bh)
+    assert st == 201, raw
+    _, rid = chat(stack, {"HDP-Token": encode(tok)}, key=b_key)
+    h = hdp_of(stack, rid)
+    assert h["verified"] is True and h["issuer"]["name"] == "shared-agents"
