@@ -773,6 +773,9 @@ static void utf8_clean(char *v)
         int ok = len && i + len <= n;
         for (size_t j = 1; ok && j < len; j++)
             ok = (p[i + j] & 0xc0) == 0x80;
+        /* no overlong forms, no surrogates, nothing above U+10FFFF (what JSON parsers refuse) */
+        if (ok && len == 3) ok = !(c == 0xe0 && p[i + 1] < 0xa0) && !(c == 0xed && p[i + 1] > 0x9f);
+        if (ok && len == 4) ok = !(c == 0xf0 && p[i + 1] < 0x90) && !(c == 0xf4 && p[i + 1] > 0x8f);
         if (!ok) {
             p[i++] = '?';
             continue;

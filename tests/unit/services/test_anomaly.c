@@ -326,6 +326,15 @@ static void test_json(void)
              strcmp(json_string_value(json_object_get(json_array_get(json_object_get(j, "reasons"), 0), "v")),
                     "ab\xc3\xa9???") == 0);
     json_decref(j);
+    /* overlong forms, surrogates, beyond U+10FFFF (found by fuzz_anomaly) */
+    snprintf(s.reasons[0].v, sizeof s.reasons[0].v, "%s",
+             "\xe0\x8a\x8a|\xed\xa0\x80|\xf0\x80\x80\x80|\xf4\x90\x80\x80|\xe2\x82\xac");
+    n = pa_score_json(&s, buf, sizeof buf);
+    j = json_loadb(buf, n, 0, NULL);
+    LK_CHECK(j &&
+             strcmp(json_string_value(json_object_get(json_array_get(json_object_get(j, "reasons"), 0), "v")),
+                    "???|???|????|????|\xe2\x82\xac") == 0);
+    json_decref(j);
     /* features from bodies of every API */
     const char *chat =
         "{\"model\":\"m\",\"max_tokens\":100,\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
