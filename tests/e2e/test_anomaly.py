@@ -9,6 +9,8 @@
   memory picks up what the first learnt (merged from the first's row on its refresh).
 """
 
+import csv
+import io
 import json
 import signal
 import sys
@@ -20,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lkstack import MODEL, MODEL_ALT, Proc  # noqa: E402
+from lkstack import MODEL, MODEL_ALT, Proc, http  # noqa: E402
 
 HOLD_AT = 0.7
 POLICY = {"rules": [
@@ -89,6 +91,27 @@ def test_every_audit_event_carries_the_score(stack):
     # and the query API returns them
     q = json.loads(stack.ctl("audit", "query", "--key", stack.key_id, "--format", "json").stdout)
     assert any(isinstance(e.get("anomaly"), dict) and e["request_id"] == rid for e in q["events"]), q
+
+
+def test_exports_carry_the_score(stack):
+    t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    rid = ordinary(stack, stack.client())
+    stack.wait_closing_audit(rid)
+    t1 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    # lumkeyctl: JSON lines and CSV (the object as JSON text in one cell)
+    p = stack.ctl("audit", "export", "--from", t0, "--to", t1, "--format", "jsonl", "--key", stack.key_id)
+    lines = [json.loads(x) for x in p.stdout.decode().splitlines() if json.loads(x)["request_id"] == rid]
+    assert len(lines) == 2 and all(isinstance(e["anomaly"], dict) and "score" in e["anomaly"] for e in lines)
+    p = stack.ctl("audit", "export", "--from", t0, "--to", t1, "--format", "csv", "--key", stack.key_id)
+    rows = [r for r in csv.DictReader(io.StringIO(p.stdout.decode())) if r["request_id"] == rid]
+    assert len(rows) == 2 and all(json.loads(r["anomaly"]) == lines[0]["anomaly"] for r in rows), rows
+    assert all(r["hdp"] == "" for r in rows)
+    # the edge's export endpoint
+    h = {"authorization": f"Bearer {stack.admin_token}"}
+    st, _, body = http("GET", f"{stack.admin_base}/admin/v1/audit/export?from={t0}&to={t1}&key={stack.key_id}"
+                       "&format=csv", None, h)
+    rows = [r for r in csv.DictReader(io.StringIO(body.decode())) if r["request_id"] == rid]
+    assert st == 200 and len(rows) == 2 and all(json.loads(r["anomaly"])["score"] >= 0 for r in rows), rows
 
 
 def test_hold_on_score_stops_the_sdk_call_until_approved(stack, tmp_path):
