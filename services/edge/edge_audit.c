@@ -125,7 +125,11 @@ void edge_audit_send_reliable(const lk_msg_t *m)
     lk_str_copy(p->rid, sizeof p->rid, m->env.rid);
     S.bytes += p->enc.len;
     S.count++;
-    send_one(p);
+    /* the first send goes from the caller's message (its strings are alive
+     * now); resends decode the kept copy */
+    lk_msg_t first = *m;
+    first.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &first, on_reply, p)) wait_retry(p);
     return;
 drop:
     S.dropped++;
