@@ -180,6 +180,7 @@ static void audit_close(chat_t *c, const char *kind)
 {
     if (c->audited) return;
     c->audited = 1;
+    if (edge_audit_off()) return; /* LUMKEY_AUDIT_MODE=off: benchmark only */
     char event_id[LK_UUID_LEN + 1];
     lk_msg_t m;
     char ans_hex[65];
@@ -886,8 +887,11 @@ static void start_accept(chat_t *c)
     fill_audit(c, &m, "request.accepted", event_id);
     m.u.audit.request_body =
         (lk_str_t){c->req->entity.base, c->req->entity.len}; /* kept only if the tenant asks */
-    c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_accept, c);
-    if (!c->call && edge_audit_is_fail_open(c->tenant)) {
+    c->call = edge_audit_off() ? NULL : edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_accept, c);
+    if (!c->call && edge_audit_off()) { /* LUMKEY_AUDIT_MODE=off: benchmark only */
+        edge_audit_count_off();
+        c->accept_done = 1;
+    } else if (!c->call && edge_audit_is_fail_open(c->tenant)) {
         edge_audit_count_fail_open(c->rid, c->tenant);
         c->accept_done = 1;
     } else if (!c->call) {
