@@ -14,11 +14,17 @@ against direct-to-mock in the same round:
                           process of the target (utime+stime from /proc)
                           divided by the requests answered
   max throughput          wrk -t2 -c32 (closed loop), req/s
-  streaming               lkload streams, one at a time: time to first
-                          `data:` event, gaps between events (p99)
-  concurrent streams      N streams open at once (default 1000): every event
-                          and [DONE] received?; peak RSS of the target's
-                          processes (sampled VmRSS and final VmHWM)
+  streaming               lkload streams, one at a time: time to the first
+                          event carrying text, gaps between text events (p99)
+  concurrent streams      N streams open at once (default 1000): the whole
+                          text (the mock's deterministic words, compared byte
+                          for byte, in order), a finish event and [DONE]
+                          received?; peak RSS of the target's processes
+                          (sampled VmRSS and final VmHWM)
+
+A stream is judged by its text, not its event count: Lumkey's answer-side
+policy filter holds text back and merges deltas into fewer, longer events, so
+counting events reported intact streams as lost.
   per hop                 deltas of the edge's /metrics worker-call
                           histograms over Lumkey's fixed-rate phases
 
@@ -57,6 +63,14 @@ HOPS = ("policy", "vault", "approval", "audit")
 PORTKEY_VERSION = "1.15.2"
 HONO_NODE_SERVER = "2.1.9"
 LITELLM_VERSION = "1.74.9"  # newer [proxy] extras need litellm-proxy, absent from the reachable index
+# lumkey-mock's streamed answer without an echo/bytes directive: piece i is MOCK_WORDS[i % 10]
+# (tests/mock/mock_openai.c, mock_chat_set_words); keep in step.
+MOCK_WORDS = ("Hello", " from", " lumkey-mock", ".", " This", " is", " a", " canned", " answer", ".")
+
+
+def mock_text(chunks: int) -> str:
+    """The text lumkey-mock streams for [[mock chunks=N]]: what every stream must deliver, in order."""
+    return "".join(MOCK_WORDS[i % len(MOCK_WORDS)] for i in range(chunks))
 
 
 def log(msg: str) -> None:
@@ -644,7 +658,7 @@ def run_all(args) -> dict:
                     f[f"rate{rate}"] = r
                 f["max"] = R.wrk_run(t, plain, P["wrk_s"])
                 f["stream"] = R.lkload_run(t, one, "--mode", "streams", "--conns", "1", "--requests",
-                                           str(P["ttft_n"]), "--expect-events", str(P["ttft_chunks"] + 1))
+                                           str(P["ttft_n"]), "--expect-text", mock_text(P["ttft_chunks"]))
             res["rounds"].append(row)
         # concurrent streams: once per target, RSS sampled while they are open
         for t in targets:
@@ -653,7 +667,7 @@ def run_all(args) -> dict:
             sampler = RssSampler(groups)
             sampler.start()
             r = R.lkload_run(t, conc, "--mode", "streams", "--conns", str(P["conc"]), "--requests", str(P["conc"]),
-                             "--expect-events", str(P["conc_chunks"] + 1))
+                             "--expect-text", mock_text(P["conc_chunks"]))
             sampler.stop()
             r["rss_peak_kb"] = sampler.peak
             r["hwm_kb"] = {g: sum(proc_status_kb(p, "VmHWM") for p in fn()) for g, fn in groups.items()}
