@@ -237,6 +237,14 @@ static int csv_cell(lk_buf_t *b, json_t *v)
     char num[32];
     const char *s = NULL;
     if (!v || json_is_null(v)) return 0;
+    if (json_is_object(v) || json_is_array(v)) { /* anomaly, hdp: the JSON text in one cell */
+        char *d = json_dumps(v, JSON_COMPACT);
+        json_t *t = d ? json_string(d) : NULL;
+        free(d);
+        int rc = t ? csv_cell(b, t) : -1;
+        json_decref(t);
+        return rc;
+    }
     if (json_is_string(v))
         s = json_string_value(v);
     else if (json_is_integer(v))

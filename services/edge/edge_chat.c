@@ -67,6 +67,7 @@ typedef struct {
     int answer_rules;               /* the policy inspects answers: wait for it before forwarding */
     int64_t price_in, price_out;    /* micro-USD per million tokens from the policy, -1 unknown */
     int reserved;                   /* policy reserved budget: SETTLE when the request ends */
+    const char *anomaly, *hdp;      /* issue 10: JSON objects from DECIDE_REP, copied into audit events */
     edge_policy_ref_t *pol;         /* the compiled policy (answer side), held until dispose */
     edge_policy_wait_t *pol_wait;   /* while it loads */
     lk_policy_stream_t *pstream;    /* the streamed answer's filter */
@@ -155,6 +156,8 @@ static void fill_audit(chat_t *c, lk_msg_t *m, const char *kind, char *event_id)
     /* fallback (issue 7): set only when the second route was used */
     a->provider_id2 = lk_str(c->fallback_used ? c->provider_id2 : NULL);
     a->upstream_model2 = lk_str(c->fallback_used ? c->upstream_model2 : NULL);
+    a->anomaly = lk_str(c->anomaly); /* issue 10: as policy computed them */
+    a->hdp = lk_str(c->hdp);
 }
 
 /* The answer's digest (and, for a buffered answer, its text) on a closing event. */
@@ -1264,6 +1267,8 @@ static void on_decide(void *data, const lk_msg_t *reply)
     c->price_in = d->priced ? d->price_in : -1;
     c->price_out = d->priced ? d->price_out : -1;
     c->reserved = d->reserved;
+    c->anomaly = pool_str(c, d->anomaly);
+    c->hdp = pool_str(c, d->hdp);
     lk_str_copy(c->key_agent, sizeof c->key_agent, d->agent);
     lk_str_copy(c->team, sizeof c->team, d->team);
     c->kind = edge_api_kind(c->provider_kind);
