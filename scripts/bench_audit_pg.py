@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench_audit_pg.py - where an audit event's cost goes (a benchmark, not a test).
 
-    .venv/bin/python scripts/bench_audit_pg.py [EVENTS] [--build-dir DIR] [--fsync-off]
+    .venv/bin/python scripts/bench_audit_pg.py [EVENTS] [--build-dir DIR] [--fsync-off] [--pre-sql FILE]
 
 Starts a Lumkey stack (PostgreSQL with fsync ON unless --fsync-off, no Kafka), runs
 tests/bench/bench_audit against lumkey-audit, and prints per phase (one event at a time, then
@@ -63,6 +63,9 @@ def main():
     ap.add_argument("--seq", type=int, default=2000, help="events sent one at a time first (2000)")
     ap.add_argument("--build-dir", default=str(ROOT / "build"))
     ap.add_argument("--fsync-off", action="store_true")
+    ap.add_argument("--pre-sql", metavar="FILE",
+                    help="SQL run on the stack's database before measuring (e.g. older function definitions, "
+                         "for a before/after comparison on the same build)")
     args = ap.parse_args()
     stack = BenchStack(build_dir=Path(args.build_dir), fsync=not args.fsync_off, hop_timeout_ms=5000)
     with stack:
@@ -70,6 +73,8 @@ def main():
         with db.cursor() as cur:
             cur.execute("ALTER SYSTEM SET track_functions = 'pl'")
             cur.execute("SELECT pg_reload_conf()")
+            if args.pre_sql:
+                cur.execute(Path(args.pre_sql).read_text())
         db.close()
         db = stack.db()
         endpoint = f"ipc://{stack.dir}/run/audit.ipc"
