@@ -9,9 +9,13 @@ EVENTS pipelined with 256 in flight):
   - the AUDIT round trip p50 / p99 and events/s (bench_audit's own lines);
   - CPU microseconds per event of lumkey-audit and of all PostgreSQL processes (/proc utime+stime
     over the phase; 10 ms ticks, so use enough events);
-  - transactions committed per event (pg_stat_database xact_commit: how well group commit works)
-    and WAL bytes per event (pg_stat_wal);
-  - the time PostgreSQL spent in the audit functions (pg_stat_user_functions, track_functions=pl).
+  - write transactions per event (transaction ids taken: how well group commit works) and WAL
+    bytes per event (WAL position);
+  - the time PostgreSQL spent in the audit functions (pg_stat_user_functions, track_functions=pl;
+    indicative: backends report those counters lazily, so a phase may miss its last second);
+then --chat requests one at a time through the edge (lkload, no policy attached): the edge's audit
+hop (mean of lumkey_edge_worker_call_seconds{service="audit"}: accepted + completed) and the
+CPU per request of the Lumkey processes and of PostgreSQL.
 Run it twice back to back (before / after a change) on the same machine; the figures are noisy on a
 shared machine, the CPU and transaction counts less so. Build first (cmake --build build).
 """
@@ -26,17 +30,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from bench import BenchStack, proc_cpu_ticks  # noqa: E402
+import json  # noqa: E402
+
+from bench import BenchStack, hop_delta, proc_cpu_ticks, scrape_hops  # noqa: E402
+from lkstack import MODEL  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def snapshot(stack, cur):
     audit = stack.procs["audit"].pid
-    cur.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-    commits = cur.fetchone()["xact_commit"]
-    cur.execute("SELECT wal_bytes FROM pg_stat_wal")
-    wal = int(cur.fetchone()["wal_bytes"])
+    # exact and immediate (pg_stat_* counters are flushed by backends lazily): every write
+    # transaction takes one transaction id; WAL position in bytes
+    cur.execute("SELECT pg_current_xact_id()::text::bigint AS x, "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS w")
+    row = cur.fetchone()
+    commits, wal = row["x"], row["w"]
     cur.execute("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions "
                 "WHERE funcname LIKE 'audit%'")
     funcs = {r["funcname"]: (r["calls"], r["total_time"], r["self_time"]) for r in cur.fetchall()}
@@ -48,7 +57,7 @@ def report(name, n, a, b):
     us = 1e6 / CLK_TCK / n
     print(f"{name}: audit_cpu_us_per_event={(b['audit'] - a['audit']) * us:.0f} "
           f"pg_cpu_us_per_event={(b['pg'] - a['pg']) * us:.0f} "
-          f"commits_per_event={(b['commits'] - a['commits']) / n:.3f} "
+          f"transactions_per_event={(b['commits'] - a['commits'] - 1) / n:.3f} "
           f"wal_bytes_per_event={(b['wal'] - a['wal']) / n:.0f}")
     for f, (calls, total, self_t) in sorted(b["funcs"].items()):
         c0, t0, s0 = a["funcs"].get(f, (0, 0.0, 0.0))
@@ -63,6 +72,7 @@ def main():
     ap.add_argument("--seq", type=int, default=2000, help="events sent one at a time first (2000)")
     ap.add_argument("--build-dir", default=str(ROOT / "build"))
     ap.add_argument("--fsync-off", action="store_true")
+    ap.add_argument("--chat", type=int, default=1000, help="chat requests one at a time through the edge (1000)")
     ap.add_argument("--pre-sql", metavar="FILE",
                     help="SQL run on the stack's database before measuring (e.g. older function definitions, "
                          "for a before/after comparison on the same build)")
@@ -95,6 +105,25 @@ def main():
         report("  one at a time", args.seq, s0, s1)
         print(pipe_line)
         report("  pipelined", args.events, s1, s2)
+        if args.chat > 0:
+            body = stack.dir / "chat.json"
+            body.write_text(json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+            lkload = stack.build_dir / "tests" / "bench" / "lkload"
+            h0 = scrape_hops(stack.admin_base)
+            c0 = (sum(proc_cpu_ticks(q) for q in stack.lumkey_pids()), sum(proc_cpu_ticks(q) for q in stack.pg_pids()))
+            out = subprocess.run([str(lkload), "--target", stack.api_addr, "--path", "/v1/chat/completions",
+                                  "--body-file", str(body), "--header", f"Authorization: Bearer {stack.key}",
+                                  "--mode", "closed", "--conns", "1", "--requests", str(args.chat)],
+                                 stdout=subprocess.PIPE, text=True, timeout=600)
+            c1 = (sum(proc_cpu_ticks(q) for q in stack.lumkey_pids()), sum(proc_cpu_ticks(q) for q in stack.pg_pids()))
+            hops = hop_delta(h0, scrape_hops(stack.admin_base))
+            r = json.loads(out.stdout)
+            us = 1e6 / CLK_TCK / max(1, r["ok"])
+            a = hops.get("audit", {})
+            print(f"chat one at a time: requests={r['ok']} p50_us={r['latency']['p50_us']:.0f} "
+                  f"p99_us={r['latency']['p99_us']:.0f} audit_hop_calls={a.get('calls')} "
+                  f"audit_hop_mean_us={a.get('mean_us') or 0:.0f} "
+                  f"lumkey_cpu_us_per_req={(c1[0] - c0[0]) * us:.0f} pg_cpu_us_per_req={(c1[1] - c0[1]) * us:.0f}")
         m = re.search(r"events_per_s=(\d+)", pipe_line or "")
         if p.returncode != 0 or not m:
             print("bench_audit failed", file=sys.stderr)
