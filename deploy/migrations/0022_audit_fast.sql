@@ -52,6 +52,9 @@ $migrate$;
 --     answers a retry as well, at the price of taking the lock for it;
 --   * the chain head row is locked first and inserted only when missing (the
 --     INSERT ... ON CONFLICT DO NOTHING ran for every event).
+-- This replaces 0017's definition (as of lk-anomaly's plumbing commit): a change
+-- to the append in an earlier migration must be carried here too, and a later
+-- migration that redefines it should start from this one.
 CREATE OR REPLACE FUNCTION audit_append(
     p_event_id uuid, p_kind text, p_request_id text, p_time_ms bigint, p_tenant text, p_key text,
     p_user text, p_ip text, p_ep text, p_prov text, p_model text, p_umodel text, p_dec text, p_pol text,
