@@ -37,4 +37,6 @@ const char *const LK_AUDIT_EXPORT_COLS[] = {"seq",
                                             "row_hash",
                                             "fallback_provider_id",
                                             "fallback_upstream_model",
+                                            "anomaly",
+                                            "hdp",
                                             0};

@@ -135,6 +135,8 @@ static const field_t F_DECIDE_REP[] = {
     BOOL("priced", decide_rep.priced),
     I64("pin", OPT, decide_rep.price_in),
     I64("pout", OPT, decide_rep.price_out),
+    STR("anom", OPT, decide_rep.anomaly),
+    STR("hdp", OPT, decide_rep.hdp),
 };
 
 static const field_t F_POLICY_GET[] = {
@@ -213,6 +215,8 @@ static const field_t F_AUDIT[] = {
     STR("abody", OPT, audit.answer_body),
     STR("prov2", OPT, audit.provider_id2),
     STR("umodel2", OPT, audit.upstream_model2),
+    STR("anom", OPT, audit.anomaly),
+    STR("hdp", OPT, audit.hdp),
 };
 static const field_t F_AUDIT_REP[] = {I64("seq", REQ, audit_rep.seq), BOOL("fopen", audit_rep.fail_open)};
 

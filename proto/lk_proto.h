@@ -197,6 +197,10 @@ typedef struct {
     int priced;           /* the policy has a price for the model: */
     int64_t price_in;     /*   micro-USD per million input tokens */
     int64_t price_out;    /*   micro-USD per million output tokens */
+    /* issue 10: raw JSON objects recorded in the request's audit events (empty: none) */
+    lk_str_t anomaly; /* the anomaly score:
+                         {"score":0.12,"reasons":[{"k":"rate","c":0.4,...}],"cold":false,"n":42} */
+    lk_str_t hdp;     /* the verified HDP provenance result (lk-hdp); empty when no token */
 } lk_decide_rep_t;
 
 typedef struct {
@@ -297,6 +301,9 @@ typedef struct {
     /* fallback (issue 7): the second route, set only when it was used */
     lk_str_t provider_id2;
     lk_str_t upstream_model2;
+    /* issue 10: copied from DECIDE_REP (JSON object text; empty: NULL) */
+    lk_str_t anomaly;
+    lk_str_t hdp;
 } lk_audit_t;
 
 typedef struct {

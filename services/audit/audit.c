@@ -1,6 +1,7 @@
 /*  audit - record one event durably, once, chained per tenant. */
 #include "audit.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,10 +16,11 @@
     "$26::text, "                                                                                            \
     "$27::text, $28::bigint, decode($29::text, 'hex'), decode($30::text, 'hex'), $31::text, $32::text"
 
-static const char SQL_APPEND[] =
-    "SELECT o_seq, o_chain_seq, o_fail_open FROM audit_append(" APPEND_ARGS ", false, $33::text, $34::text)";
+static const char SQL_APPEND[] = "SELECT o_seq, o_chain_seq, o_fail_open FROM audit_append(" APPEND_ARGS
+                                 ", false, $33::text, $34::text, $35::text::jsonb, $36::text::jsonb)";
 static const char SQL_APPEND_OUTBOX[] =
-    "SELECT o_seq, o_chain_seq, o_fail_open FROM audit_append(" APPEND_ARGS ", true, $33::text, $34::text)";
+    "SELECT o_seq, o_chain_seq, o_fail_open FROM audit_append(" APPEND_ARGS
+    ", true, $33::text, $34::text, $35::text::jsonb, $36::text::jsonb)";
 static const char SQL_PARTITIONS[] = "SELECT audit_ensure_partitions(now() - interval '1 month', 3)";
 static const char SQL_RETENTION[] = "SELECT audit_retention_run()";
 static const char SQL_HEADS[] =
@@ -139,6 +141,18 @@ static int is_text(lk_str_t s)
     return 1;
 }
 
+/* anomaly / hdp (issue 10): a JSON object, or absent. Checked here, since text that is not
+ * JSON would abort the whole batch's transaction at the jsonb cast. */
+static int is_json_object(lk_str_t s)
+{
+    if (!s.len) return 1;
+    if (!is_text(s)) return 0;
+    json_t *v = json_loadb(s.ptr, s.len, JSON_REJECT_DUPLICATES, NULL);
+    int ok = json_is_object(v);
+    json_decref(v);
+    return ok;
+}
+
 static int on_audit(audit_t *self, const lk_msg_t *req, lk_msg_t *rep)
 {
     const lk_audit_t *a = &req->u.audit;
@@ -150,6 +164,8 @@ static int on_audit(audit_t *self, const lk_msg_t *req, lk_msg_t *rep)
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
         if (!is_text(*texts[i]))
             return lk_worker_error(rep, LK_ST_BAD_REQUEST, "audit field is not UTF-8 text");
+    if (!is_json_object(a->anomaly) || !is_json_object(a->hdp))
+        return lk_worker_error(rep, LK_ST_BAD_REQUEST, "audit anom / hdp is not a JSON object");
     lk_db_params_t p;
     lk_db_params_init(&p);
     lk_db_param_str(&p, a->event_id);
@@ -193,6 +209,8 @@ static int on_audit(audit_t *self, const lk_msg_t *req, lk_msg_t *rep)
     lk_db_param_str_or_null(&p, is_text(a->answer_body) ? a->answer_body : (lk_str_t){NULL, 0});
     lk_db_param_str_or_null(&p, a->provider_id2); /* fallback (issue 7) */
     lk_db_param_str_or_null(&p, a->upstream_model2);
+    lk_db_param_str_or_null(&p, a->anomaly); /* issue 10 */
+    lk_db_param_str_or_null(&p, a->hdp);
 
     PGresult *res = NULL;
     lk_db_rc_t rc = lk_db_exec(self->db, self->outbox ? "audit_append_outbox" : "audit_append", &p, &res);

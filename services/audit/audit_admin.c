@@ -28,7 +28,7 @@
     "total_tokens, cost_micros, error_code, trace_id, stream, agent, approver, "                             \
     "encode(request_sha256, 'hex') AS request_sha256, encode(answer_sha256, 'hex') AS answer_sha256, "       \
     "request_body, answer_body, chain_seq, encode(prev_hash, 'hex') AS prev_hash, "                          \
-    "encode(row_hash, 'hex') AS row_hash, fallback_provider_id, fallback_upstream_model "                    \
+    "encode(row_hash, 'hex') AS row_hash, fallback_provider_id, fallback_upstream_model, anomaly, hdp "      \
     "FROM audit_events WHERE chain = $1::text AND seq > $2::bigint "                                         \
     "AND ($3::text IS NULL OR key_id = $3::text) AND ($4::text IS NULL OR decision = $4::text) "             \
     "AND ($5::text IS NULL OR model = $5::text OR upstream_model = $5::text) "                               \
@@ -50,7 +50,7 @@ static const char SQL_VERIFY_PAGE[] =
     "policy_version::text, rule_id, http_status::text, upstream_status::text, latency_us::text, "
     "prompt_tokens::text, completion_tokens::text, total_tokens::text, error_code, trace_id, stream::text, "
     "agent, approver, cost_micros::text, encode(request_sha256, 'hex'), encode(answer_sha256, 'hex'), "
-    "fallback_provider_id, fallback_upstream_model "
+    "fallback_provider_id, fallback_upstream_model, anomaly::text, hdp::text "
     "FROM audit_events WHERE chain = $1::text AND chain_seq > $2::bigint ORDER BY chain_seq LIMIT "
     "5000";
 
@@ -224,14 +224,17 @@ static void add_field(crypto_hash_sha256_state *st, const PGresult *res, int row
     crypto_hash_sha256_update(st, (const unsigned char *)v.ptr, v.len);
 }
 
-/* row_hash of one verify-page row, recomputed from its columns: sha256(prev || canonical). */
+/* row_hash of one verify-page row, recomputed from its columns: sha256(prev || canonical).
+ * The last two columns (anomaly, hdp: migration 0017) are appended only when either is
+ * present, so rows from before them keep their hash. */
 static void row_hash(const PGresult *res, int row, const uint8_t prev[32], uint8_t out[32])
 {
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
     crypto_hash_sha256_update(&st, prev, 32);
     crypto_hash_sha256_update(&st, (const unsigned char *)"lk1|", 4);
-    int ncols = PQnfields(res);
+    int ncols = PQnfields(res) - 2;
+    if (!lk_db_is_null(res, row, ncols) || !lk_db_is_null(res, row, ncols + 1)) ncols += 2;
     for (int col = 3; col < ncols; col++) {
         if (col > 3) crypto_hash_sha256_update(&st, (const unsigned char *)"|", 1);
         if (col == 4) { /* chain_seq and time are plain numbers */

@@ -68,6 +68,7 @@ typedef struct {
     int answer_rules;               /* the policy inspects answers: wait for it before forwarding */
     int64_t price_in, price_out;    /* micro-USD per million tokens from the policy, -1 unknown */
     int reserved;                   /* policy reserved budget: SETTLE when the request ends */
+    const char *anomaly, *hdp;      /* issue 10: JSON objects from DECIDE_REP, copied into audit events */
     edge_policy_ref_t *pol;         /* the compiled policy (answer side), held until dispose */
     edge_policy_wait_t *pol_wait;   /* while it loads */
     lk_policy_stream_t *pstream;    /* the streamed answer's filter */
@@ -198,6 +199,8 @@ static void fill_audit(chat_t *c, lk_msg_t *m, const char *kind, char *event_id)
     /* fallback (issue 7): set only when the second route was used */
     a->provider_id2 = lk_str(c->fallback_used ? c->provider_id2 : NULL);
     a->upstream_model2 = lk_str(c->fallback_used ? c->upstream_model2 : NULL);
+    a->anomaly = lk_str(c->anomaly); /* issue 10: as policy computed them */
+    a->hdp = lk_str(c->hdp);
 }
 
 /* The answer's digest (and, for a buffered answer, its text) on a closing event. */
@@ -222,6 +225,7 @@ static void audit_close(chat_t *c, const char *kind)
 {
     if (c->audited) return;
     c->audited = 1;
+    if (edge_audit_off()) return; /* LUMKEY_AUDIT_MODE=off: benchmark only */
     char event_id[LK_UUID_LEN + 1];
     lk_msg_t m;
     char ans_hex[65];
@@ -928,8 +932,11 @@ static void start_accept(chat_t *c)
     fill_audit(c, &m, "request.accepted", event_id);
     m.u.audit.request_body =
         (lk_str_t){c->req->entity.base, c->req->entity.len}; /* kept only if the tenant asks */
-    c->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_accept, c);
-    if (!c->call && edge_audit_is_fail_open(c->tenant)) {
+    c->call = edge_audit_off() ? NULL : edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_accept, c);
+    if (!c->call && edge_audit_off()) { /* LUMKEY_AUDIT_MODE=off: benchmark only */
+        edge_audit_count_off();
+        c->accept_done = 1;
+    } else if (!c->call && edge_audit_is_fail_open(c->tenant)) {
         edge_audit_count_fail_open(c->rid, c->tenant);
         c->accept_done = 1;
     } else if (!c->call) {
@@ -1302,6 +1309,8 @@ static void on_decide(void *data, const lk_msg_t *reply)
     c->price_in = d->priced ? d->price_in : -1;
     c->price_out = d->priced ? d->price_out : -1;
     c->reserved = d->reserved;
+    c->anomaly = pool_str(c, d->anomaly);
+    c->hdp = pool_str(c, d->hdp);
     lk_str_copy(c->key_agent, sizeof c->key_agent, d->agent);
     lk_str_copy(c->team, sizeof c->team, d->team);
     c->kind = edge_api_kind(c->provider_kind);

@@ -120,6 +120,9 @@ static void fill_all(lk_msg_t *m, lk_msg_type_t type)
         m->u.decide_rep.priced = 1;
         m->u.decide_rep.price_in = 2500000;
         m->u.decide_rep.price_out = 10000000;
+        m->u.decide_rep.anomaly =
+            S("{\"score\":0.91,\"reasons\":[{\"k\":\"new_tool\",\"c\":2.1}],\"cold\":false}");
+        m->u.decide_rep.hdp = S("{\"ok\":true,\"principal\":\"alice\"}");
         break;
     case LK_MSG_POLICY_GET:
         m->u.policy_get.tenant = S("default");
@@ -207,6 +210,8 @@ static void fill_all(lk_msg_t *m, lk_msg_type_t type)
         a->answer_body = S("{}");
         a->provider_id2 = S("prov_2");
         a->upstream_model2 = S("gpt4o-deployment");
+        a->anomaly = S("{\"score\":0.12,\"reasons\":[]}");
+        a->hdp = S("{\"ok\":false}");
         break;
     }
     case LK_MSG_AUDIT_REP:
@@ -330,6 +335,8 @@ static void check_same(const lk_msg_t *x, const lk_msg_t *y)
         CHECK_I(priced);
         CHECK_I(price_in);
         CHECK_I(price_out);
+        CHECK_S(anomaly);
+        CHECK_S(hdp);
         break;
     }
     case LK_MSG_POLICY_GET: {
@@ -425,6 +432,8 @@ static void check_same(const lk_msg_t *x, const lk_msg_t *y)
         CHECK_S(answer_body);
         CHECK_S(provider_id2);
         CHECK_S(upstream_model2);
+        CHECK_S(anomaly);
+        CHECK_S(hdp);
         break;
     }
     case LK_MSG_AUDIT_REP:

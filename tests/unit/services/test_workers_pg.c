@@ -897,6 +897,119 @@ static void test_audit_and_hold(void)
              r.u.error.status == LK_ST_BAD_REQUEST);
 }
 
+/* ------------------------------------------- issue 10: anomaly and hdp in the chain -- */
+
+static int64_t audit_ext(const char *tenant, const char *rid, const char *kind, const char *anom,
+                         const char *hdp, lk_msg_t *r)
+{
+    char eid[LK_UUID_LEN + 1];
+    lk_uuid_derive(eid, rid, kind);
+    lk_msg_t m = msg_of(LK_MSG_AUDIT);
+    m.env.rid = lk_str(rid);
+    m.u.audit.event_id = lk_str(eid);
+    m.u.audit.kind = lk_str(kind);
+    m.u.audit.time_ms = lk_now_ms();
+    m.u.audit.tenant = lk_str(tenant);
+    m.u.audit.decision = LK_STR_LIT("allow");
+    m.u.audit.prompt_tokens = m.u.audit.completion_tokens = m.u.audit.total_tokens = -1;
+    m.u.audit.anomaly = lk_str(anom);
+    m.u.audit.hdp = lk_str(hdp);
+    if (call(W_AUDIT, &m, r) != 0) return -1;
+    return r->env.type == LK_MSG_AUDIT_REP ? r->u.audit_rep.seq : 0;
+}
+
+static int audit_admin(const char *tenant, const char *op, const char *body, json_t **out)
+{
+    lk_msg_t m = msg_of(LK_MSG_ADMIN_REQ), r;
+    m.u.admin_req.op = lk_str(op);
+    m.u.admin_req.tenant = lk_str(tenant);
+    m.u.admin_req.actor = LK_STR_LIT("adm_test");
+    m.u.admin_req.role = LK_STR_LIT("admin");
+    m.u.admin_req.json = lk_str(body);
+    *out = NULL;
+    if (call(W_AUDIT, &m, &r) != 0 || r.env.type != LK_MSG_ADMIN_REP) return -1;
+    *out = json_loadb(r.u.admin_rep.json.ptr, r.u.admin_rep.json.len, 0, NULL);
+    return (int)r.u.admin_rep.status;
+}
+
+static void test_audit_anomaly_hdp(void)
+{
+    const char *ten = "anomchain";
+    const char *anom = "{\"score\": 0.875, \"reasons\": [{\"k\": \"new_tool\", \"v\": \"delete_database\", "
+                       "\"c\": 2.3}], \"cold\": false, \"n\": 120}";
+    const char *hdp = "{\"ok\":true,\"principal\":\"alice@example.com\",\"scope\":[\"chat\"]}";
+    char rid[3][LK_RID_LEN + 1];
+    lk_msg_t r;
+    for (int i = 0; i < 3; i++)
+        lk_rid_new(rid[i]);
+    /* an event without the fields (as before migration 0017), one with both, one with the score only */
+    LK_CHECK(audit_ext(ten, rid[0], "request.accepted", NULL, NULL, &r) > 0);
+    LK_CHECK(audit_ext(ten, rid[1], "request.accepted", anom, hdp, &r) > 0);
+    LK_CHECK(audit_ext(ten, rid[2], "request.accepted", "{\"score\":0.01,\"reasons\":[]}", NULL, &r) > 0);
+    LK_CHECK(
+        sql_long(
+            "SELECT count(*) FROM audit_events WHERE request_id = $1 AND anomaly IS NULL AND hdp IS NULL",
+            rid[0]) == 1);
+    LK_CHECK(
+        sql_long("SELECT count(*) FROM audit_events WHERE request_id = $1 AND (anomaly->>'score')::float8 = "
+                 "0.875 AND anomaly->'reasons'->0->>'v' = 'delete_database' AND hdp->>'principal' = "
+                 "'alice@example.com'",
+                 rid[1]) == 1);
+    LK_CHECK(sql_long("SELECT count(*) FROM audit_events WHERE request_id = $1 AND hdp IS NULL AND "
+                      "anomaly->>'score' = '0.01'",
+                      rid[2]) == 1);
+    /* the SIEM shapes carry them */
+    LK_CHECK(sql_long("SELECT count(*) FROM audit_events e WHERE request_id = $1 AND "
+                      "(audit_ocsf(e)::jsonb->'unmapped'->'anomaly'->>'score')::float8 = 0.875 AND "
+                      "audit_ocsf(e)::jsonb->'unmapped'->'hdp'->>'ok' = 'true' AND "
+                      "audit_ecs(e)::jsonb->'lumkey'->'anomaly'->'reasons'->0->>'k' = 'new_tool' AND "
+                      "audit_ecs(e)::jsonb->'lumkey'->'hdp'->>'principal' = 'alice@example.com'",
+                      rid[1]) == 1);
+    /* the query API returns them as JSON objects */
+    json_t *out = NULL;
+    LK_CHECK(audit_admin(ten, "audit.query", "{\"limit\":10}", &out) == LK_ST_OK);
+    json_t *ev = json_array_get(json_object_get(out, "events"), 1);
+    LK_CHECK(json_is_object(json_object_get(ev, "anomaly")) &&
+             json_real_value(json_object_get(json_object_get(ev, "anomaly"), "score")) == 0.875);
+    LK_CHECK(json_is_object(json_object_get(ev, "hdp")));
+    LK_CHECK(json_is_null(json_object_get(json_array_get(json_object_get(out, "events"), 0), "anomaly")));
+    json_decref(out);
+    /* the chain verifies in C, old-style row included */
+    LK_CHECK(audit_admin(ten, "audit.verify", "{}", &out) == LK_ST_OK);
+    LK_CHECK(json_is_true(json_object_get(out, "ok")) &&
+             json_integer_value(json_object_get(out, "events_checked")) == 3);
+    json_decref(out);
+    /* and the database's canonical encoding agrees with the stored hashes */
+    LK_CHECK(sql_long("SELECT count(*) FROM audit_events e WHERE chain = $1 AND "
+                      "row_hash = sha256(prev_hash || convert_to(audit_canonical(e), 'UTF8'))",
+                      ten) == 3);
+    /* not JSON objects: refused, nothing stored */
+    char bad[LK_RID_LEN + 1];
+    lk_rid_new(bad);
+    LK_CHECK(audit_ext(ten, bad, "request.accepted", "{\"score\":", NULL, &r) == 0 &&
+             r.env.type == LK_MSG_ERROR && r.u.error.status == LK_ST_BAD_REQUEST);
+    LK_CHECK(audit_ext(ten, bad, "request.accepted", NULL, "[1,2]", &r) == 0 && r.env.type == LK_MSG_ERROR &&
+             r.u.error.status == LK_ST_BAD_REQUEST);
+    LK_CHECK(sql_long("SELECT count(*) FROM audit_events WHERE request_id = $1", bad) == 0);
+    /* a lowered score is named by verify */
+    sql("UPDATE audit_events SET anomaly = jsonb_set(anomaly, '{score}', '0.1') WHERE request_id = $1",
+        rid[1], NULL);
+    LK_CHECK(audit_admin(ten, "audit.verify", "{}", &out) == LK_ST_OK);
+    LK_CHECK(json_is_false(json_object_get(out, "ok")) &&
+             json_integer_value(json_object_get(out, "first_bad_seq")) == 2);
+    json_decref(out);
+    /* so is a provenance result removed */
+    sql("UPDATE audit_events SET anomaly = $2::text::jsonb WHERE request_id = $1", rid[1], anom);
+    LK_CHECK(audit_admin(ten, "audit.verify", "{}", &out) == LK_ST_OK);
+    LK_CHECK(json_is_true(json_object_get(out, "ok")));
+    json_decref(out);
+    sql("UPDATE audit_events SET hdp = NULL WHERE request_id = $1", rid[1], NULL);
+    LK_CHECK(audit_admin(ten, "audit.verify", "{}", &out) == LK_ST_OK);
+    LK_CHECK(json_is_false(json_object_get(out, "ok")) &&
+             json_integer_value(json_object_get(out, "first_bad_seq")) == 2);
+    json_decref(out);
+}
+
 /* ------------------------------------------------------- edge behaviour -- */
 
 static void test_deadline_and_garbage(void)
@@ -1340,6 +1453,7 @@ int main(int argc, char **argv)
         LK_RUN(test_key_lifecycle);
         LK_RUN(test_cred_get);
         LK_RUN(test_audit_and_hold);
+        LK_RUN(test_audit_anomaly_hdp);
         LK_RUN(test_deadline_and_garbage);
         LK_RUN(test_database_loss);
         LK_RUN(test_kill9_restart);
