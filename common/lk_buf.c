@@ -5,6 +5,44 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Guarded blocks are costly to make: sodium_malloc maps the block between two
+ * guard pages and mlocks it, sodium_free unlocks and unmaps it (about six
+ * system calls each way). A secure buffer is made for every request that
+ * carries a credential, so each thread keeps a few released blocks of the
+ * common sizes (256 B .. 4 KiB) for reuse: wiped when released, still guarded
+ * and locked while parked, and never shared between threads. */
+#define POOL_CLASSES 5 /* 256, 512, 1024, 2048, 4096 */
+#define POOL_DEPTH   16
+static _Thread_local struct {
+    uint8_t *blk[POOL_CLASSES][POOL_DEPTH];
+    int n[POOL_CLASSES];
+} g_pool;
+
+static int pool_class(size_t cap)
+{
+    for (int c = 0; c < POOL_CLASSES; c++)
+        if (cap == (size_t)256 << c) return c;
+    return -1;
+}
+
+static uint8_t *secure_alloc(size_t cap)
+{
+    int c = pool_class(cap);
+    if (c >= 0 && g_pool.n[c] > 0) return g_pool.blk[c][--g_pool.n[c]];
+    return sodium_malloc(cap);
+}
+
+static void secure_release(uint8_t *p, size_t cap)
+{
+    int c = pool_class(cap);
+    sodium_memzero(p, cap);
+    if (c >= 0 && g_pool.n[c] < POOL_DEPTH) {
+        g_pool.blk[c][g_pool.n[c]++] = p;
+        return;
+    }
+    sodium_free(p); /* wipes again, unlocks, unmaps */
+}
+
 void lk_buf_init(lk_buf_t *self, int secure)
 {
     memset(self, 0, sizeof(*self));
@@ -21,10 +59,10 @@ int lk_buf_reserve(lk_buf_t *self, size_t n)
     }
     uint8_t *p;
     if (self->secure) {
-        p = sodium_malloc(want);
+        p = secure_alloc(want);
         if (!p) return -1;
         if (self->len) memcpy(p, self->data, self->len);
-        if (self->data) sodium_free(self->data); /* wipes */
+        if (self->data) secure_release(self->data, self->cap); /* wipes */
     } else {
         p = realloc(self->data, want);
         if (!p) return -1;
@@ -52,7 +90,7 @@ void lk_buf_free(lk_buf_t *self)
 {
     if (self->data) {
         if (self->secure)
-            sodium_free(self->data);
+            secure_release(self->data, self->cap); /* wipes */
         else
             free(self->data);
     }

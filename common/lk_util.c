@@ -40,9 +40,16 @@ void lk_rid_new(char *out)
 
 static void format_uuid(char *out, uint8_t u[16])
 {
-    snprintf(out, LK_UUID_LEN + 1, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
-             u[15]);
+    /* 8-4-4-4-12 hex digits; on every request path, so no printf */
+    static const uint8_t groups[] = {4, 2, 2, 2, 6};
+    size_t o = 0, i = 0;
+    for (size_t g = 0; g < sizeof groups; g++) {
+        if (g) out[o++] = '-';
+        lk_hex(out + o, u + i, groups[g]);
+        o += 2u * groups[g];
+        i += groups[g];
+    }
+    out[o] = '\0';
 }
 
 void lk_uuid_random(char *out)

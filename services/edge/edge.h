@@ -29,6 +29,7 @@ typedef struct {
     uint64_t shutdown_grace_ms; /* after SIGTERM: not ready, but still accepting (endpoints catch up) */
     uint64_t shutdown_drain_ms; /* then: listeners closed, requests in flight may finish this long */
     uint64_t hold_timeout_ms;   /* a held request's wait for a human decision */
+    int audit_off; /* LUMKEY_AUDIT_MODE=off (benchmark only, acknowledged): no request audit events */
 } edge_config_t;
 
 typedef struct {

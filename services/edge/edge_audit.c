@@ -125,7 +125,11 @@ void edge_audit_send_reliable(const lk_msg_t *m)
     lk_str_copy(p->rid, sizeof p->rid, m->env.rid);
     S.bytes += p->enc.len;
     S.count++;
-    send_one(p);
+    /* the first send goes from the caller's message (its strings are alive
+     * now); resends decode the kept copy */
+    lk_msg_t first = *m;
+    first.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &first, on_reply, p)) wait_retry(p);
     return;
 drop:
     S.dropped++;
@@ -443,9 +447,36 @@ static void refresh_status(void)
     (void)edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_status, NULL);
 }
 
+static uint64_t s_off_requests; /* requests that skipped the audit (LUMKEY_AUDIT_MODE=off) */
+
+int edge_audit_off(void)
+{
+    return g_edge->cfg.audit_off;
+}
+
+void edge_audit_count_off(void)
+{
+    s_off_requests++;
+}
+
+static int render_audit_mode(lk_buf_t *out)
+{
+    char text[640];
+    int n = snprintf(text, sizeof text,
+                     "# HELP lumkey_edge_audit_mode The audit mode: on (durable, the default) or off "
+                     "(LUMKEY_AUDIT_MODE=off, benchmark only: requests are not audited).\n"
+                     "# TYPE lumkey_edge_audit_mode gauge\nlumkey_edge_audit_mode{mode=\"%s\"} 1\n"
+                     "# HELP lumkey_edge_audit_off_requests_total Requests forwarded without any audit event "
+                     "because the audit is off.\n# TYPE lumkey_edge_audit_off_requests_total counter\n"
+                     "lumkey_edge_audit_off_requests_total %llu\n",
+                     g_edge->cfg.audit_off ? "off" : "on", (unsigned long long)s_off_requests);
+    return n > 0 && (size_t)n < sizeof text ? lk_buf_append(out, text, (size_t)n) : -1;
+}
+
 int edge_audit_metrics_render(lk_buf_t *out)
 {
     refresh_status();
+    if (render_audit_mode(out) != 0) return -1;
     char text[1600];
     int n = snprintf(
         text, sizeof text,

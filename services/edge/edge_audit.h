@@ -20,6 +20,10 @@
 #include "lk_buf.h"
 #include "lk_proto.h"
 
+/* LUMKEY_AUDIT_MODE=off (benchmark only): the chat flow sends no request event; counted. */
+int edge_audit_off(void);
+void edge_audit_count_off(void);
+
 /* Sends an AUDIT message until acknowledged (the message is copied). */
 void edge_audit_send_reliable(const lk_msg_t *m);
 

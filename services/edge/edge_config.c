@@ -31,6 +31,28 @@ static int env_u64(uint64_t *dst, const char *name, uint64_t dflt)
     return 0;
 }
 
+/* LUMKEY_AUDIT_MODE: "on" (default) or "off", the benchmark-only comparison with gateways that
+ * publish figures without an audit trail (issue 9). Off is refused unless acknowledged, and loud:
+ * logged at start here, lumkey_edge_audit_mode on /metrics (edge_audit.c). 0 / -1. */
+static int audit_mode_load(edge_config_t *cfg)
+{
+    const char *mode = getenv("LUMKEY_AUDIT_MODE"), *ack = getenv("LUMKEY_I_UNDERSTAND_AUDIT_IS_OFF");
+    if (!mode || !*mode || strcmp(mode, "on") == 0) return 0;
+    if (strcmp(mode, "off") != 0) {
+        lk_log_error("LUMKEY_AUDIT_MODE must be on or off");
+        return -1;
+    }
+    if (!ack || strcmp(ack, "1") != 0) {
+        lk_log_error("LUMKEY_AUDIT_MODE=off is a benchmark-only setting that records no request in the audit "
+                     "trail; refused unless LUMKEY_I_UNDERSTAND_AUDIT_IS_OFF=1 is set as well");
+        return -1;
+    }
+    cfg->audit_off = 1;
+    lk_log_warn("AUDIT IS OFF (LUMKEY_AUDIT_MODE=off): requests are forwarded without any audit event; "
+                "benchmark only, never in production (docs/security.md)");
+    return 0;
+}
+
 int edge_config_load(edge_config_t *cfg, int argc, char **argv)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -58,6 +80,8 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv)
                    "  LUMKEY_SHUTDOWN_GRACE_MS after SIGTERM, /readyz fails but requests are served (2000)\n"
                    "  LUMKEY_SHUTDOWN_DRAIN_MS then requests in flight may finish this long (30000)\n"
                    "  LUMKEY_CONFIG_FILE       a file of LUMKEY_*=value lines (the environment wins)\n"
+                   "  LUMKEY_AUDIT_MODE        on (default); off = BENCHMARK ONLY: requests are not audited\n"
+                   "                           (refused unless LUMKEY_I_UNDERSTAND_AUDIT_IS_OFF=1)\n"
                    "lumkey-edge --curve-keygen PATH   write a CURVE keypair: PATH and PATH_secret\n");
             exit(0);
         }
@@ -91,6 +115,7 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv)
         env_u64(&cfg->hold_timeout_ms, "LUMKEY_HOLD_TIMEOUT_MS", 300000) != 0)
         return -1;
     cfg->max_body_bytes = body;
+    if (audit_mode_load(cfg) != 0) return -1;
     cfg->max_response_bytes = 64u << 20;
     if ((cfg->tls_cert[0] != 0) != (cfg->tls_key[0] != 0)) {
         lk_log_error("LUMKEY_TLS_CERT and LUMKEY_TLS_KEY go together");

@@ -50,6 +50,7 @@ typedef struct {
     uint64_t resolved_gen, applied_gen;
     char peers[MAX_PEERS][PEER_LEN];
     int npeers, nstatic;
+    int recheck; /* sent on since the last recheck: its ZMQ_FD may have been consumed */
 } svc_conn_t;
 
 struct edge_rpc {
@@ -227,8 +228,12 @@ static void on_readable(h2o_socket_t *sock, const char *err)
 static void on_recheck(h2o_timeout_entry_t *entry)
 {
     edge_rpc_t *self = H2O_STRUCT_FROM_MEMBER(edge_rpc_t, recheck, entry);
-    for (int i = 0; i < EDGE_SVC_COUNT; i++)
+    /* only the sockets sent on: asking ZMQ_EVENTS costs a few system calls each */
+    for (int i = 0; i < EDGE_SVC_COUNT; i++) {
+        if (!self->svcs[i].recheck) continue;
+        self->svcs[i].recheck = 0;
         drain(self, &self->svcs[i]);
+    }
 }
 
 static void schedule_recheck(edge_rpc_t *self)
@@ -266,6 +271,7 @@ static int send_msg(edge_rpc_t *self, svc_conn_t *conn, lk_msg_t *msg, edge_call
     rc = 0;
 cleanup:
     if (out != &self->out) lk_buf_free(out); /* wipes */
+    conn->recheck = 1;
     schedule_recheck(self);
     return rc;
 }

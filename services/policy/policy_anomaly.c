@@ -13,32 +13,33 @@
 
 /* ------------------------------------------------------------ parameters -- */
 
-#define N_NUM       4   /* numeric features: */
-#define F_RATE      0   /*   log requests per minute (fast EWMA of inter-arrival times) */
-#define F_TOKENS    1   /*   log1p estimated tokens */
-#define F_SPEND     2   /*   log1p micro-USD spent in the last hour (decayed) */
-#define F_PLEN      3   /*   log1p request bytes */
-#define W_MAX       200 /* EWMA horizon of a numeric baseline, in observations */
-#define W_MIN_SCORE 10  /* a numeric feature is scored once its baseline has this many */
-#define Z_FREE      2.5 /* z-scores up to this contribute nothing */
-#define Z_CAP       4.0 /* a feature's contribution is at most this (times its weight) */
-#define STD_FLOOR   0.25
-#define MATURE_N0   20.0 /* maturity m = n / (n + MATURE_N0) */
-#define HALVE_AT    2000 /* categorical counts are halved when a table's total reaches this */
-#define CAT_FREE    1.3  /* log10(1/p) up to this (p >= 5 %) contributes nothing */
-#define CAT_CAP     2.5
-#define HOUR_MIN_N  200 /* the hour-of-day profile is scored from this many observations */
-#define DESTR_PRIOR 0.5 /* an unseen destructive tool contributes at least this, even on a new key */
-#define FAST_ALPHA  0.3 /* inter-arrival EWMA */
-#define BLOCK_ALPHA 0.2 /* recent block rate EWMA */
-#define CAT_MODEL_N 16
-#define CAT_TOOL_N  48
-#define CAT_IP_N    16
-#define MAX_PEERS   16
-#define BUCKETS     4096
-#define FLUSH_MS    1000
-#define REFRESH_MS  2000
-#define PRUNE_MS    3600000
+#define N_NUM        4   /* numeric features: */
+#define F_RATE       0   /*   log requests per minute (fast EWMA of inter-arrival times) */
+#define F_TOKENS     1   /*   log1p estimated tokens */
+#define F_SPEND      2   /*   log1p micro-USD spent in the last hour (decayed) */
+#define F_PLEN       3   /*   log1p request bytes */
+#define W_MAX        200 /* EWMA horizon of a numeric baseline, in observations */
+#define W_MIN_SCORE  10  /* a numeric feature is scored once its baseline has this many */
+#define Z_FREE       2.5 /* z-scores up to this contribute nothing */
+#define Z_CAP        4.0 /* a feature's contribution is at most this (times its weight) */
+#define STD_FLOOR    0.25
+#define MATURE_N0    20.0 /* maturity m = n / (n + MATURE_N0) */
+#define HALVE_AT     2000 /* categorical counts are halved when a table's total reaches this */
+#define CAT_FREE     1.3  /* log10(1/p) up to this (p >= 5 %) contributes nothing */
+#define CAT_CAP      2.5
+#define HOUR_MIN_N   200 /* the hour-of-day profile is scored from this many observations */
+#define DESTR_PRIOR  0.5 /* an unseen destructive tool contributes at least this, even on a new key */
+#define FAST_ALPHA   0.3 /* inter-arrival EWMA */
+#define BLOCK_ALPHA  0.2 /* recent block rate EWMA */
+#define CAT_MODEL_N  16
+#define CAT_TOOL_N   48
+#define CAT_IP_N     16
+#define MAX_PEERS    16
+#define BUCKETS      4096
+#define FLUSH_MS     1000
+#define REFRESH_MS   2000
+#define PRUNE_MS     3600000
+#define MAX_SUBJECTS 20000 /* default of LUMKEY_ANOMALY_MAX_SUBJECTS (~21 KB each) */
 
 static const char *const NUM_NAMES[N_NUM] = {"rate", "tokens", "spend", "prompt_len"};
 static const double NUM_W[N_NUM] = {1.3, 0.8, 0.8, 0.6};
@@ -85,7 +86,9 @@ typedef struct subj {
     peer_t *peers;
     int npeers;
     int dirty;
-    int loaded; /* its rows were read (or there is no database) */
+    int loaded;
+    uint64_t used;
+    /* engine clock of its last use (eviction) */ /* its rows were read (or there is no database) */
     /* local, not persisted: the recent behaviour */
     int64_t last_ms;
     double fast_dt; /* s, EWMA of inter-arrival times */
@@ -98,7 +101,8 @@ struct pa_engine {
     lk_db_t *db;
     char replica[64];
     subj_t *b[BUCKETS];
-    size_t n_subj;
+    size_t n_subj, max_subj;
+    uint64_t clock;
     int64_t next_flush_ms, next_refresh_ms, next_prune_ms;
     int64_t seen_ms; /* newest peer updated_at read (ms) */
 };
@@ -360,11 +364,21 @@ int pa_state_decode(const uint8_t *buf, size_t len, pa_state_t *st)
 
 /* -------------------------------------------------------------- engine -- */
 
+static void free_subj(subj_t *s)
+{
+    for (int k = 0; k < s->npeers; k++)
+        free(s->peers[k].blob);
+    free(s->peers);
+    free(s);
+}
+
 pa_engine_t *pa_new(lk_db_t *db, const char *replica)
 {
     pa_engine_t *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->db = db;
+    const char *mx = getenv("LUMKEY_ANOMALY_MAX_SUBJECTS");
+    e->max_subj = mx && atol(mx) > 0 ? (size_t)atol(mx) : MAX_SUBJECTS;
     if (replica && *replica) {
         snprintf(e->replica, sizeof e->replica, "%s", replica);
     } else {
@@ -385,10 +399,7 @@ void pa_free(pa_engine_t **ep)
     for (int i = 0; i < BUCKETS; i++)
         for (subj_t *s = e->b[i], *n; s; s = n) {
             n = s->next;
-            for (int k = 0; k < s->npeers; k++)
-                free(s->peers[k].blob);
-            free(s->peers);
-            free(s);
+            free_subj(s);
         }
     free(e);
     *ep = NULL;
@@ -428,7 +439,7 @@ static void apply_row(pa_engine_t *e, subj_t *s, const char *replica, const uint
         return;
     }
     if (strcmp(replica, e->replica) == 0) {
-        if (!s->loaded) s->own = *st; /* our own row: only at load, memory is newer afterwards */
+        if (!s->loaded && s->own.n == 0) s->own = *st; /* our own row: at load, if memory has nothing newer */
         free(st);
         return;
     }
@@ -494,6 +505,7 @@ static subj_t *get_subj(pa_engine_t *e, const char *tenant, const char *name)
         s->loaded = e->db == NULL;
     }
     if (!s->loaded) load(e, s);
+    s->used = ++e->clock;
     return s;
 }
 
@@ -773,6 +785,9 @@ static void utf8_clean(char *v)
         int ok = len && i + len <= n;
         for (size_t j = 1; ok && j < len; j++)
             ok = (p[i + j] & 0xc0) == 0x80;
+        /* no overlong forms, no surrogates, nothing above U+10FFFF (what JSON parsers refuse) */
+        if (ok && len == 3) ok = !(c == 0xe0 && p[i + 1] < 0xa0) && !(c == 0xed && p[i + 1] > 0x9f);
+        if (ok && len == 4) ok = !(c == 0xf0 && p[i + 1] < 0x90) && !(c == 0xf4 && p[i + 1] > 0x8f);
         if (!ok) {
             p[i++] = '?';
             continue;
@@ -955,9 +970,50 @@ static void refresh(pa_engine_t *e)
     PQclear(res);
 }
 
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Over the limit: the least recently used fifth of the written subjects leaves memory (their rows stay:
+ * a later request loads them again). */
+void pa_evict(pa_engine_t *e)
+{
+    if (e->n_subj <= e->max_subj) return;
+    uint64_t *u = malloc(e->n_subj * sizeof *u);
+    if (!u) return;
+    size_t n = 0;
+    for (int i = 0; i < BUCKETS; i++)
+        for (subj_t *s = e->b[i]; s && n < e->n_subj; s = s->next)
+            u[n++] = s->used;
+    qsort(u, n, sizeof *u, u64_cmp);
+    uint64_t cut = u[n / 5];
+    free(u);
+    size_t before = e->n_subj;
+    for (int i = 0; i < BUCKETS; i++)
+        for (subj_t **pp = &e->b[i]; *pp;) {
+            subj_t *s = *pp;
+            if (s->used <= cut && !s->dirty) {
+                *pp = s->next;
+                free_subj(s);
+                e->n_subj--;
+            } else {
+                pp = &s->next;
+            }
+        }
+    if (before > e->n_subj)
+        lk_log_info("anomaly baselines: %zu of %zu subjects left memory (LUMKEY_ANOMALY_MAX_SUBJECTS %zu)",
+                    before - e->n_subj, before, e->max_subj);
+}
+
 void pa_tick(pa_engine_t *e, int force)
 {
-    if (!e || !e->db) return;
+    if (!e) return;
+    if (!e->db) {
+        pa_evict(e);
+        return;
+    }
     int64_t now = lk_now_ms();
     if (force || now >= e->next_flush_ms) {
         e->next_flush_ms = now + FLUSH_MS;
@@ -971,6 +1027,7 @@ void pa_tick(pa_engine_t *e, int force)
             for (subj_t *s = e->b[i]; s; s = s->next)
                 if (!s->loaded) load(e, s);
     }
+    if (!force) pa_evict(e); /* after the flush: what is written may leave */
     if (!force && now >= e->next_prune_ms) {
         e->next_prune_ms = now + PRUNE_MS;
         PGresult *res = NULL;

@@ -110,6 +110,10 @@ int pa_state_decode(const uint8_t *buf, size_t len,
 size_t pa_state_encode(const pa_state_t *st, uint8_t *buf, size_t cap);
 #define PA_STATE_MAX 16384
 
+/* At most LUMKEY_ANOMALY_MAX_SUBJECTS (default 20000) subjects stay in memory: above it, the least
+ * recently used fifth of those already written is dropped (called from pa_tick; tests call it). */
+void pa_evict(pa_engine_t *e);
+
 /* Number of subjects in memory (tests). */
 size_t pa_subjects(const pa_engine_t *e);
 

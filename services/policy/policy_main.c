@@ -3,7 +3,7 @@
  *  Settings (environment, or the --flag in brackets): LUMKEY_DB [--db],
  *  LUMKEY_POLICY_ENDPOINT [--endpoint] (default ipc://$LUMKEY_RUN_DIR/policy.ipc),
  *  LUMKEY_DB_WAIT_MS, LUMKEY_DB_STATEMENT_TIMEOUT_MS, LUMKEY_POLICY_REPLICA_ID (this process's
- *  name in anomaly_baselines; default: random per start).
+ *  name in anomaly_baselines; default: random per start), LUMKEY_ANOMALY_MAX_SUBJECTS (20000).
  */
 #include <sodium.h>
 #include <stdio.h>

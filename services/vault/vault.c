@@ -23,6 +23,10 @@ typedef struct {
     vault_t pub; /* first: a vault_t * is a vault_priv_t * */
     vault_kms_t *kms;
     int64_t kms_next_try_ms;
+    /* one guarded block for the DEK of the credential being opened: making
+     * one per CRED_GET (mmap, mprotect, mlock and back) cost ~8 system calls
+     * and page faults per request. Wiped after every use. */
+    uint8_t *dek;
 } vault_priv_t;
 
 static vault_priv_t *priv(vault_t *self)
@@ -241,6 +245,7 @@ void vault_destroy(vault_t **self_p)
     if (!self_p || !*self_p) return;
     vault_t *self = *self_p;
     vault_kms_destroy(&priv(self)->kms);
+    if (priv(self)->dek) sodium_free(priv(self)->dek); /* wipes */
     vault_keys_free(&self->keys);
     lk_db_destroy(&self->db);
     free(priv(self));
@@ -398,13 +403,13 @@ vault_kms_rc_t vault_cred_open(vault_t *self, const vault_ad_t *ad, const uint8_
     vault_priv_t *v = priv(self);
     *out_len = 0;
     if (!v->kms || !self->keys) return VAULT_KMS_UNAVAILABLE;
-    uint8_t *dek = sodium_malloc(VAULT_KEY_LEN);
-    if (!dek) return VAULT_KMS_REFUSED;
+    if (!v->dek && !(v->dek = sodium_malloc(VAULT_KEY_LEN))) return VAULT_KMS_REFUSED;
+    uint8_t *dek = v->dek;
     vault_kms_rc_t rc = vault_kms_unwrap(v->kms, ad, wrapped, wrapped_len, dek);
     if (rc == VAULT_KMS_OK &&
         vault_open_secret(dek, ad, nonce, nonce_len, ciphertext, ct_len, out, out_len) != 0)
         rc = VAULT_KMS_REFUSED;
-    sodium_free(dek);
+    sodium_memzero(dek, VAULT_KEY_LEN);
     if (rc == VAULT_KMS_UNAVAILABLE) reseal(self);
     return rc;
 }

@@ -14,11 +14,17 @@ against direct-to-mock in the same round:
                           process of the target (utime+stime from /proc)
                           divided by the requests answered
   max throughput          wrk -t2 -c32 (closed loop), req/s
-  streaming               lkload streams, one at a time: time to first
-                          `data:` event, gaps between events (p99)
-  concurrent streams      N streams open at once (default 1000): every event
-                          and [DONE] received?; peak RSS of the target's
-                          processes (sampled VmRSS and final VmHWM)
+  streaming               lkload streams, one at a time: time to the first
+                          event carrying text, gaps between text events (p99)
+  concurrent streams      N streams open at once (default 1000): the whole
+                          text (the mock's deterministic words, compared byte
+                          for byte, in order), a finish event and [DONE]
+                          received?; peak RSS of the target's processes
+                          (sampled VmRSS and final VmHWM)
+
+A stream is judged by its text, not its event count: Lumkey's answer-side
+policy filter holds text back and merges deltas into fewer, longer events, so
+counting events reported intact streams as lost.
   per hop                 deltas of the edge's /metrics worker-call
                           histograms over Lumkey's fixed-rate phases
 
@@ -57,6 +63,14 @@ HOPS = ("policy", "vault", "approval", "audit")
 PORTKEY_VERSION = "1.15.2"
 HONO_NODE_SERVER = "2.1.9"
 LITELLM_VERSION = "1.74.9"  # newer [proxy] extras need litellm-proxy, absent from the reachable index
+# lumkey-mock's streamed answer without an echo/bytes directive: piece i is MOCK_WORDS[i % 10]
+# (tests/mock/mock_openai.c, mock_chat_set_words); keep in step.
+MOCK_WORDS = ("Hello", " from", " lumkey-mock", ".", " This", " is", " a", " canned", " answer", ".")
+
+
+def mock_text(chunks: int) -> str:
+    """The text lumkey-mock streams for [[mock chunks=N]]: what every stream must deliver, in order."""
+    return "".join(MOCK_WORDS[i % len(MOCK_WORDS)] for i in range(chunks))
 
 
 def log(msg: str) -> None:
@@ -573,20 +587,21 @@ def run_all(args) -> dict:
                           "through Lumkey", stack.pg_pids)]
         if args.audit_off_env:
             # a second stack whose services get the setting that turns durable audit off
-            k, _, v = args.audit_off_env.partition("=")
-            log(f"starting a second stack with {k}={v} (audit off)")
+            off_env = dict(e.partition("=")[::2] for e in args.audit_off_env)
+            kv = " ".join(f"{k}={v}" for k, v in off_env.items())
+            log(f"starting a second stack with {kv} (audit off)")
             stack_off = BenchStack(build_dir=build_dir, fsync=not args.pg_fsync_off, hop_timeout_ms=5000,
-                                   upstream_timeout_ms=60000, extra_env={k: v})
+                                   upstream_timeout_ms=60000, extra_env=off_env)
             stack_off.start()
             attach_policy(stack_off, HERE / "policy-20rules.json")
             targets.append(Target("lumkey_audit_off", stack_off.api_addr, [f"Authorization: Bearer {stack_off.key}"],
-                                  stack_off.lumkey_pids, f"through Lumkey, audit off ({k}={v})",
+                                  stack_off.lumkey_pids, "through Lumkey, audit off (LUMKEY_AUDIT_MODE=off)"
+                                  if off_env.get("LUMKEY_AUDIT_MODE") == "off" else f"through Lumkey, audit off ({kv})",
                                   stack_off.pg_pids))
-            res["audit_off"] = f"{k}={v} on a second stack (own PostgreSQL and mock)"
+            res["audit_off"] = f"{kv} on a second stack (own PostgreSQL and mock)"
         else:
-            res["audit_off"] = ("not available: Lumkey has no setting to turn the durable audit off (every request "
-                                "waits for audit's `request.accepted`; see docs/architecture.md) — no audit-off "
-                                "run (when one exists: scripts/bench --audit-off-env VAR=VALUE)")
+            res["audit_off"] = ("not run: no audit-off target in this run (scripts/bench --audit-off adds one: "
+                                "LUMKEY_AUDIT_MODE=off, benchmark only, on a second stack)")
             res["notes"].append("audit off: " + res["audit_off"].split(": ", 1)[1])
         if "portkey" in args.peers:
             portkey = Portkey(Path(args.cache), install=not args.quick)
@@ -644,7 +659,7 @@ def run_all(args) -> dict:
                     f[f"rate{rate}"] = r
                 f["max"] = R.wrk_run(t, plain, P["wrk_s"])
                 f["stream"] = R.lkload_run(t, one, "--mode", "streams", "--conns", "1", "--requests",
-                                           str(P["ttft_n"]), "--expect-events", str(P["ttft_chunks"] + 1))
+                                           str(P["ttft_n"]), "--expect-text", mock_text(P["ttft_chunks"]))
             res["rounds"].append(row)
         # concurrent streams: once per target, RSS sampled while they are open
         for t in targets:
@@ -653,7 +668,7 @@ def run_all(args) -> dict:
             sampler = RssSampler(groups)
             sampler.start()
             r = R.lkload_run(t, conc, "--mode", "streams", "--conns", str(P["conc"]), "--requests", str(P["conc"]),
-                             "--expect-events", str(P["conc_chunks"] + 1))
+                             "--expect-text", mock_text(P["conc_chunks"]))
             sampler.stop()
             r["rss_peak_kb"] = sampler.peak
             r["hwm_kb"] = {g: sum(proc_status_kb(p, "VmHWM") for p in fn()) for g, fn in groups.items()}
@@ -921,14 +936,19 @@ def main(argv=None) -> int:
     ap.add_argument("--peers", help="comma-separated: portkey, litellm; or none (default: both; --quick: portkey, "
                     "only if already installed)")
     ap.add_argument("--cache", default=os.environ.get("LK_BENCH_CACHE", str(Path.home() / ".cache" / "lumkey-bench")))
-    ap.add_argument("--audit-off-env", metavar="VAR=VALUE",
-                    help="the service setting that turns durable audit off, when one exists: adds a second "
-                         "Lumkey stack with it as one more target")
+    ap.add_argument("--audit-off-env", metavar="VAR=VALUE", action="append",
+                    help="a service setting that turns durable audit off (repeatable): adds a second "
+                         "Lumkey stack with them as one more target")
+    ap.add_argument("--audit-off", action="store_true",
+                    help="the same with Lumkey's own benchmark-only setting: LUMKEY_AUDIT_MODE=off "
+                         "LUMKEY_I_UNDERSTAND_AUDIT_IS_OFF=1 (docs/security.md)")
     ap.add_argument("--pg-fsync-off", action="store_true", help="PostgreSQL with fsync=off (default: on)")
     ap.add_argument("--from-json", metavar="FILE",
                     help="measure nothing: redraw the table, page section and plot from a --json file")
     ap.add_argument("--banner", help="a line shown at the top of the written section (e.g. 'smoke run, busy machine')")
     a = ap.parse_args(argv)
+    if a.audit_off:
+        a.audit_off_env = (a.audit_off_env or []) + ["LUMKEY_AUDIT_MODE=off", "LUMKEY_I_UNDERSTAND_AUDIT_IS_OFF=1"]
     a.peers = [p for p in (a.peers or ("portkey" if a.quick else "portkey,litellm")).split(",") if p and p != "none"]
     a.lkload = a.lkload or str(Path(a.build_dir) / "tests" / "bench" / "lkload")
     if not a.from_json and not Path(a.lkload).exists():

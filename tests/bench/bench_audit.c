@@ -1,14 +1,16 @@
 /*  bench_audit - throughput and latency of lumkey-audit's AUDIT (not a test).
  *
- *      bench_audit ENDPOINT [EVENTS] [WINDOW]
+ *      bench_audit ENDPOINT [EVENTS] [WINDOW] [SEQ]
  *
  *  Connects a DEALER to the audit worker (e.g. ipc://RUN/audit.ipc), then
- *    1. sends 2000 events one at a time: round trip p50 / p99 (what the
+ *    1. sends SEQ (2000) events one at a time: round trip p50 / p99 (what the
  *       durable accept costs a request: the edge awaits it, overlapped with
  *       the credential fetch);
  *    2. sends EVENTS events (100000) with WINDOW (256) in flight: events/s
  *       durably recorded in PostgreSQL (group-committed, chained).
- *  Prints one line of key=value figures per phase.
+ *  Prints one line of key=value figures per phase. With BENCH_AUDIT_PAUSE=1 in
+ *  the environment it waits for a line on stdin before the second phase (so
+ *  that a driver can read counters between phases: scripts/bench_audit_pg.py).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -74,11 +76,14 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fputs("usage: bench_audit ENDPOINT [EVENTS] [WINDOW]\n", stderr);
+        fputs("usage: bench_audit ENDPOINT [EVENTS] [WINDOW] [SEQ]\n", stderr);
         return 2;
     }
     uint64_t total = argc > 2 ? strtoull(argv[2], NULL, 10) : 100000;
     uint64_t window = argc > 3 ? strtoull(argv[3], NULL, 10) : 256;
+    int seq = argc > 4 ? atoi(argv[4]) : 2000;
+    if (seq < 1) seq = 1;
+    if (window < 1) window = 1;
     char tag[32];
     snprintf(tag, sizeof tag, "%08" PRIx64, (uint64_t)lk_now_ms() & 0xffffffffu);
     void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
@@ -89,19 +94,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_audit: cannot connect %s\n", argv[1]);
         return 1;
     }
-    enum { SEQ = 2000 };
-    int64_t *lat = calloc(SEQ, sizeof *lat);
+    const int SEQ = seq;
+    int64_t *lat = calloc((size_t)SEQ, sizeof *lat);
+    if (!lat) return 1;
     uint64_t call = 1, errors = 0;
     for (int i = 0; i < SEQ; i++) {
         int64_t t0 = lk_mono_us();
         if (send_event(sock, call++, "s", (uint64_t)i) != 0 || recv_reply(sock) != 0) errors++;
         lat[i] = lk_mono_us() - t0;
     }
-    qsort(lat, SEQ, sizeof *lat, cmp);
+    qsort(lat, (size_t)SEQ, sizeof *lat, cmp);
     printf("sequential events=%d p50_us=%" PRId64 " p90_us=%" PRId64 " p99_us=%" PRId64 " errors=%" PRIu64
            "\n",
            SEQ, lat[SEQ / 2], lat[SEQ * 9 / 10], lat[SEQ * 99 / 100], errors);
     free(lat);
+    fflush(stdout);
+    if (getenv("BENCH_AUDIT_PAUSE")) {
+        char line[16];
+        if (!fgets(line, sizeof line, stdin)) return 1;
+    }
 
     errors = 0;
     uint64_t sent = 0, done = 0;

@@ -19,12 +19,21 @@
  *             stream; a stream is "bad" if its event count differs from
  *             --expect-events or it has no `data: [DONE]`. With conns=N and
  *             --requests N, N streams are open at once.
+ *             --expect-text T judges the *content* instead of the event
+ *             count (a gateway that inspects answers may hold text back and
+ *             merge deltas into fewer, longer events): the `"content"` strings
+ *             of the data events, decoded and concatenated in order, must be T
+ *             exactly, one event must carry a `"finish_reason"` string, and
+ *             `data: [DONE]` must end the stream; a stream that differs is
+ *             "bad" (lost or damaged text), counted in text_mismatch too.
+ *             TTFT and gaps then count only the events that carry text.
  *
  *  Knows nothing about Lumkey: the body and headers are given.
  *
  *  lkload --target HOST:PORT --path P --body-file F [--header 'K: V']...
  *         [--mode open|closed|streams] [--conns N] [--rate R] [--duration S]
- *         [--warmup S] [--requests N] [--drain S] [--expect-events N] [--timeout S]
+ *         [--warmup S] [--requests N] [--drain S] [--expect-events N] [--expect-text T]
+ *         [--timeout S]
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -118,6 +127,8 @@ static struct {
     double rate, duration, warmup, drain;
     long requests;
     int expect_events;
+    const char *expect_text; /* NULL: judge streams by event count */
+    size_t expect_text_len;
     double timeout; /* --requests runs: give up (unfinished) after this many seconds */
     struct sockaddr_in addr;
     char *req; /* the serialized request */
@@ -166,13 +177,26 @@ typedef struct {
     /* SSE */
     int events, done_seen;
     uint64_t last_event;
+    /* --expect-text: a small JSON scanner over each data line */
+    int is_data;   /* the current line starts with "data:" */
+    int js;        /* J_* below */
+    int key;       /* K_*: the last string closed outside a value, when it was a key we want */
+    int want;      /* K_*: a ':' followed that key, the next string is its value */
+    int esc, uhex; /* in a string: after '\'; hex digits of \uXXXX still to read */
+    uint32_t ucp;  /* the \uXXXX code point being read */
+    char kbuf[16]; /* the current key string (first bytes) */
+    size_t kbuf_len;
+    size_t text_pos; /* bytes of expect_text matched so far */
+    int text_bad;    /* a byte differed, or more text than expected */
+    int line_text;   /* content bytes in the current line */
+    int finish_seen; /* a "finish_reason" string value was seen */
 } conn_t;
 
 static conn_t *C;
 static int EP;
 static histo_t H_lat, H_ttft, H_gap;
 static uint64_t n_ok, n_err, n_non2xx, n_all_done, n_streams_ok, n_streams_bad, n_events, n_reconnects,
-    n_unfinished;
+    n_unfinished, n_text_events, n_text_mismatch;
 static long n_started;
 static uint64_t t_last_done;
 
@@ -226,6 +250,10 @@ static void reset_parser(conn_t *c)
     c->head_len = c->line_len = c->sline_len = 0;
     c->events = c->done_seen = 0;
     c->last_event = 0;
+    c->is_data = c->js = c->key = c->want = c->esc = c->uhex = 0;
+    c->ucp = 0;
+    c->kbuf_len = c->text_pos = 0;
+    c->text_bad = c->line_text = c->finish_seen = 0;
 }
 
 static void try_send(conn_t *c)
@@ -257,6 +285,112 @@ static void start_request(conn_t *c, uint64_t sched, int record)
 }
 
 /* ------------------------------------------------------------ SSE scan -- */
+/* --expect-text: the JSON of a data line is scanned byte by byte (no line
+ * buffer: events can be long); the decoded value of every "content" string is
+ * compared with the expected text as it arrives. */
+enum { J_OUT, J_STR };
+enum { K_NONE, K_CONTENT, K_FINISH, K_OTHER };
+
+/* One decoded byte of a "content" value. */
+static void text_byte(conn_t *c, unsigned char b)
+{
+    if (c->text_pos < S.expect_text_len && (unsigned char)S.expect_text[c->text_pos] == b)
+        c->text_pos++;
+    else
+        c->text_bad = 1;
+    c->line_text++;
+}
+
+static void text_cp(conn_t *c, uint32_t cp)
+{
+    if (cp < 0x80) {
+        text_byte(c, (unsigned char)cp);
+    } else if (cp < 0x800) {
+        text_byte(c, (unsigned char)(0xC0 | (cp >> 6)));
+        text_byte(c, (unsigned char)(0x80 | (cp & 0x3F)));
+    } else { /* surrogates are not paired: the mock's text does not need them */
+        text_byte(c, (unsigned char)(0xE0 | (cp >> 12)));
+        text_byte(c, (unsigned char)(0x80 | ((cp >> 6) & 0x3F)));
+        text_byte(c, (unsigned char)(0x80 | (cp & 0x3F)));
+    }
+}
+
+static void json_byte(conn_t *c, char ch)
+{
+    if (c->js == J_OUT) {
+        if (ch == '"') {
+            c->js = J_STR;
+            c->esc = c->uhex = 0;
+            c->kbuf_len = 0;
+            c->key = K_NONE;
+        } else if (ch == ':' && c->key != K_NONE) {
+            c->want = c->key;
+            c->key = K_NONE;
+        } else if (ch != ' ' && ch != '\t') {
+            c->key = c->want = K_NONE; /* a number, null, {, [, ',' ... */
+        }
+        return;
+    }
+    /* in a string: the value of a wanted key, or a possible key */
+    int value = c->want;
+    if (c->uhex) {
+        int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                         : -1;
+        if (d < 0) d = 0, c->text_bad |= value == K_CONTENT;
+        c->ucp = c->ucp * 16 + (uint32_t)d;
+        if (--c->uhex == 0 && value == K_CONTENT) text_cp(c, c->ucp);
+        return;
+    }
+    unsigned char b = (unsigned char)ch;
+    if (c->esc) {
+        c->esc = 0;
+        switch (ch) {
+        case 'n':
+            b = '\n';
+            break;
+        case 't':
+            b = '\t';
+            break;
+        case 'r':
+            b = '\r';
+            break;
+        case 'b':
+            b = '\b';
+            break;
+        case 'f':
+            b = '\f';
+            break;
+        case 'u':
+            c->uhex = 4;
+            c->ucp = 0;
+            return;
+        default:
+            break; /* \" \\ \/ */
+        }
+    } else if (ch == '\\') {
+        c->esc = 1;
+        return;
+    } else if (ch == '"') { /* the string ends */
+        c->js = J_OUT;
+        if (value != K_NONE) {
+            if (value == K_FINISH && c->kbuf_len > 0) c->finish_seen = 1;
+            c->want = K_NONE;
+            c->key = K_OTHER; /* a value is not a key: a ':' after it means nothing */
+        } else {
+            c->key = c->kbuf_len == 7 && memcmp(c->kbuf, "content", 7) == 0           ? K_CONTENT
+                     : c->kbuf_len == 13 && memcmp(c->kbuf, "finish_reason", 13) == 0 ? K_FINISH
+                                                                                      : K_NONE;
+        }
+        return;
+    }
+    if (value == K_CONTENT)
+        text_byte(c, b);
+    else if (c->kbuf_len < sizeof c->kbuf)
+        c->kbuf[c->kbuf_len++] = (char)b;
+}
+
 static void sse_bytes(conn_t *c, const char *p, size_t n, uint64_t t)
 {
     for (size_t i = 0; i < n; i++) {
@@ -272,19 +406,33 @@ static void sse_bytes(conn_t *c, const char *p, size_t n, uint64_t t)
                 } else {
                     c->events++;
                     n_events++;
-                    if (c->record) {
-                        if (c->events == 1)
-                            hadd(&H_ttft, t - c->send_at);
-                        else
-                            hadd(&H_gap, t - c->last_event);
+                    /* with --expect-text, only the events that carry text count for TTFT and gaps */
+                    int counts = !S.expect_text || c->line_text > 0;
+                    if (counts) {
+                        if (S.expect_text) n_text_events++;
+                        if (c->record) {
+                            if (!c->last_event)
+                                hadd(&H_ttft, t - c->send_at);
+                            else
+                                hadd(&H_gap, t - c->last_event);
+                        }
+                        c->last_event = t;
                     }
-                    c->last_event = t;
                 }
             }
             c->sline_len = 0;
-        } else if (ch != '\r' && c->sline_len < sizeof c->sline) {
-            c->sline[c->sline_len++] = ch;
+            c->is_data = c->js = c->key = c->want = c->esc = c->uhex = 0;
+            c->line_text = 0;
+            continue;
         }
+        if (ch != '\r' && c->sline_len < sizeof c->sline) {
+            c->sline[c->sline_len++] = ch;
+            if (c->sline_len == 5 && memcmp(c->sline, "data:", 5) == 0) {
+                c->is_data = 1;
+                continue; /* the JSON starts after the colon */
+            }
+        }
+        if (S.expect_text && c->is_data && ch != '\r') json_byte(c, ch);
     }
 }
 
@@ -305,7 +453,10 @@ static void finish(conn_t *c, int ok, uint64_t t)
             n_ok++;
         hadd(&H_lat, t - c->sched);
         if (S.mode == M_STREAMS && ok && c->status / 100 == 2) {
-            if (c->done_seen && (S.expect_events < 0 || c->events == S.expect_events))
+            int text_ok =
+                !S.expect_text || (!c->text_bad && c->text_pos == S.expect_text_len && c->finish_seen);
+            if (S.expect_text && !text_ok) n_text_mismatch++;
+            if (c->done_seen && text_ok && (S.expect_events < 0 || c->events == S.expect_events))
                 n_streams_ok++;
             else
                 n_streams_bad++;
@@ -515,7 +666,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: lkload --target HOST:PORT --path P --body-file F [--header 'K: V']... [--mode "
             "open|closed|streams]\n  [--conns N] [--rate R] [--duration S] [--warmup S] [--requests N] "
-            "[--drain S] [--expect-events N] [--timeout S]\n");
+            "[--drain S] [--expect-events N] [--expect-text T] [--timeout S]\n");
     exit(2);
 }
 
@@ -524,12 +675,14 @@ int main(int argc, char **argv)
     const char *target = NULL, *path = "/", *body_file = NULL;
     char headers[8192] = "";
     size_t hl = 0;
-    static const struct option opts[] = {
-        {"target", 1, 0, 't'},   {"path", 1, 0, 'p'},     {"body-file", 1, 0, 'b'},
-        {"header", 1, 0, 'H'},   {"mode", 1, 0, 'm'},     {"conns", 1, 0, 'c'},
-        {"rate", 1, 0, 'r'},     {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'},
-        {"requests", 1, 0, 'n'}, {"drain", 1, 0, 'D'},    {"expect-events", 1, 0, 'e'},
-        {"timeout", 1, 0, 'T'},  {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    static const struct option opts[] = {{"target", 1, 0, 't'},      {"path", 1, 0, 'p'},
+                                         {"body-file", 1, 0, 'b'},   {"header", 1, 0, 'H'},
+                                         {"mode", 1, 0, 'm'},        {"conns", 1, 0, 'c'},
+                                         {"rate", 1, 0, 'r'},        {"duration", 1, 0, 'd'},
+                                         {"warmup", 1, 0, 'w'},      {"requests", 1, 0, 'n'},
+                                         {"drain", 1, 0, 'D'},       {"expect-events", 1, 0, 'e'},
+                                         {"timeout", 1, 0, 'T'},     {"help", 0, 0, 'h'},
+                                         {"expect-text", 1, 0, 'x'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -578,6 +731,10 @@ int main(int argc, char **argv)
             break;
         case 'T':
             S.timeout = atof(optarg);
+            break;
+        case 'x':
+            S.expect_text = optarg;
+            S.expect_text_len = strlen(optarg);
             break;
         default:
             usage();
@@ -694,8 +851,9 @@ int main(int argc, char **argv)
            n_all_done, n_reconnects, ach_secs > 0 ? (double)(n_ok + n_non2xx) / ach_secs : 0.0,
            n_unfinished ? "true" : "false");
     if (S.mode == M_STREAMS)
-        printf("\"streams_ok\":%" PRIu64 ",\"streams_bad\":%" PRIu64 ",\"events\":%" PRIu64 ",", n_streams_ok,
-               n_streams_bad, n_events);
+        printf("\"streams_ok\":%" PRIu64 ",\"streams_bad\":%" PRIu64 ",\"events\":%" PRIu64
+               ",\"text_events\":%" PRIu64 ",\"text_mismatch\":%" PRIu64 ",",
+               n_streams_ok, n_streams_bad, n_events, n_text_events, n_text_mismatch);
     hjson("latency", &H_lat, S.mode != M_STREAMS);
     if (S.mode == M_STREAMS) {
         hjson("ttft", &H_ttft, 0);

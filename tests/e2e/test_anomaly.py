@@ -9,6 +9,8 @@
   memory picks up what the first learnt (merged from the first's row on its refresh).
 """
 
+import csv
+import io
 import json
 import signal
 import sys
@@ -20,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lkstack import MODEL, MODEL_ALT, Proc  # noqa: E402
+from lkstack import MODEL, MODEL_ALT, Proc, Stack, StackError, http  # noqa: E402
 
 HOLD_AT = 0.7
 POLICY = {"rules": [
@@ -33,6 +35,23 @@ TOOLS = [{"type": "function", "function": {"name": "search_docs", "description":
                                            "parameters": {"type": "object", "properties": {}}}}]
 DESTRUCTIVE = [{"type": "function", "function": {"name": "delete_database", "description": "Drop it all.",
                                                  "parameters": {"type": "object", "properties": {}}}}]
+
+
+MAX_SUBJECTS = 2  # tiny on purpose: baselines leave the policy worker's memory and come back from their rows
+
+
+@pytest.fixture(scope="module")
+def stack():
+    s = Stack(service_env={"policy": {"LUMKEY_ANOMALY_MAX_SUBJECTS": str(MAX_SUBJECTS)}})
+    try:
+        s.start()
+    except StackError as e:
+        pytest.fail(f"could not start the Lumkey stack: {e}", pytrace=False)
+    yield s
+    s.stop()
+    reports = s.sanitizer_reports()
+    assert not reports, s.redact("\n".join(f"=== {n}\n{t[:4000]}" for n, t in reports))
+    s.cleanup_dir()
 
 
 def wait_for(pred, timeout=20.0, what="condition"):
@@ -91,6 +110,27 @@ def test_every_audit_event_carries_the_score(stack):
     assert any(isinstance(e.get("anomaly"), dict) and e["request_id"] == rid for e in q["events"]), q
 
 
+def test_exports_carry_the_score(stack):
+    t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    rid = ordinary(stack, stack.client())
+    stack.wait_closing_audit(rid)
+    t1 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    # lumkeyctl: JSON lines and CSV (the object as JSON text in one cell)
+    p = stack.ctl("audit", "export", "--from", t0, "--to", t1, "--format", "jsonl", "--key", stack.key_id)
+    lines = [json.loads(x) for x in p.stdout.decode().splitlines() if json.loads(x)["request_id"] == rid]
+    assert len(lines) == 2 and all(isinstance(e["anomaly"], dict) and "score" in e["anomaly"] for e in lines)
+    p = stack.ctl("audit", "export", "--from", t0, "--to", t1, "--format", "csv", "--key", stack.key_id)
+    rows = [r for r in csv.DictReader(io.StringIO(p.stdout.decode())) if r["request_id"] == rid]
+    assert len(rows) == 2 and all(json.loads(r["anomaly"]) == lines[0]["anomaly"] for r in rows), rows
+    assert all(r["hdp"] == "" for r in rows)
+    # the edge's export endpoint
+    h = {"authorization": f"Bearer {stack.admin_token}"}
+    st, _, body = http("GET", f"{stack.admin_base}/admin/v1/audit/export?from={t0}&to={t1}&key={stack.key_id}"
+                       "&format=csv", None, h)
+    rows = [r for r in csv.DictReader(io.StringIO(body.decode())) if r["request_id"] == rid]
+    assert st == 200 and len(rows) == 2 and all(json.loads(r["anomaly"])["score"] >= 0 for r in rows), rows
+
+
 def test_hold_on_score_stops_the_sdk_call_until_approved(stack, tmp_path):
     k = key_with_policy(stack, tmp_path, "anomalous")
     client = stack.client(api_key=k["key"], timeout=120)
@@ -146,6 +186,23 @@ def test_baselines_survive_a_policy_restart(stack, tmp_path):
     assert a["n"] >= 60 and a["cold"] is False, a
     # and the learnt model mix is still there: the usual model is not a reason
     assert all(r["k"] != "model" for r in a["reasons"]), a
+
+
+def test_baselines_leave_memory_and_come_back(stack):
+    k = json.loads(stack.ctl("keys", "create", "--name", "evicted", "--format", "json").stdout)
+    client = stack.client(api_key=k["key"])
+    for _ in range(60):
+        rid = ordinary(stack, client)
+    assert anomaly_of(stack, rid)["n"] == 59
+    for i in range(3):  # other subjects push it out (it is the least recently used)
+        other = json.loads(stack.ctl("keys", "create", "--name", f"other{i}", "--format", "json").stdout)
+        ordinary(stack, stack.client(api_key=other["key"]))
+    log = stack.dir / "logs" / "policy.log"
+    wait_for(lambda: "subjects left memory" in log.read_text(errors="replace"), what="an eviction")
+    time.sleep(2.5)  # a few more ticks: the worker is back under its limit
+    rid = ordinary(stack, client)
+    a = anomaly_of(stack, rid)
+    assert a["n"] == 60 and a["cold"] is False, a  # its own row, read back
 
 
 def _try(fn):

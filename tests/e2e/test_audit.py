@@ -83,6 +83,18 @@ def test_events_carry_full_context(stack):
     assert done["prev_hash"] is not None
 
 
+def test_streamed_answer_digest_is_of_the_bytes_relayed(stack):
+    """The streamed answer's SHA-256 (fed event by event as they are relayed) is the digest of
+    exactly the SSE bytes the client received; an empty-looking or partial digest would differ."""
+    body = {"model": MODEL, "stream": True,
+            "messages": [{"role": "user", "content": marker() + " [[mock chunks=7]]"}]}
+    st, h, ans = stack.chat_raw(json.dumps(body).encode())
+    assert st == 200 and b"data: [DONE]" in ans
+    done = stack.wait_audit(h["x-request-id"], "request.completed")
+    assert done["stream"] is True
+    assert bytes(done["answer_sha256"]).hex() == hashlib.sha256(ans).hexdigest()
+
+
 def test_content_stored_only_when_the_tenant_asks(stack):
     st, doc = admin(stack, "PATCH", "/admin/v1/audit/settings", {"content": True})
     assert st == 200 and doc["content"] is True

@@ -75,11 +75,39 @@ static void first_reserve(void)
     LK_CHECK(b.data == NULL);
 }
 
+/* Released secure blocks are parked for reuse: a reused block must come back
+ * wiped, and a parked block is still guarded memory (reading past its end
+ * would fault; not exercised here). */
+static void secure_reuse_is_wiped(void)
+{
+    lk_buf_t a, b;
+    lk_buf_init(&a, 1);
+    LK_CHECK(lk_buf_append(&a, "Authorization: Bearer sk-secret-0123456789", 42) == 0);
+    uint8_t *first = a.data;
+    size_t cap = a.cap;
+    lk_buf_free(&a);
+    lk_buf_init(&b, 1);
+    LK_CHECK(lk_buf_reserve(&b, 10) == 0);
+    LK_CHECK(b.cap == cap);
+    LK_CHECK(b.data == first);             /* the parked block was reused */
+    LK_CHECK(sodium_is_zero(b.data, cap)); /* and nothing of the old secret is left */
+    /* growing releases the small block into the pool: wiped there too */
+    LK_CHECK(lk_buf_append(&b, "0123456789", 10) == 0);
+    uint8_t *small = b.data;
+    LK_CHECK(lk_buf_reserve(&b, 1000) == 0 && b.data != small);
+    lk_buf_t c;
+    lk_buf_init(&c, 1);
+    LK_CHECK(lk_buf_reserve(&c, 1) == 0 && c.data == small && sodium_is_zero(c.data, c.cap));
+    lk_buf_free(&b);
+    lk_buf_free(&c);
+}
+
 int main(void)
 {
     if (sodium_init() < 0) return 1;
     LK_RUN(plain);
     LK_RUN(secure);
     LK_RUN(first_reserve);
+    LK_RUN(secure_reuse_is_wiped);
     return LK_TEST_DONE();
 }

@@ -1090,23 +1090,9 @@ done:
     return rc;
 }
 
-static int eval_body(const lk_policy_t *p, const lk_policy_ctx_t *ctx, const char *body, size_t len,
-                     lk_policy_result_t *r, int side)
+static int eval_root(const lk_policy_t *p, const lk_policy_ctx_t *ctx, json_t *root, lk_policy_result_t *r,
+                     int side)
 {
-    if (!r) return -1;
-    memset(r, 0, sizeof *r);
-    r->est_microusd = -1;
-    if (!p || !ctx || !body) {
-        snprintf(r->message, sizeof r->message, "no policy, context or body");
-        return -1;
-    }
-    json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
-    if (!root) {
-        snprintf(r->message, sizeof r->message, "body is not valid JSON (line %d, column %d): %.150s",
-                 je.line, je.column, je.text);
-        return -1;
-    }
     view_t v = {0};
     char why[200];
     int rc = side == ON_REQUEST ? view_request(&v, ctx->api, root, why, sizeof why)
@@ -1117,7 +1103,6 @@ static int eval_body(const lk_policy_t *p, const lk_policy_ctx_t *ctx, const cha
         snprintf(r->message, sizeof r->message, "%s", why);
     }
     view_free(&v);
-    json_decref(root);
     if (rc != 0) {
         char m[256];
         snprintf(m, sizeof m, "%s", r->message);
@@ -1145,6 +1130,41 @@ int lk_policy_request_tools(lk_api_t api, const char *body, size_t len,
     view_free(&v);
     json_decref(root);
     return rc == 0 ? 0 : -1;
+}
+
+static int eval_start(const lk_policy_t *p, const lk_policy_ctx_t *ctx, const void *in, lk_policy_result_t *r)
+{
+    if (!r) return -1;
+    memset(r, 0, sizeof *r);
+    r->est_microusd = -1;
+    if (!p || !ctx || !in) {
+        snprintf(r->message, sizeof r->message, "no policy, context or body");
+        return -1;
+    }
+    return 0;
+}
+
+static int eval_body(const lk_policy_t *p, const lk_policy_ctx_t *ctx, const char *body, size_t len,
+                     lk_policy_result_t *r, int side)
+{
+    if (eval_start(p, ctx, body, r) != 0) return -1;
+    json_error_t je;
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (!root) {
+        snprintf(r->message, sizeof r->message, "body is not valid JSON (line %d, column %d): %.150s",
+                 je.line, je.column, je.text);
+        return -1;
+    }
+    int rc = eval_root(p, ctx, root, r, side);
+    json_decref(root);
+    return rc;
+}
+
+int lk_policy_eval_answer_json(const lk_policy_t *p, const lk_policy_ctx_t *ctx, json_t *root,
+                               lk_policy_result_t *r)
+{
+    if (eval_start(p, ctx, root, r) != 0) return -1;
+    return eval_root(p, ctx, root, r, ON_ANSWER);
 }
 
 int lk_policy_eval_request(const lk_policy_t *p, const lk_policy_ctx_t *ctx, const char *body, size_t len,

@@ -132,6 +132,11 @@ int lk_policy_eval_request(const lk_policy_t *p, const lk_policy_ctx_t *ctx, con
 /* Answer side, whole (non-streamed) answer body. Same return convention. */
 int lk_policy_eval_answer(const lk_policy_t *p, const lk_policy_ctx_t *ctx, const char *body, size_t len,
                           lk_policy_result_t *r);
+/* The same, on an answer the caller has already parsed (the edge parses each
+ * answer once, for its usage and for policy). root is read, and may be
+ * modified by redaction: the caller uses r->body, then json_decref(root). */
+int lk_policy_eval_answer_json(const lk_policy_t *p, const lk_policy_ctx_t *ctx, json_t *root,
+                               lk_policy_result_t *r);
 
 /* Answer side, streamed. Feed every SSE event in order (event name may be
  * NULL/empty; data is the event's data field without the trailing newline).

@@ -326,6 +326,15 @@ static void test_json(void)
              strcmp(json_string_value(json_object_get(json_array_get(json_object_get(j, "reasons"), 0), "v")),
                     "ab\xc3\xa9???") == 0);
     json_decref(j);
+    /* overlong forms, surrogates, beyond U+10FFFF (found by fuzz_anomaly) */
+    snprintf(s.reasons[0].v, sizeof s.reasons[0].v, "%s",
+             "\xe0\x8a\x8a|\xed\xa0\x80|\xf0\x80\x80\x80|\xf4\x90\x80\x80|\xe2\x82\xac");
+    n = pa_score_json(&s, buf, sizeof buf);
+    j = json_loadb(buf, n, 0, NULL);
+    LK_CHECK(j &&
+             strcmp(json_string_value(json_object_get(json_array_get(json_object_get(j, "reasons"), 0), "v")),
+                    "???|???|????|????|\xe2\x82\xac") == 0);
+    json_decref(j);
     /* features from bodies of every API */
     const char *chat =
         "{\"model\":\"m\",\"max_tokens\":100,\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
@@ -357,6 +366,25 @@ static void test_json(void)
     LK_CHECK(r.n_tools == 0 && r.prompt_bytes == 8);
 }
 
+static void test_eviction(void)
+{
+    setenv("LUMKEY_ANOMALY_MAX_SUBJECTS", "100", 1);
+    pa_engine_t *e = pa_new(NULL, "test");
+    unsetenv("LUMKEY_ANOMALY_MAX_SUBJECTS");
+    char key[32];
+    pa_request_t r = {.tenant = "t", .model = "m", .now_ms = T0};
+    pa_score_t s;
+    for (int i = 0; i < 150; i++) {
+        snprintf(key, sizeof key, "key_%d", i);
+        r.key_id = key;
+        pa_score(e, &r, &s);
+    }
+    LK_CHECK(pa_subjects(e) == 150);
+    pa_evict(e); /* without a database nothing is ever written: all stay dirty, none may go */
+    LK_CHECK(pa_subjects(e) == 150);
+    pa_free(&e);
+}
+
 int main(void)
 {
     LK_RUN(test_replay_false_positives);
@@ -364,5 +392,6 @@ int main(void)
     LK_RUN(test_cold_start);
     LK_RUN(test_state_blobs);
     LK_RUN(test_json);
+    LK_RUN(test_eviction);
     return LK_TEST_DONE();
 }
