@@ -213,9 +213,12 @@ static int parse_cmp(cur_t *c, scim_cmp_t *cmp, int depth, char *err, size_t cap
             set_err(err, cap, "The filter value must be a JSON string of at most %d bytes.", SCIM_VALUE_MAX);
             return -1;
         }
-    } else if (word_is(c, "true") || word_is(c, "false")) {
+    } else if (word_is(c, "true")) {
         cmp->kind = SCIM_V_BOOL;
-        cmp->b = c->p[-1] == 'e' && (c->p[-2] == 'u' || c->p[-2] == 'U');
+        cmp->b = 1;
+    } else if (word_is(c, "false")) {
+        cmp->kind = SCIM_V_BOOL;
+        cmp->b = 0;
     } else if (word_is(c, "null")) {
         cmp->kind = SCIM_V_NULL;
     } else {
