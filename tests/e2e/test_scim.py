@@ -4,6 +4,7 @@ filters, capitalised ops and string booleans), deactivate, DELETE, groups and me
 errors in SCIM's shape, authentication by an admin token of role scim, tenant scoping.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -262,6 +263,11 @@ def test_authentication_and_roles(sso):
     r = requests.get(f"{sso.admin_base}/admin/v1/keys", headers={"Authorization": f"Bearer {sso._scim_token}"},
                      timeout=10)
     assert r.status_code == 403
+    # lumkeyctl makes SCIM tokens too
+    p = sso.stack.ctl("tokens", "create", "--name", "ctl-scim", "--role", "scim")
+    m = re.search(r"lk_adm_[0-9A-Za-z]+", p.stdout.decode())
+    assert m, "lumkeyctl printed no token"
+    assert sso.scim("GET", "/Users", token=m.group(0)).status_code == 200
     # discovery documents
     r = sso.scim("GET", "/ServiceProviderConfig")
     assert r.status_code == 200 and r.json()["patch"]["supported"] is True and r.json()["filter"]["supported"]

@@ -369,3 +369,31 @@ def test_no_secret_in_logs(sso):
     logs += (sso.stack.dir / "oidcmock.log").read_text(errors="replace")
     leaked = [i for i, s in enumerate(secrets) if s and s in logs]
     assert leaked == [], f"secrets #{leaked} appear in the logs"
+
+
+def test_idle_and_absolute_expiry(sso):
+    user, claims = person(sso, "admin")
+    idle = sso.sign_in(claims)
+    absolute = sso.sign_in(claims)
+    assert idle.session_info().status_code == 200 and absolute.session_info().status_code == 200
+    ids = {}
+    for si in (idle, absolute):
+        ids[si] = si.session_info().json()["csrf_token"]
+    with sso.stack.db().cursor() as cur:
+        # 31 minutes without a request (idle timeout 30 min), and past the 8 h lifetime
+        cur.execute("UPDATE sso_sessions SET last_seen_at = now() - interval '31 minutes' WHERE csrf = %s",
+                    (ids[idle],))
+        cur.execute("UPDATE sso_sessions SET expires_at = now() - interval '1 second' WHERE csrf = %s",
+                    (ids[absolute],))
+    assert idle.session_info().status_code == 401
+    assert absolute.get("/admin/v1/keys").status_code == 401
+    # a session in use stays valid: each request moves last_seen_at
+    fresh = sso.sign_in(claims)
+    csrf = fresh.session_info().json()["csrf_token"]
+    with sso.stack.db().cursor() as cur:
+        cur.execute("UPDATE sso_sessions SET last_seen_at = now() - interval '29 minutes' WHERE csrf = %s", (csrf,))
+    assert fresh.session_info().status_code == 200
+    with sso.stack.db().cursor() as cur:
+        cur.execute("SELECT last_seen_at > now() - interval '1 minute' AS moved FROM sso_sessions WHERE csrf = %s",
+                    (csrf,))
+        assert cur.fetchone()["moved"] is True
