@@ -27,13 +27,28 @@ def sso():
         k.start()
     except Exception as e:  # noqa: BLE001
         pytest.fail(f"could not start the SSO stack: {e}", pytrace=False)
+    reports = []
     try:
         yield k
     finally:
         k.configure(mode="ok")
         k.stop()
-        if not k.stack.sanitizer_reports():
+        reports = k.stack.sanitizer_reports()
+        if not reports:
             k.stack.cleanup_dir()
+    if reports:
+        pytest.fail("sanitizer reports at teardown:\n" + k.redact(
+            "\n".join(f"=== {name}\n{text[:4000]}" for name, text in reports)), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _still_healthy(sso):
+    """After every test: no process of the stack died, no sanitizer report (ASan builds)."""
+    yield
+    dead = sso.stack.dead_processes()
+    reports = sso.stack.sanitizer_reports(mark_seen=True)
+    assert not dead, f"processes died: {dead}"
+    assert not reports, sso.redact("\n".join(f"=== {n}\n{t[:4000]}" for n, t in reports))
 
 
 _n = [0]
