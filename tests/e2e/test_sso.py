@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oidcmock"))
 
-from ssokit import SsoStack, parse_set_cookies, query  # noqa: E402
+from ssokit import SsoStack, parse_set_cookies, query, wait_for  # noqa: E402
 
 import requests  # noqa: E402
 
@@ -412,3 +412,60 @@ def test_idle_and_absolute_expiry(sso):
         cur.execute("SELECT last_seen_at > now() - interval '1 minute' AS moved FROM sso_sessions WHERE csrf = %s",
                     (csrf,))
         assert cur.fetchone()["moved"] is True
+
+
+HOLD_POLICY = {"rules": [{"id": "wire-transfers", "when": {"text": {"regex": ["(?i)wire transfer"]}},
+                          "action": "hold", "message": "Payments need a human."}]}
+
+
+def test_an_approver_session_decides_a_held_sdk_call_but_not_its_own(sso, tmp_path):
+    """An official-SDK call is held; its own user (an approver) cannot approve it (403 self_approval);
+    another approver approves through the session, with CSRF: the SDK gets its answer; audited."""
+    import json
+    import threading
+
+    s = sso.stack
+    requester, rclaims = person(sso, "approver")
+    approver, aclaims = person(sso, "approver")
+    f = tmp_path / "hold.json"
+    f.write_text(json.dumps(HOLD_POLICY))
+    pol = json.loads(s.ctl("policy", "create", "--name", "sso-holds", "--file", str(f), "--format", "json").stdout)
+    key = json.loads(s.ctl("keys", "create", "--name", "payer", "--user", rclaims["email"], "--policy", pol["id"],
+                           "--format", "json").stdout)
+    out = {}
+
+    def call():
+        try:
+            c = s.client(api_key=key["key"], max_retries=0, timeout=60)
+            out["value"] = c.chat.completions.create(
+                model="mock-gpt", messages=[{"role": "user", "content": "please send a wire transfer of $900"}])
+        except Exception as e:  # noqa: BLE001
+            out["error"] = e
+
+    t = threading.Thread(target=call)
+    t.start()
+    mine = sso.sign_in(rclaims)
+    other = sso.sign_in(aclaims)
+
+    def pending():
+        r = other.get("/admin/v1/holds")
+        assert r.status_code == 200
+        return [h for h in r.json()["data"] if h["status"] == "pending"]
+
+    holds = wait_for(pending, timeout=20)
+    assert holds, "no pending hold"
+    hid = holds[0]["id"]
+    assert t.is_alive(), "the SDK call returned while held"
+    csrf_mine = mine.session_info().json()["csrf_token"]
+    r = mine.send("POST", f"/admin/v1/holds/{hid}/approve", csrf=csrf_mine, json={"reason": "mine"})
+    assert r.status_code == 403, r.text
+    csrf = other.session_info().json()["csrf_token"]
+    r = other.send("POST", f"/admin/v1/holds/{hid}/approve", json={"reason": "ok"})  # no CSRF token
+    assert r.status_code == 403 and error_code(r) == "csrf_failed"
+    r = other.send("POST", f"/admin/v1/holds/{hid}/approve", csrf=csrf, origin=sso.admin_base, json={"reason": "ok"})
+    assert r.status_code == 200, r.text
+    t.join(30)
+    assert "error" not in out, out.get("error")
+    assert out["value"].choices[0].message.content
+    row = s.wait_audit(r.headers["x-request-id"], "admin.holds.approve")
+    assert row["key_id"] == approver["id"] and row["user_id"] == aclaims["email"] and row["rule_id"] == hid
