@@ -78,6 +78,8 @@ static const route_t ROUTES[] = {
     {"/admin/v1/holds/", "hold_", "", "GET", "holds.get", EDGE_SVC_APPROVAL, 0, 0, "approver"},
     {"/admin/v1/holds/", "hold_", "/approve", "POST", "holds.approve", EDGE_SVC_APPROVAL, 0, 0, "approver"},
     {"/admin/v1/holds/", "hold_", "/reject", "POST", "holds.reject", EDGE_SVC_APPROVAL, 0, 0, "approver"},
+    {"/admin/v1/sso/status", NULL, NULL, "GET", "sso.status", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/sso/users", NULL, NULL, "GET", "sso.users", EDGE_SVC_VAULT, 0, 0, "admin"},
     /* SCIM 2.0 (issue 11): role scim only, Bearer only, answers and errors in SCIM's shape (edge_scim) */
     {"/scim/v2/Users", NULL, NULL, "POST", "scim.users.create", EDGE_SVC_VAULT, 1, 0, "scim"},
     {"/scim/v2/Users", NULL, NULL, "GET", "scim.users.list", EDGE_SVC_VAULT, 0, 0, "scim"},
@@ -282,6 +284,18 @@ static void on_admin_rep(void *data, const lk_msg_t *reply)
         if (status == 200 && strstr(a->route->op, ".delete")) status = 204;
         edge_scim_send(a->req, status, a->rid, body, len);
         return;
+    }
+    if (status == 200 && strcmp(a->route->op, "sso.status") == 0) { /* plus the edge's own OIDC settings */
+        json_t *j = json_loadb(body, len, 0, NULL);
+        if (json_is_object(j)) {
+            json_object_set_new(j, "oidc", edge_auth_status());
+            char *txt = json_dumps(j, JSON_COMPACT);
+            if (txt) edge_http_send_json(a->req, status, a->rid, txt, strlen(txt));
+            free(txt);
+            json_decref(j);
+            if (txt) return;
+        }
+        json_decref(j);
     }
     if (a->route->secret_answer)
         edge_http_send_json_secret(a->req, status, a->rid, body, len);

@@ -118,6 +118,14 @@ void edge_auth_init(void)
     lk_log_info("SSO enabled: issuer %s, client %s", g_auth.issuer, g_auth.client_id);
 }
 
+json_t *edge_auth_status(void)
+{
+    if (!g_auth.enabled) return json_pack("{s:b}", "enabled", 0);
+    return json_pack("{s:b,s:s,s:s,s:s,s:b,s:I}", "enabled", 1, "issuer", g_auth.issuer, "client_id",
+                     g_auth.client_id, "redirect_uri", g_auth.redirect_uri, "discovered", g_auth.discovered,
+                     "jwks_keys", (json_int_t)edge_jwks_count(g_auth.jwks));
+}
+
 void edge_auth_shutdown(void)
 {
     edge_jwks_free(&g_auth.jwks);
@@ -370,7 +378,7 @@ static void fetch_cancel(fetch_t *f)
 
 typedef enum { A_LOGIN, A_CALLBACK, A_SESSION, A_LOGOUT } akind_t;
 
-typedef struct {
+typedef struct auth {
     h2o_req_t *req;
     akind_t kind;
     char rid[LK_RID_LEN + 1];
@@ -383,6 +391,7 @@ typedef struct {
     char *id_token; /* malloc; from the token response */
     int jwks_tried;
     char tenant[128], actor[80], session_id[80];
+    void (*after_discovery)(struct auth *a);
 } auth_t;
 
 static void on_auth_dispose(void *p)
@@ -442,8 +451,6 @@ static void add_cookie(h2o_req_t *req, const char *fmt, ...)
 
 /* ------------------------------------------------------------ discovery -- */
 
-static void (*after_discovery[4])(auth_t *);
-
 static void on_discovery(void *data, int status, const char *body, size_t len, const char *err)
 {
     auth_t *a = data;
@@ -469,7 +476,7 @@ static void on_discovery(void *data, int status, const char *body, size_t len, c
     snprintf(g_auth.jwks_uri, 512, "%s", ju);
     g_auth.discovered = 1;
     json_decref(doc);
-    after_discovery[a->kind](a);
+    a->after_discovery(a);
 }
 
 static void with_discovery(auth_t *a, void (*next)(auth_t *))
@@ -478,7 +485,7 @@ static void with_discovery(auth_t *a, void (*next)(auth_t *))
         next(a);
         return;
     }
-    after_discovery[a->kind] = next;
+    a->after_discovery = next;
     char url[600];
     size_t il = strlen(g_auth.issuer);
     snprintf(url, sizeof url, "%.*s/.well-known/openid-configuration",

@@ -23,6 +23,10 @@
 void edge_auth_init(void);
 void edge_auth_shutdown(void);
 
+/* {"enabled", "issuer", "client_id", "redirect_uri", "discovered", "jwks_keys"} (never the secret). */
+#include <jansson.h>
+json_t *edge_auth_status(void);
+
 /* /auth/... on the admin listener. */
 int edge_auth_on_req(h2o_handler_t *handler, h2o_req_t *req);
 

@@ -281,6 +281,67 @@ static int sso_logout(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_
     return vault_admin_reply_json(rep, scratch, LK_ST_OK, json_pack("{s:b}", "ok", 1));
 }
 
+/* sso.status (role admin): the mapping and lifetimes the vault applies, and counts for the tenant. */
+static int sso_status(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->tenant);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_query(
+        self->db,
+        "SELECT (SELECT count(*) FROM scim_users WHERE tenant_id = $1::text), "
+        "(SELECT count(*) FROM scim_users WHERE tenant_id = $1::text AND active), "
+        "(SELECT count(*) FROM scim_groups WHERE tenant_id = $1::text), "
+        "(SELECT count(*) FROM sso_sessions WHERE tenant_id = $1::text AND expires_at > now() AND "
+        "last_seen_at > now() - make_interval(secs => idle_s))",
+        &p, &res);
+    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
+    json_t *out = json_pack(
+        "{s:o,s:I,s:I,s:I,s:I,s:I,s:I}", "group_roles", json_loads(g_id.role_map, 0, NULL), "session_ttl_s",
+        (json_int_t)g_id.ttl_s, "session_idle_s", (json_int_t)g_id.idle_s, "users",
+        (json_int_t)lk_db_i64(res, 0, 0), "active_users", (json_int_t)lk_db_i64(res, 0, 1), "groups",
+        (json_int_t)lk_db_i64(res, 0, 2), "active_sessions", (json_int_t)lk_db_i64(res, 0, 3));
+    PQclear(res);
+    return vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
+}
+
+/* sso.users (role admin): who can sign in, with the role their groups give them now. Never a session. */
+static json_t *sso_user_row(PGresult *res, int i)
+{
+    json_t *role = lk_db_is_null(res, i, 5) ? json_null() : json_string(PQgetvalue(res, i, 5));
+    return json_pack("{s:s,s:s,s:s,s:s,s:b,s:o,s:I,s:s}", "id", PQgetvalue(res, i, 0), "user_name",
+                     PQgetvalue(res, i, 1), "display_name", PQgetvalue(res, i, 2), "email",
+                     PQgetvalue(res, i, 3), "active", lk_db_bool(res, i, 4), "role", role, "active_sessions",
+                     (json_int_t)lk_db_i64(res, i, 6), "created_at", PQgetvalue(res, i, 7));
+}
+
+static int sso_users(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+{
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->tenant);
+    lk_db_param_cstr(&p, g_id.role_map);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_query(
+        self->db,
+        "SELECT u.id, u.user_name, u.display_name, u.email, u.active, " ROLE_SQL(
+            "u.id",
+            "2") ", "
+                 "(SELECT count(*) FROM sso_sessions s WHERE s.user_id = u.id AND s.expires_at > now() AND "
+                 "s.last_seen_at > now() - make_interval(secs => s.idle_s)), " TS(
+                     "u.created_at") " "
+                                     "FROM scim_users u WHERE u.tenant_id = $1::text ORDER BY "
+                                     "lower(u.user_name) LIMIT 1000",
+        &p, &res);
+    if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
+    json_t *list = json_array();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_array_append_new(list, sso_user_row(res, i));
+    PQclear(res);
+    return vault_admin_reply_json(rep, scratch, LK_ST_OK, json_pack("{s:o}", "data", list));
+}
+
 /* ----------------------------------------------------------------- SCIM -- */
 
 static int scim_error(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *scim_type,
@@ -847,6 +908,13 @@ int vault_identity_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
     identity_init();
     if (lk_str_eq(q->op, "sso.login")) return sso_login(self, q, rep, scratch);
     if (lk_str_eq(q->op, "sso.logout")) return sso_logout(self, q, rep, scratch);
+    if (lk_str_eq(q->op, "sso.status") || lk_str_eq(q->op, "sso.users")) {
+        if (!lk_str_eq(q->role, "admin"))
+            return reply_refusal(rep, scratch, LK_ST_FORBIDDEN, "insufficient_role",
+                                 "This operation needs role admin.");
+        return lk_str_eq(q->op, "sso.status") ? sso_status(self, q, rep, scratch)
+                                              : sso_users(self, q, rep, scratch);
+    }
     if (q->op.len > 5 && memcmp(q->op.ptr, "scim.", 5) == 0) {
         if (!lk_str_eq(q->role, "scim"))
             return scim_error(rep, scratch, LK_ST_FORBIDDEN, NULL, "SCIM needs an admin token of role scim.");

@@ -469,3 +469,29 @@ def test_an_approver_session_decides_a_held_sdk_call_but_not_its_own(sso, tmp_pa
     assert out["value"].choices[0].message.content
     row = s.wait_audit(r.headers["x-request-id"], "admin.holds.approve")
     assert row["key_id"] == approver["id"] and row["user_id"] == aclaims["email"] and row["rule_id"] == hid
+
+
+def test_sso_status_and_users_for_admins(sso):
+    import json
+
+    user, claims = person(sso, "auditor")
+    si = sso.sign_in(claims)
+    r = requests.get(f"{sso.admin_base}/admin/v1/sso/status",
+                     headers={"Authorization": f"Bearer {sso.stack.admin_token}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["oidc"]["enabled"] is True and j["oidc"]["issuer"] == sso.issuer
+    assert j["oidc"]["client_id"] == sso.client_id and j["oidc"]["jwks_keys"] == 2
+    assert j["group_roles"] == {"Lumkey Admins": "admin", "Lumkey Approvers": "approver",
+                                "Lumkey Auditors": "auditor"}
+    assert j["session_ttl_s"] == 8 * 3600 and j["session_idle_s"] == 1800
+    assert j["active_sessions"] >= 1 and j["users"] >= j["active_users"] >= 1
+    assert sso._client_secret not in r.text
+    out = sso.stack.ctl("sso", "users", "--format", "json").stdout.decode()
+    rows = {u["id"]: u for u in json.loads(out)["data"]}
+    assert rows[user["id"]]["role"] == "auditor" and rows[user["id"]]["active_sessions"] == 1
+    assert si.session not in out
+    text = sso.stack.ctl("sso", "status").stdout.decode()
+    assert sso.issuer in text and "Lumkey Approvers" in text
+    # admins only
+    assert si.get("/admin/v1/sso/users").status_code == 403
