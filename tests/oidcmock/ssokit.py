@@ -48,7 +48,11 @@ def start_oidcmock(client_id: str, client_secret: str, workdir: Path):
 
 
 class SsoStack:
-    def __init__(self, **stack_kwargs):
+    """host: the admin host name browsers use ("localhost" for Chromium: Secure cookies are
+    accepted on http://localhost); the redirect URI is built with it."""
+
+    def __init__(self, host: str = "127.0.0.1", **stack_kwargs):
+        self.host = host
         self.client_id = "lumkey-console"
         self._client_secret = "cs-" + secrets.token_urlsafe(24)
         self.stack = Stack(**stack_kwargs)
@@ -67,6 +71,7 @@ class SsoStack:
                 "LUMKEY_OIDC_CLIENT_ID": self.client_id,
                 "LUMKEY_OIDC_CLIENT_SECRET_FILE": str(s.dir / "oidc-client-secret"),
                 "LUMKEY_OIDC_REDIRECT_URI": f"{self.admin_base}/auth/callback",
+                "LUMKEY_ADMIN_ORIGIN": self.admin_base,
             }
             s.service_env.setdefault("edge", {}).update(edge_env)
             s.kill_service("edge", signal.SIGTERM)
@@ -92,7 +97,9 @@ class SsoStack:
 
     @property
     def admin_base(self) -> str:
-        return self.stack.admin_base
+        """The admin listener as browsers reach it (http://<host>:<port>)."""
+        port = self.stack.admin_addr.rsplit(":", 1)[1]
+        return f"http://{self.host}:{port}"
 
     def secrets(self) -> list[str]:
         return [self._scim_token, self._client_secret] + self.stack.secrets()
@@ -242,3 +249,46 @@ def wait_for(pred, timeout: float = 10.0, interval: float = 0.2):
 
 def query(url: str) -> dict:
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+
+
+def main() -> int:
+    """python tests/oidcmock/ssokit.py [--host localhost] [--user NAME:ROLE ...]
+
+    Starts oidcmock and a Lumkey stack with SSO, provisions the users (SCIM; role admin, approver,
+    auditor or none), prints one JSON line (admin_base, issuer, api_base, openai_base_url, the
+    users' claims, and secrets for the test process: admin_token, scim_token, key) and keeps
+    running until stdin closes (or SIGTERM). For browser tests (lk-console's Playwright suite):
+    POST {issuer}/_mock/config {"user": <claims>} picks who the next sign-in is."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="localhost")
+    ap.add_argument("--user", action="append", default=[], help="user_name:role")
+    a = ap.parse_args()
+    kit = SsoStack(host=a.host)
+    kit.start()
+    try:
+        users = {}
+        for spec in a.user or ["admin@example.com:admin", "approver@example.com:approver",
+                               "auditor@example.com:auditor"]:
+            name, _, role = spec.rpartition(":")
+            sub = "00u-" + name.split("@")[0]
+            u = kit.provision(name, role if role != "none" else None, sub=sub)
+            users[name] = {"id": u["id"], "role": role,
+                           "claims": {"sub": sub, "email": name, "preferred_username": name, "name": name}}
+        if users:
+            kit.configure(user=next(iter(users.values()))["claims"])
+        s = kit.stack
+        print(json.dumps({"admin_base": kit.admin_base, "issuer": kit.issuer, "api_base": s.api_base,
+                          "openai_base_url": s.openai_base_url, "users": users, "admin_token": s.admin_token,
+                          "scim_token": kit._scim_token, "key": s.key, "dir": str(s.dir)}), flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        sys.stdin.read()
+    finally:
+        kit.stop()
+        kit.stack.cleanup_dir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
