@@ -117,7 +117,7 @@ typedef struct {
 
 typedef struct {
     lk_str_t tenant;
-    lk_str_t role; /* "admin", "approver", "auditor", "scim" */
+    lk_str_t role;     /* "admin", "approver", "auditor", "scim" */
     lk_str_t token_id; /* the actor: admin token id, or the SSO user id ("usr_...") for a session */
     /* an SSO session (token "lks_..."; issue 11): empty / 0 for admin tokens */
     lk_str_t via;        /* "session" (empty: an admin token) */
