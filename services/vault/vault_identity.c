@@ -190,7 +190,7 @@ static int sso_login(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_b
                  "FROM scim_users WHERE external_id = $1::text OR ($2::text <> '' AND (lower(user_name) = "
                  "lower($2::text) OR lower(email) = lower($2::text))) OR ($3::text <> '' AND "
                  "lower(user_name) = "
-                 "lower($3::text))) u ORDER BY u.prio LIMIT 2",
+                 "lower($3::text))) u ORDER BY u.prio LIMIT 10",
         &p, &res);
     json_decref(body);
     if (rc != LK_DB_OK) return vault_admin_reply_db(rep, scratch, rc, "");
@@ -201,7 +201,14 @@ static int sso_login(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_b
                             "administrator to assign you the Lumkey application).");
         goto cleanup;
     }
-    if (n == 2 && lk_db_i64(res, 0, 4) == lk_db_i64(res, 1, 4)) {
+    /* the best match must be unique, and no other tenant may hold a matching user at all: an identity
+     * never lands silently in another tenant than the one it was provisioned in */
+    int ambiguous = 0;
+    for (int i = 1; i < n; i++)
+        if (lk_db_i64(res, i, 4) == lk_db_i64(res, 0, 4) ||
+            strcmp(PQgetvalue(res, i, 1), PQgetvalue(res, 0, 1)) != 0)
+            ambiguous = 1;
+    if (ambiguous) {
         ret = reply_refusal(rep, scratch, LK_ST_FORBIDDEN, "ambiguous_user",
                             "This identity matches more than one Lumkey user; sign-in refused.");
         goto cleanup;

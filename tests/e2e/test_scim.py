@@ -320,3 +320,25 @@ def test_tenant_scoping_and_audit(sso):
     assert si.callback.status_code == 403 and si.callback.json()["error"]["code"] == "ambiguous_user"
     si = sso.sign_in({"sub": "ext-scoped-not", "email": "other@example.com", "preferred_username": "x"})
     assert si.callback.status_code == 403
+
+
+def test_an_identity_never_lands_in_another_tenant(sso):
+    """Tenant acme's SCIM client makes a user whose externalId is the sub of a default-tenant admin:
+    that admin's sign-in is refused (ambiguous), never silently placed in acme."""
+    s = sso.stack
+    with s.db().cursor() as cur:
+        cur.execute("INSERT INTO tenants (id, name) VALUES ('other', 'Other') ON CONFLICT DO NOTHING")
+    admin = s.run_tool("vault", ["--bootstrap-admin", "--tenant", "other"]).stdout.decode().strip().splitlines()[-1]
+    r = requests.post(f"{s.admin_base}/admin/v1/tokens", json={"name": "other-scim", "role": "scim"},
+                      headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+    other_scim = r.json()["token"]
+    victim = sso.provision("victim@example.com", "admin", sub="00u-victim")
+    claims = {"sub": "00u-victim", "email": "victim@example.com"}
+    si = sso.sign_in(claims)
+    assert si.session and si.session_info().json()["tenant"] == "default"
+    r = sso.scim("POST", "/Users", okta_user("squatter@other.example", "00u-victim"), token=other_scim)
+    assert r.status_code == 201
+    si = sso.sign_in(claims)
+    assert si.callback.status_code == 403 and si.callback.json()["error"]["code"] == "ambiguous_user"
+    assert si.session is None
+    assert victim["id"]
