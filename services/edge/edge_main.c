@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "edge.h"
+#include "edge_console.h"
 #include "edge_http.h"
 #include "edge_metrics.h"
 #include "edge_slack.h"
@@ -164,8 +165,11 @@ int main(int argc, char **argv)
                                          {"/approvals/v1/links/", edge_links_on_req},
                                          HEALTH_ROUTES,
                                          {NULL, NULL}};
-    static const route_t ADMIN_ROUTES[] = {
-        {"/admin/", edge_admin_on_req}, {"/metrics", edge_metrics_on_req}, HEALTH_ROUTES, {NULL, NULL}};
+    static const route_t ADMIN_ROUTES[] = {{"/admin/", edge_admin_on_req},
+                                           {"/metrics", edge_metrics_on_req},
+                                           {"/console", edge_console_on_req},
+                                           HEALTH_ROUTES,
+                                           {NULL, NULL}};
     init_listener(&api, edge.loop, entity_limit, API_ROUTES);
     init_listener(&admin, edge.loop, entity_limit, ADMIN_ROUTES);
 
