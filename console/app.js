@@ -116,10 +116,11 @@
     return data;
   }
 
-  /* Runs fn; shows an ApiError in the banner (and returns undefined). */
-  async function guarded(fn) {
+  /* Runs fn; shows an ApiError in the banner (and returns undefined). The banner is cleared first
+   * unless keep (background refreshes keep the last action's message). */
+  async function guarded(fn, keep) {
     try {
-      banner('');
+      if (!keep) banner('');
       return await fn();
     } catch (e) {
       banner(e instanceof ApiError ? e.describe() : String(e));
@@ -255,7 +256,7 @@
   async function holdDetail(id) {
     const v = view();
     v.appendChild(h('p', {}, h('a', { href: '#/holds' }, '← Held requests')));
-    const hold = await guarded(() => api('GET', '/admin/v1/holds/' + encodeURIComponent(id)));
+    const hold = await guarded(() => api('GET', '/admin/v1/holds/' + encodeURIComponent(id)), true);
     if (!hold) return;
     v.appendChild(h('h1', {}, 'Hold ', h('span.mono', {}, hold.id), ' ', badge(hold.status)));
     const panel = h('div.panel', {}, fields(hold, ['status', 'kind', 'key_id', 'user', 'agent', 'model',
@@ -320,7 +321,7 @@
     const v = view();
     v.appendChild(h('h1', {}, 'Keys'));
     if (!can('admin')) { v.appendChild(needNote('admin')); return; }
-    const policies = (await guarded(() => api('GET', '/admin/v1/policies'))) || { data: [] };
+    const policies = (await guarded(() => api('GET', '/admin/v1/policies'), true)) || { data: [] };
     const policySelect = (cur) => h('select', { name: 'policy' }, h('option', { value: '' }, '(tenant default)'),
       (policies.data || []).map((p) => h('option', { value: p.id, selected: p.id === cur }, `${p.name} (${p.id})`)));
     const form = h('form.inline.panel', { id: 'key-create' },
@@ -353,7 +354,7 @@
       refresh();
     });
     async function refresh() {
-      const data = await guarded(() => api('GET', '/admin/v1/keys'));
+      const data = await guarded(() => api('GET', '/admin/v1/keys'), true);
       if (!data) return;
       clear(box).appendChild(table([
         { title: 'Key', get: (r) => h('span.mono', {}, r.id) },
@@ -419,7 +420,7 @@
     if (!can('admin')) { v.appendChild(needNote('admin')); return; }
     v.appendChild(h('p.muted', {}, 'Credentials are sealed by the vault; only a fingerprint (the last characters) is ever shown. ' +
       'Add or replace them with lumkeyctl (the secret is read from stdin, never typed into a page).'));
-    const data = await guarded(() => api('GET', '/admin/v1/providers'));
+    const data = await guarded(() => api('GET', '/admin/v1/providers'), true);
     if (!data) return;
     v.appendChild(table([
       { title: 'Provider', get: (r) => h('span.mono', {}, r.id) },
@@ -441,7 +442,7 @@
     const v = view();
     v.appendChild(h('h1', {}, 'Policies'));
     if (!can('admin')) { v.appendChild(needNote('admin')); return; }
-    const data = await guarded(() => api('GET', '/admin/v1/policies'));
+    const data = await guarded(() => api('GET', '/admin/v1/policies'), true);
     if (data) {
       v.appendChild((data.data || []).length ? table([
         { title: 'Policy', get: (r) => h('span.mono', {}, r.id) },
@@ -502,7 +503,7 @@
     const v = view();
     v.appendChild(h('p', {}, h('a', { href: '#/policies' }, '← Policies')));
     if (!can('admin')) { v.appendChild(needNote('admin')); return; }
-    const pol = await guarded(() => api('GET', '/admin/v1/policies/' + encodeURIComponent(id)));
+    const pol = await guarded(() => api('GET', '/admin/v1/policies/' + encodeURIComponent(id)), true);
     if (!pol) return;
     const stored = JSON.stringify(pol.document, null, 2);
     v.appendChild(h('h1', {}, pol.name, ' ', h('span.muted', {}, `${pol.id} · version ${pol.version}`)));
@@ -511,7 +512,9 @@
     const edit = h('div.panel', {}, h('h2', {}, 'Document'), doc, h('div.actions', {},
       h('button', { type: 'button', id: 'policy-validate', onclick: async () => {
         const r = await guarded(() => api('POST', '/admin/v1/policies/validate', { document: doc.value }));
-        out.textContent = r ? `Valid: ${r.rules} request rule(s), ${r.answer_rules} answer rule(s).` : 'Not valid (see above).';
+        let n = '?';
+        try { n = (JSON.parse(doc.value).rules || []).length; } catch (e) { /* the server said valid */ }
+        out.textContent = r ? `Valid: ${n} rule(s)${r.answer_rules ? ', with answer rules' : ''}.` : 'Not valid (see above).';
       } }, 'Validate'),
       h('button', { type: 'button', id: 'policy-compare', onclick: () => {
         const d = lineDiff(stored, doc.value).filter((l) => l.t !== ' ');
@@ -530,7 +533,7 @@
         if (r) out.textContent = JSON.stringify(r, null, 2);
       } }, 'Run test')));
     v.append(h('div.grid2', {}, edit, h('div', {}, test, h('div.panel', {}, h('h2', {}, 'Result'), out))));
-    const vers = await guarded(() => api('GET', `/admin/v1/policies/${encodeURIComponent(id)}/versions`));
+    const vers = await guarded(() => api('GET', `/admin/v1/policies/${encodeURIComponent(id)}/versions`), true);
     if (vers) {
       v.append(h('h2', {}, 'Version history'), table([
         { title: 'Version', get: (r) => r.version },
@@ -591,11 +594,12 @@
     }
     let cursor = '';
     async function search(next) {
+      banner('');
       const q = query({ limit: '50' });
       const anyFilter = ['kind', 'key', 'decision', 'model', 'from', 'to'].some((k) => q.has(k));
       if (next && cursor) q.set('cursor', cursor);
       else if (!anyFilter) { q.delete('limit'); q.set('last', '50'); }
-      const r = await guarded(() => api('GET', '/admin/v1/audit/events?' + q.toString()));
+      const r = await guarded(() => api('GET', '/admin/v1/audit/events?' + q.toString()), true);
       if (!r) return;
       const events = r.events || [];
       if (!anyFilter && !next) events.reverse(); /* newest first when tailing */
@@ -619,7 +623,7 @@
         r.ok ? '' : ` · first bad seq ${fmt(r.first_bad_seq)}: ${fmt(r.reason)}`);
     }
     async function loadStatus() {
-      const s = await guarded(() => api('GET', '/admin/v1/audit/status'));
+      const s = await guarded(() => api('GET', '/admin/v1/audit/status'), true);
       if (s) status.textContent = `${s.appended} events appended, ${s.checkpoints} checkpoints, signing key ${s.key_id}, ` +
         `outbox backlog ${s.outbox_backlog}` + (s.kafka && s.kafka.enabled ? `, Kafka delivered ${s.kafka.delivered}` : '');
     }

@@ -1,0 +1,396 @@
+// The web console in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core), against a
+// whole stack started by run_console.py. Every response body the browser receives and the page's HTML
+// (with form values) at each step are recorded; the last test asserts no secret was ever in them.
+//
+// Environment (set by run_console.py): LK_CONSOLE_BASE (admin listener as http://localhost:PORT),
+// LK_OPENAI_BASE, LK_MODEL, LK_ADMIN_TOKEN, LK_PROVIDER_CRED, LK_CHROMIUM, optional LK_CONSOLE_SCREENSHOTS.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import OpenAI from 'openai';
+
+const BASE = process.env.LK_CONSOLE_BASE;
+const OPENAI_BASE = process.env.LK_OPENAI_BASE;
+const MODEL = process.env.LK_MODEL;
+const ADMIN_TOKEN = process.env.LK_ADMIN_TOKEN;
+const PROVIDER_CRED = process.env.LK_PROVIDER_CRED;
+const SHOTS = process.env.LK_CONSOLE_SCREENSHOTS || '';
+const HOLD_RULE = 'wire-transfers';
+
+let browser;
+const recorded = { bodies: [], urls: [], html: [] }; // everything the browser saw
+const pending = [];
+const keySecrets = []; // secrets of keys created in the console (allowed only in their create answer + dialog)
+const sessionCookies = [];
+let policyId = '';
+let payerKey = '';
+
+// ------------------------------------------------------------------ helpers --
+
+/* Setup and checks outside the browser, with the bootstrap admin token (never given to the page). */
+async function adminApi(method, p, body) {
+  const res = await fetch(BASE + p, {
+    method,
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+function sdk(apiKey) {
+  return new OpenAI({ baseURL: OPENAI_BASE, apiKey, maxRetries: 0, timeout: 180000 });
+}
+
+/* Starts a chat call that the policy holds; returns {promise, settled()}. */
+function heldCall(apiKey, text) {
+  let settled = false;
+  const promise = sdk(apiKey).chat.completions
+    .create({ model: MODEL, messages: [{ role: 'user', content: text }] })
+    .then((r) => ({ ok: r }), (e) => ({ err: e }))
+    .finally(() => { settled = true; });
+  return { promise, settled: () => settled };
+}
+
+function record(context) {
+  context.on('request', (r) => recorded.urls.push(r.url()));
+  context.on('response', (r) => {
+    pending.push(r.body().then(
+      (b) => recorded.bodies.push({ url: r.url(), method: r.request().method(), status: r.status(), text: b.toString('utf8') }),
+      () => {}));
+  });
+}
+
+/* The page as a person (or a script in it) could read it: the HTML plus every form field's value. */
+async function snapshot(page, label) {
+  const text = await page.evaluate(() => document.documentElement.outerHTML + '\n' +
+    [...document.querySelectorAll('input, textarea, select')].map((e) => e.value).join('\n'));
+  recorded.html.push({ label, text });
+  return text;
+}
+
+async function shot(page, name) {
+  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, name + '.png') });
+}
+
+async function newContext() {
+  const context = await browser.newContext({ viewport: { width: 1360, height: 860 }, baseURL: BASE });
+  context.setDefaultTimeout(20000);
+  record(context);
+  return context;
+}
+
+// --- DEV FIXTURE (until lk-sso's OIDC sign-in is merged): the page gets no token; Playwright adds
+// --- Authorization to the browser's /admin/v1 requests and answers /auth/session itself. The final
+// --- sign-in goes through the local OpenID provider (signIn below).
+async function devSignIn(context, token, role) {
+  await context.route('**/auth/session', (route) => route.fulfill({
+    status: 200, contentType: 'application/json',
+    body: JSON.stringify({ user: { id: 'dev', user_name: `dev-${role}`, display_name: `Dev ${role}`, email: '' },
+      tenant: 'default', role, csrf_token: 'dev-fixture-csrf', expires_at: '' }),
+  }));
+  await context.route('**/admin/v1/**', (route) =>
+    route.continue({ headers: { ...route.request().headers(), authorization: `Bearer ${token}` } }));
+}
+
+async function signIn(role, token) {
+  const context = await newContext();
+  await devSignIn(context, token, role);
+  const page = await context.newPage();
+  page.on('dialog', (d) => d.accept());
+  await page.goto('/console/');
+  await page.locator('#who-role').filter({ hasText: role }).waitFor();
+  for (const c of await context.cookies()) if (c.name === 'lk_session') sessionCookies.push(c.value);
+  return { context, page };
+}
+
+// -------------------------------------------------------------------- setup --
+
+before(async () => {
+  browser = await chromium.launch({ executablePath: process.env.LK_CHROMIUM, headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+  const pol = await adminApi('POST', '/admin/v1/policies', { name: 'payments', document: { rules: [
+    { id: HOLD_RULE, when: { text: { regex: ['(?i)wire transfer'] } }, action: 'hold', message: 'Payments need a human.' }] } });
+  assert.equal(pol.status, 201, JSON.stringify(pol.body));
+  policyId = pol.body.id;
+  const key = await adminApi('POST', '/admin/v1/keys', { name: 'payer', user: 'alice', policy: policyId });
+  assert.equal(key.status, 201);
+  payerKey = key.body.key;
+});
+
+after(async () => {
+  if (browser) await browser.close();
+});
+
+// -------------------------------------------------------------------- tests --
+
+test('the console is served by the edge with a strict CSP and safe headers', async () => {
+  const res = await fetch(BASE + '/console/');
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /^text\/html/);
+  const csp = res.headers.get('content-security-policy');
+  assert.match(csp, /default-src 'self'/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(res.headers.get('x-frame-options'), 'DENY');
+  assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
+  assert.equal(res.headers.get('cache-control'), 'no-cache');
+  const html = await res.text();
+  assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/, 'no inline script');
+  assert.doesNotMatch(html, /\sstyle=|<style/, 'no inline style');
+  assert.doesNotMatch(html, /https?:\/\//, 'nothing from another origin');
+
+  const js = await fetch(BASE + '/console/app.js');
+  assert.equal(js.status, 200);
+  assert.match(js.headers.get('content-type'), /^text\/javascript/);
+  const code = (await js.text()).replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+  assert.doesNotMatch(code, /innerHTML|outerHTML\s*=|insertAdjacentHTML|document\.write|localStorage|eval\(/);
+  const css = await fetch(BASE + '/console/app.css');
+  assert.match(css.headers.get('content-type'), /^text\/css/);
+
+  const redirect = await fetch(BASE + '/console', { redirect: 'manual' });
+  assert.equal(redirect.status, 301);
+  assert.equal(redirect.headers.get('location'), '/console/');
+  for (const p of ['/console/nope.js', '/console/sub/app.js', '/console/..%2fapp.js', '/console/.%2e/admin/v1/keys']) {
+    const r = await fetch(BASE + p);
+    assert.equal(r.status, 404, p);
+    assert.match(r.headers.get('content-type'), /^application\/json/, p); // an error, never a file
+    assert.ok((await r.json()).error.code, p);
+  }
+  const post = await fetch(BASE + '/console/', { method: 'POST', body: '{}' });
+  assert.equal(post.status, 405);
+  assert.equal((await post.json()).error.code, 'method_not_allowed');
+});
+
+let admin; // {context, page}
+
+test('sign in as an admin', async () => {
+  admin = await signIn('admin', ADMIN_TOKEN);
+  const { page } = admin;
+  for (const name of ['Held requests', 'Keys', 'Providers', 'Policies', 'Audit'])
+    assert.ok(await page.getByRole('link', { name }).isVisible(), name);
+  await snapshot(page, 'signed-in');
+});
+
+test('approve a held request while an official-SDK client waits for it', async () => {
+  const { page } = admin;
+  const call = heldCall(payerKey, 'Please make a wire transfer of 100 EUR to ACME.');
+  await page.goto('/console/#/holds');
+  const row = page.locator('tr[data-testid^="hold-"]', { hasText: HOLD_RULE }).first();
+  await row.waitFor();
+  assert.ok((await row.textContent()).includes('pending'));
+  assert.equal(call.settled(), false, 'the SDK call is still waiting while the hold is pending');
+  await shot(page, 'holds');
+  await snapshot(page, 'holds-list');
+  await row.click();
+  await page.locator('[data-field="rule_id"]').filter({ hasText: HOLD_RULE }).waitFor();
+  assert.equal(await page.locator('[data-field="reason"]').textContent(), 'Payments need a human.');
+  await shot(page, 'hold-detail');
+  await page.fill('#decision-reason', 'Invoice checked.');
+  await page.click('#approve');
+  await page.locator('#banner', { hasText: 'approved' }).waitFor();
+  const out = await call.promise;
+  assert.ok(out.ok, `the SDK call failed: ${out.err}`);
+  assert.match(out.ok.choices[0].message.content, /lumkey-mock/);
+  await page.locator('[data-field="decision_reason"]', { hasText: 'Invoice checked.' }).waitFor();
+  await snapshot(page, 'hold-approved');
+});
+
+test('create a key: the secret is shown once and gone from the page after; revoke it: 401', async () => {
+  const { page, context } = admin;
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
+  await page.goto('/console/#/keys');
+  await page.locator('#keys-list table').waitFor();
+  await page.fill('#key-create input[name=name]', 'console-key');
+  await page.fill('#key-create input[name=user]', 'bob');
+  await page.fill('#key-create input[name=models]', MODEL);
+  await page.click('#key-create-submit');
+  const dialog = page.locator('#secret-dialog');
+  await dialog.waitFor({ state: 'visible' });
+  const secret = (await page.locator('#secret-value').textContent()).trim();
+  assert.match(secret, /^lk_live_[0-9A-Za-z]+$/);
+  keySecrets.push(secret);
+  await page.click('#secret-copy');
+  await page.locator('#secret-copied').waitFor({ state: 'visible' });
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
+  const open = await snapshot(page, 'dialog-open');
+  assert.ok(open.includes(secret));
+  await shot(page, 'key-created');
+  await page.click('#secret-close');
+  await dialog.waitFor({ state: 'hidden' });
+  assert.equal(await page.locator('#secret-value').textContent(), '');
+  const row = page.locator('tr[data-testid^="key-"]', { hasText: 'console-key' });
+  await row.waitFor();
+  const closed = await snapshot(page, 'dialog-closed');
+  assert.ok(!closed.includes(secret), 'the key secret is gone from the page once the dialog is closed');
+  assert.equal(await page.evaluate(() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + location.href)
+    .then((s) => s.includes(secret)), false);
+
+  const ok = await sdk(secret).chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] });
+  assert.match(ok.choices[0].message.content, /lumkey-mock/);
+  await shot(page, 'keys');
+
+  await row.locator('button[data-action=revoke]').click();
+  await page.locator('tr[data-testid^="key-"]', { hasText: 'console-key' }).filter({ hasText: 'revoked' }).waitFor();
+  const denied = await sdk(secret).chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] })
+    .then(() => null, (e) => e);
+  assert.ok(denied, 'a revoked key is refused');
+  assert.equal(denied.status, 401);
+  await snapshot(page, 'key-revoked');
+});
+
+test('scopes: restrict a key\'s models from the console', async () => {
+  const { page } = admin;
+  await page.goto('/console/#/keys');
+  const row = page.locator('tr[data-testid^="key-"]', { hasText: 'payer' });
+  await row.locator('button[data-action=scopes]').click();
+  const form = row.locator('form[data-testid=scopes-form]');
+  await form.locator('input[name=models]').fill('gpt-4o-mini');
+  await form.locator('button[type=submit]').click();
+  await page.locator('#banner', { hasText: 'updated' }).waitFor();
+  const keys = await adminApi('GET', '/admin/v1/keys');
+  const payer = keys.body.data.find((k) => k.name === 'payer');
+  assert.deepEqual(payer.models, ['gpt-4o-mini']);
+  assert.equal(payer.policy, policyId, 'the policy is kept');
+  const denied = await sdk(payerKey).chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] })
+    .then(() => null, (e) => e);
+  assert.ok(denied && denied.status >= 400 && denied.status < 500, 'a model outside the scope is refused');
+  // back to every model for the tests that follow
+  assert.equal((await adminApi('PATCH', `/admin/v1/keys/${payer.id}`, { models: [] })).status, 200);
+});
+
+test('provider credentials: fingerprints only', async () => {
+  const { page } = admin;
+  await page.goto('/console/#/providers');
+  const row = page.locator('tr[data-testid^="prov-"]', { hasText: 'mock-anthropic' });
+  await row.waitFor();
+  assert.ok((await row.textContent()).includes('…' + PROVIDER_CRED.slice(-4)), 'the fingerprint is shown');
+  await snapshot(page, 'providers');
+  await shot(page, 'providers');
+});
+
+test('policies: validate, dry-run, save a new version, history with its diff', async () => {
+  const { page } = admin;
+  await page.goto('/console/#/policies');
+  await page.locator(`tr[data-testid="pol-${policyId}"]`).click();
+  await page.locator('#policy-doc').waitFor();
+  await page.click('#policy-validate');
+  await page.locator('#policy-result', { hasText: 'Valid: 1 rule(s).' }).waitFor();
+  await page.click('#policy-test');
+  await page.locator('#policy-result', { hasText: '"would": "hold"' }).waitFor();
+  const doc = JSON.parse(await page.inputValue('#policy-doc'));
+  doc.rules.push({ id: 'no-secrets', when: { text: { regex: ['(?i)password'] } }, action: 'block' });
+  await page.fill('#policy-doc', JSON.stringify(doc, null, 2));
+  await page.click('#policy-compare');
+  await page.locator('#policy-result', { hasText: '+ ' }).waitFor();
+  await page.fill('#policy-doc', '{"rules": [{"id": "x", "action": "explode"}]}');
+  await page.click('#policy-validate');
+  await page.locator('#banner', { hasText: 'invalid_policy' }).waitFor();
+  await page.fill('#policy-doc', JSON.stringify(doc, null, 2));
+  await page.click('#policy-save');
+  await page.locator('#banner', { hasText: 'version 2' }).waitFor();
+  await page.locator('tr[data-testid="ver-2"]', { hasText: '+no-secrets' }).waitFor();
+  await page.click('#policy-test');
+  await page.locator('#policy-result', { hasText: '"would"' }).waitFor();
+  await shot(page, 'policies');
+  await snapshot(page, 'policy');
+});
+
+test('audit: tail, filter, event detail, chain verification, export with progress', async () => {
+  const { page } = admin;
+  await page.goto('/console/#/audit');
+  await page.locator('#audit-list table').waitFor();
+  await page.locator('#audit-status', { hasText: 'events appended' }).waitFor();
+  await page.click('#verify');
+  await page.locator('[data-testid=verify-ok]', { hasText: 'Chain intact' }).waitFor();
+  await page.fill('#audit-filters input[name=kind]', 'admin.holds.approve');
+  await page.click('#audit-filters button[type=submit]');
+  const ev = page.locator('tr[data-testid^="ev-"]', { hasText: 'admin.holds.approve' }).first();
+  await ev.waitFor();
+  assert.equal(await page.locator('tr[data-testid^="ev-"]').count(), 1, 'the kind filter applies');
+  await ev.click();
+  await page.locator('#audit-event', { hasText: '"endpoint": "holds.approve"' }).waitFor();
+  await shot(page, 'audit');
+  await page.fill('#audit-filters input[name=kind]', '');
+  await page.click('#export');
+  const done = page.locator('[data-testid=export-done]');
+  await done.waitFor();
+  const m = (await done.textContent()).match(/(\d+) bytes, (\d+) rows/);
+  assert.ok(m && Number(m[1]) > 0 && Number(m[2]) > 5, await done.textContent());
+  await snapshot(page, 'audit');
+});
+
+test('an auditor sees no approve button, and a forced approve is refused with 403', async () => {
+  const tok = await adminApi('POST', '/admin/v1/tokens', { name: 'console-auditor', role: 'auditor' });
+  assert.equal(tok.status, 201);
+  const call = heldCall(payerKey, 'Second wire transfer, please.');
+  let holdId = '';
+  for (let i = 0; i < 200 && !holdId; i++) {
+    const hs = await adminApi('GET', '/admin/v1/holds');
+    const h = hs.body.data.find((x) => x.status === 'pending');
+    if (h) holdId = h.id; else await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(holdId, 'the second request is held');
+
+  const aud = await signIn('auditor', tok.body.token);
+  const { page } = aud;
+  assert.equal(await page.getByRole('link', { name: 'Held requests' }).isVisible(), false);
+  assert.equal(await page.getByRole('link', { name: 'Keys' }).isVisible(), false);
+  assert.ok(await page.getByRole('link', { name: 'Audit' }).isVisible());
+  await page.goto(`/console/#/holds/${holdId}`);
+  await page.locator('#banner', { hasText: '403' }).waitFor(); // the server refuses even the read
+  assert.equal(await page.locator('#approve').count(), 0);
+  const forced = await page.evaluate(async (id) => {
+    const s = await (await fetch('/auth/session')).json();
+    const r = await fetch(`/admin/v1/holds/${id}/approve`, { method: 'POST', credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token }, body: '{}' });
+    return { status: r.status, body: await r.json() };
+  }, holdId);
+  assert.equal(forced.status, 403);
+  assert.equal(forced.body.error.code, 'insufficient_role');
+  assert.equal(call.settled(), false, 'still held');
+  await page.goto('/console/#/audit');
+  await page.click('#verify');
+  await page.locator('[data-testid=verify-ok]', { hasText: 'Chain intact' }).waitFor();
+  await snapshot(page, 'auditor');
+  await aud.context.close();
+
+  // an admin rejects it with a reason: the waiting SDK client gets a non-retried 403 carrying it
+  const { page: ap } = admin;
+  await ap.goto(`/console/#/holds/${holdId}`);
+  await ap.click('#reject');
+  await ap.locator('#banner', { hasText: 'reason is required' }).waitFor();
+  await ap.fill('#decision-reason', 'Not on the payee list.');
+  await ap.click('#reject');
+  await ap.locator('#banner', { hasText: 'rejected' }).waitFor();
+  const out = await call.promise;
+  assert.ok(out.err, 'the rejected call fails');
+  assert.equal(out.err.status, 403);
+  assert.match(String(out.err.message), /Not on the payee list/);
+  await snapshot(ap, 'hold-rejected');
+});
+
+test('no secret ever reached the page or its network traffic', async () => {
+  await Promise.allSettled(pending);
+  assert.ok(recorded.bodies.length > 20, `responses recorded: ${recorded.bodies.length}`);
+  assert.ok(recorded.html.length >= 10, `snapshots: ${recorded.html.length}`);
+  const never = [['the provider credential', PROVIDER_CRED], ['the bootstrap admin token', ADMIN_TOKEN],
+    ['the payer key', payerKey], ...sessionCookies.map((c) => ['the session cookie', c])];
+  for (const [what, s] of never) {
+    assert.ok(s && s.length > 10);
+    for (const b of recorded.bodies) assert.ok(!b.text.includes(s), `${what} in the answer to ${b.method} ${b.url}`);
+    for (const h of recorded.html) assert.ok(!h.text.includes(s), `${what} in the page at ${h.label}`);
+    for (const u of recorded.urls) assert.ok(!u.includes(s), `${what} in a URL`);
+  }
+  for (const s of keySecrets) {
+    const inBodies = recorded.bodies.filter((b) => b.text.includes(s));
+    assert.equal(inBodies.length, 1, 'a created key\'s secret is in exactly one answer');
+    assert.equal(inBodies[0].method, 'POST');
+    assert.ok(inBodies[0].url.endsWith('/admin/v1/keys'), inBodies[0].url);
+    const inPages = recorded.html.filter((h) => h.text.includes(s)).map((h) => h.label);
+    assert.deepEqual(inPages, ['dialog-open'], 'only while the dialog was open');
+    for (const u of recorded.urls) assert.ok(!u.includes(s), 'a key secret in a URL');
+  }
+});
