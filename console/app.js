@@ -265,7 +265,17 @@
     v.appendChild(panel);
     v.appendChild(h('h2', {}, 'Request excerpt'));
     /* as the approval worker stored it: redacted there; shown as text, never as markup */
-    v.appendChild(h('pre', { id: 'hold-excerpt' }, hold.excerpt || '(no excerpt stored: content capture is off)'));
+    v.appendChild(h('pre', { id: 'hold-excerpt' }, hold.excerpt || '(no excerpt: the approval worker keeps one for held tool calls)'));
+    v.appendChild(h('h2', {}, 'Matched rule'));
+    const rule = h('pre', { id: 'hold-rule' }, `${hold.rule_id || '–'} in ${hold.policy_id || 'the default policy'} version ${fmt(hold.policy_version)}`);
+    v.appendChild(rule);
+    if (can('admin') && hold.policy_id) {
+      /* the rule as the policy's current version defines it (policies are admin-only: others see the id) */
+      const pol = await guarded(() => api('GET', '/admin/v1/policies/' + encodeURIComponent(hold.policy_id)), true);
+      const def = pol && ((pol.document || {}).rules || []).find((r) => r.id === hold.rule_id);
+      if (def) rule.textContent += (pol.version !== hold.policy_version ? ` (shown as in the current version ${pol.version})` : '') +
+        '\n' + JSON.stringify(def, null, 2);
+    }
     if (hold.status !== 'pending') return;
     if (!can('approver')) { v.appendChild(needNote('approver')); return; }
     const reason = h('textarea', { id: 'decision-reason', rows: 2, placeholder: 'Reason (required to reject)' });
@@ -582,7 +592,7 @@
     const list = h('div', { id: 'audit-list' });
     const more = h('button', { type: 'button', id: 'audit-more', hidden: true }, 'Next page');
     const detail = h('div', { id: 'audit-detail' });
-    v.append(chain, filters, progress, h('div.grid2', {}, h('div', {}, list, more), detail));
+    v.append(chain, filters, progress, h('div.grid-audit', {}, h('div', {}, list, more), detail));
 
     function query(extra) {
       const fd = new FormData(filters);
@@ -595,6 +605,8 @@
     let cursor = '';
     async function search(next) {
       banner('');
+      clear(list).appendChild(h('p.muted', {}, 'Searching…'));
+      more.hidden = true;
       const q = query({ limit: '50' });
       const anyFilter = ['kind', 'key', 'decision', 'model', 'from', 'to'].some((k) => q.has(k));
       if (next && cursor) q.set('cursor', cursor);

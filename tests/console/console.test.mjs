@@ -153,7 +153,7 @@ test('the console is served by the edge with a strict CSP and safe headers', asy
   const redirect = await fetch(BASE + '/console', { redirect: 'manual' });
   assert.equal(redirect.status, 301);
   assert.equal(redirect.headers.get('location'), '/console/');
-  for (const p of ['/console/nope.js', '/console/sub/app.js', '/console/..%2fapp.js', '/console/.%2e/admin/v1/keys']) {
+  for (const p of ['/console/nope.js', '/console/sub/app.js', '/console/..%2fapp.js', '/console/%2e%2e/%2e%2e/etc/passwd', '/console/app.js%00.png', '/console/.app.js']) {
     const r = await fetch(BASE + p);
     assert.equal(r.status, 404, p);
     assert.match(r.headers.get('content-type'), /^application\/json/, p); // an error, never a file
@@ -187,6 +187,7 @@ test('approve a held request while an official-SDK client waits for it', async (
   await row.click();
   await page.locator('[data-field="rule_id"]').filter({ hasText: HOLD_RULE }).waitFor();
   assert.equal(await page.locator('[data-field="reason"]').textContent(), 'Payments need a human.');
+  await page.locator('#hold-rule', { hasText: '(?i)wire transfer' }).waitFor(); // the matched rule's definition
   await shot(page, 'hold-detail');
   await page.fill('#decision-reason', 'Invoice checked.');
   await page.click('#approve');
@@ -198,7 +199,7 @@ test('approve a held request while an official-SDK client waits for it', async (
   await snapshot(page, 'hold-approved');
 });
 
-test('create a key: the secret is shown once and gone from the page after; revoke it: 401', async () => {
+test('create and rotate a key: each secret shown once and gone from the page after; revoke: 401', async () => {
   const { page, context } = admin;
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
   await page.goto('/console/#/keys');
@@ -232,12 +233,38 @@ test('create a key: the secret is shown once and gone from the page after; revok
   assert.match(ok.choices[0].message.content, /lumkey-mock/);
   await shot(page, 'keys');
 
-  await row.locator('button[data-action=revoke]').click();
-  await page.locator('tr[data-testid^="key-"]', { hasText: 'console-key' }).filter({ hasText: 'revoked' }).waitFor();
-  const denied = await sdk(secret).chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] })
-    .then(() => null, (e) => e);
-  assert.ok(denied, 'a revoked key is refused');
-  assert.equal(denied.status, 401);
+  // rotate: a new secret, shown once the same way; the old key keeps working for the overlap
+  await row.locator('button[data-action=rotate]').click();
+  await dialog.waitFor({ state: 'visible' });
+  const rotated = (await page.locator('#secret-value').textContent()).trim();
+  assert.match(rotated, /^lk_live_[0-9A-Za-z]+$/);
+  assert.notEqual(rotated, secret);
+  keySecrets.push(rotated);
+  await snapshot(page, 'dialog-open');
+  await page.click('#secret-close');
+  await dialog.waitFor({ state: 'hidden' });
+  await page.locator('#banner', { hasText: 'Rotated' }).waitFor();
+  const rows = page.locator('tr[data-testid^="key-"]', { hasText: 'console-key' });
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-testid^="key-"]').length >= 4);
+  assert.equal(await rows.count(), 2);
+  assert.ok(!(await snapshot(page, 'rotated')).includes(rotated));
+  for (const k of [secret, rotated]) {
+    const r = await sdk(k).chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] });
+    assert.match(r.choices[0].message.content, /lumkey-mock/);
+  }
+
+  // revoke both from the console: each is refused at once
+  for (let i = 0; i < 2; i++) {
+    await rows.filter({ hasText: 'active' }).first().locator('button[data-action=revoke]').click();
+    await page.waitForFunction((n) => [...document.querySelectorAll('tr[data-testid^="key-"]')]
+      .filter((tr) => tr.textContent.includes('console-key') && tr.textContent.includes('revoked')).length === n, i + 1);
+  }
+  for (const k of [secret, rotated]) {
+    const denied = await sdk(k).chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] })
+      .then(() => null, (e) => e);
+    assert.ok(denied, 'a revoked key is refused');
+    assert.equal(denied.status, 401);
+  }
   await snapshot(page, 'key-revoked');
 });
 
@@ -307,9 +334,12 @@ test('audit: tail, filter, event detail, chain verification, export with progres
   await page.locator('[data-testid=verify-ok]', { hasText: 'Chain intact' }).waitFor();
   await page.fill('#audit-filters input[name=kind]', 'admin.holds.approve');
   await page.click('#audit-filters button[type=submit]');
-  const ev = page.locator('tr[data-testid^="ev-"]', { hasText: 'admin.holds.approve' }).first();
-  await ev.waitFor();
-  assert.equal(await page.locator('tr[data-testid^="ev-"]').count(), 1, 'the kind filter applies');
+  // the filtered page replaces the tail: only the one approval is left
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('tr[data-testid^="ev-"]')];
+    return rows.length === 1 && rows[0].textContent.includes('admin.holds.approve');
+  });
+  const ev = page.locator('tr[data-testid^="ev-"]');
   await ev.click();
   await page.locator('#audit-event', { hasText: '"endpoint": "holds.approve"' }).waitFor();
   await shot(page, 'audit');
@@ -388,9 +418,9 @@ test('no secret ever reached the page or its network traffic', async () => {
     const inBodies = recorded.bodies.filter((b) => b.text.includes(s));
     assert.equal(inBodies.length, 1, 'a created key\'s secret is in exactly one answer');
     assert.equal(inBodies[0].method, 'POST');
-    assert.ok(inBodies[0].url.endsWith('/admin/v1/keys'), inBodies[0].url);
+    assert.ok(/\/admin\/v1\/keys(\/key_[0-9A-Za-z]+\/rotate)?$/.test(inBodies[0].url), inBodies[0].url);
     const inPages = recorded.html.filter((h) => h.text.includes(s)).map((h) => h.label);
-    assert.deepEqual(inPages, ['dialog-open'], 'only while the dialog was open');
+    assert.deepEqual(inPages, ['dialog-open'], 'only while its dialog was open');
     for (const u of recorded.urls) assert.ok(!u.includes(s), 'a key secret in a URL');
   }
 });
