@@ -402,6 +402,29 @@ test('an auditor sees no approve button, and a forced approve is refused with 40
   await snapshot(ap, 'hold-rejected');
 });
 
+test('an approver sees held requests only; keys and audit are refused by the server', async () => {
+  const tok = await adminApi('POST', '/admin/v1/tokens', { name: 'console-approver', role: 'approver' });
+  assert.equal(tok.status, 201);
+  const { context, page } = await signIn('approver', tok.body.token);
+  assert.ok(await page.getByRole('link', { name: 'Held requests' }).isVisible());
+  for (const name of ['Keys', 'Providers', 'Policies', 'Audit'])
+    assert.equal(await page.getByRole('link', { name }).isVisible(), false, name);
+  await page.locator('#holds-list table, [data-testid=no-holds]').first().waitFor();
+  await page.goto('/console/#/keys');
+  await page.locator('[data-testid=role-note]').waitFor();
+  assert.equal(await page.locator('#key-create').count(), 0, 'no create form for an approver');
+  for (const p of ['/admin/v1/keys', '/admin/v1/audit/events?last=1']) {
+    const forced = await page.evaluate(async (u) => {
+      const r = await fetch(u, { credentials: 'same-origin' });
+      return { status: r.status, body: await r.json() };
+    }, p);
+    assert.equal(forced.status, 403, p);
+    assert.equal(forced.body.error.code, 'insufficient_role', p);
+  }
+  await snapshot(page, 'approver');
+  await context.close();
+});
+
 test('no secret ever reached the page or its network traffic', async () => {
   await Promise.allSettled(pending);
   assert.ok(recorded.bodies.length > 20, `responses recorded: ${recorded.bodies.length}`);
