@@ -147,6 +147,10 @@ test('the console is served by the edge with a strict CSP and safe headers', asy
   assert.match(js.headers.get('content-type'), /^text\/javascript/);
   const code = (await js.text()).replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
   assert.doesNotMatch(code, /innerHTML|outerHTML\s*=|insertAdjacentHTML|document\.write|localStorage|eval\(/);
+  const head = await fetch(BASE + '/console/app.js', { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(await head.text(), '');
+  assert.equal((await fetch(BASE + '/console/?from=bookmark')).status, 200, 'a query string is ignored');
   const css = await fetch(BASE + '/console/app.css');
   assert.match(css.headers.get('content-type'), /^text\/css/);
 
