@@ -12,7 +12,7 @@
  *      lumkeyctl keys rotate ID [--overlap SECONDS]
  *      lumkeyctl keys revoke ID
  *      lumkeyctl providers get ID
- *      lumkeyctl tokens create --name N --role admin|approver|auditor
+ *      lumkeyctl tokens create --name N --role admin|approver|auditor|scim
  *      lumkeyctl tokens list
  *      lumkeyctl tokens revoke ID
  *      lumkeyctl policy validate FILE                   (local: no server needed)
@@ -74,7 +74,8 @@ static const char usage_text[] =
     "                [--fallback-provider PROV_ID [--fallback-model M]]   model alias, optional fallback\n"
     "  routes list\n"
     "  routes delete ID\n"
-    "  tokens create --name N --role admin|approver|auditor   new admin token (shown once)\n"
+    "  tokens create --name N --role admin|approver|auditor|scim   new admin token (shown once;\n"
+    "                                          scim: for the identity provider's SCIM client)\n"
     "  tokens list\n"
     "  tokens revoke ID                     the admin token stops working at once\n"
     "  policy validate FILE                 check a policy document locally (exit 1 if invalid)\n"
@@ -797,8 +798,9 @@ static int cmd_tokens_create(ctl_t *c)
     static const char *const allowed[] = {"name", "role", NULL};
     if (check_opts(c, allowed) || require(c, "name") || require(c, "role")) return EXIT_USAGE;
     const char *role = opt(c, "role");
-    if (strcmp(role, "admin") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "auditor") != 0)
-        return usage_error("--role must be admin, approver or auditor, not '%s'", role);
+    if (strcmp(role, "admin") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "auditor") != 0 &&
+        strcmp(role, "scim") != 0)
+        return usage_error("--role must be admin, approver, auditor or scim, not '%s'", role);
     json_t *req = json_pack("{s:s, s:s}", "name", opt(c, "name"), "role", role);
     if (req == NULL) return usage_error("%s", "arguments are not valid UTF-8");
     int rc = load_token(c);

@@ -13,6 +13,7 @@
 #include "lk_key.h"
 #include "lk_log.h"
 #include "lk_worker.h"
+#include "vault_identity.h"
 
 #define MASTER_HEX_LEN  64
 #define MASTER_FILE_MAX 256
@@ -272,6 +273,7 @@ static int on_key_hash(vault_t *self, const lk_msg_t *req, lk_msg_t *rep)
 static int on_admin_auth(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
 {
     lk_str_t tok = req->u.admin_auth.token;
+    if (vault_identity_is_session(tok)) return vault_identity_session_auth(self, tok, rep, scratch);
     lk_key_info_t info;
     if (lk_key_parse(tok.ptr, tok.len, &info) != LK_KEY_OK || info.kind != LK_KEY_ADMIN)
         return lk_worker_error(rep, LK_ST_UNAUTHORIZED, "invalid admin token");
