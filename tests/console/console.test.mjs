@@ -16,6 +16,10 @@ const MODEL = process.env.LK_MODEL;
 const ADMIN_TOKEN = process.env.LK_ADMIN_TOKEN;
 const PROVIDER_CRED = process.env.LK_PROVIDER_CRED;
 const SHOTS = process.env.LK_CONSOLE_SCREENSHOTS || '';
+const ISSUER = process.env.LK_OIDC_ISSUER;
+const USERS = JSON.parse(process.env.LK_USERS || '{}');
+const SCIM_TOKEN = process.env.LK_SCIM_TOKEN;
+const OIDC_CLIENT_SECRET = process.env.LK_OIDC_CLIENT_SECRET;
 const HOLD_RULE = 'wire-transfers';
 
 let browser;
@@ -70,8 +74,9 @@ async function snapshot(page, label) {
   return text;
 }
 
-async function shot(page, name) {
-  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, name + '.png') });
+async function shot(page, name, mask) {
+  // a key's secret (of this throwaway stack) is masked all the same in the committed pictures
+  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, name + '.png'), mask: mask ? [page.locator(mask)] : [] });
 }
 
 async function newContext() {
@@ -81,28 +86,30 @@ async function newContext() {
   return context;
 }
 
-// --- DEV FIXTURE (until lk-sso's OIDC sign-in is merged): the page gets no token; Playwright adds
-// --- Authorization to the browser's /admin/v1 requests and answers /auth/session itself. The final
-// --- sign-in goes through the local OpenID provider (signIn below).
-async function devSignIn(context, token, role) {
-  await context.route('**/auth/session', (route) => route.fulfill({
-    status: 200, contentType: 'application/json',
-    body: JSON.stringify({ user: { id: 'dev', user_name: `dev-${role}`, display_name: `Dev ${role}`, email: '' },
-      tenant: 'default', role, csrf_token: 'dev-fixture-csrf', expires_at: '' }),
-  }));
-  await context.route('**/admin/v1/**', (route) =>
-    route.continue({ headers: { ...route.request().headers(), authorization: `Bearer ${token}` } }));
-}
-
-async function signIn(role, token) {
+/* Signs in through the local OpenID provider (tests/oidcmock): the mock is told which user approves the
+ * next authorization, the page's "Sign in" link runs the code flow with PKCE, the edge sets lk_session. */
+async function signIn(role) {
+  const user = USERS[role];
+  const cfg = await fetch(ISSUER + '/_mock/config', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ user, mode: 'ok', alg: 'RS256' }) });
+  assert.equal(cfg.status, 200);
   const context = await newContext();
-  await devSignIn(context, token, role);
   const page = await context.newPage();
   page.on('dialog', (d) => d.accept());
   await page.goto('/console/');
+  await page.locator('#signin').waitFor();
+  await snapshot(page, 'signed-out');
+  if (role === 'admin') await shot(page, 'signin');
+  await page.click('#signin');
   await page.locator('#who-role').filter({ hasText: role }).waitFor();
-  for (const c of await context.cookies()) if (c.name === 'lk_session') sessionCookies.push(c.value);
-  return { context, page };
+  assert.equal(await page.locator('#who-name').textContent(), user.name);
+  assert.ok(page.url().startsWith(BASE + '/console/'), page.url());
+  const cookie = (await context.cookies()).find((c) => c.name === 'lk_session');
+  assert.ok(cookie && cookie.value, 'the session cookie is set');
+  assert.ok(cookie.httpOnly && cookie.secure && cookie.sameSite === 'Strict', JSON.stringify({ ...cookie, value: '…' }));
+  sessionCookies.push(cookie.value);
+  assert.equal(await page.evaluate(() => document.cookie.includes('lk_session')), false, 'the page cannot read it');
+  return { context, page, cookie: cookie.value };
 }
 
 // -------------------------------------------------------------------- setup --
@@ -171,11 +178,20 @@ test('the console is served by the edge with a strict CSP and safe headers', asy
 let admin; // {context, page}
 
 test('sign in as an admin', async () => {
-  admin = await signIn('admin', ADMIN_TOKEN);
+  admin = await signIn('admin');
   const { page } = admin;
   for (const name of ['Held requests', 'Keys', 'Providers', 'Policies', 'Audit'])
     assert.ok(await page.getByRole('link', { name }).isVisible(), name);
   await snapshot(page, 'signed-in');
+  // a state-changing call without the CSRF token is refused, and nothing is made
+  const forged = await page.evaluate(async () => {
+    const r = await fetch('/admin/v1/keys', { method: 'POST', credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'forged' }) });
+    return r.status;
+  });
+  assert.equal(forged, 403);
+  const keys = await adminApi('GET', '/admin/v1/keys');
+  assert.ok(!keys.body.data.some((k) => k.name === 'forged'));
 });
 
 test('approve a held request while an official-SDK client waits for it', async () => {
@@ -222,7 +238,7 @@ test('create and rotate a key: each secret shown once and gone from the page aft
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
   const open = await snapshot(page, 'dialog-open');
   assert.ok(open.includes(secret));
-  await shot(page, 'key-created');
+  await shot(page, 'key-created', '#secret-value');
   await page.click('#secret-close');
   await dialog.waitFor({ state: 'hidden' });
   assert.equal(await page.locator('#secret-value').textContent(), '');
@@ -357,8 +373,6 @@ test('audit: tail, filter, event detail, chain verification, export with progres
 });
 
 test('an auditor sees no approve button, and a forced approve is refused with 403', async () => {
-  const tok = await adminApi('POST', '/admin/v1/tokens', { name: 'console-auditor', role: 'auditor' });
-  assert.equal(tok.status, 201);
   const call = heldCall(payerKey, 'Second wire transfer, please.');
   let holdId = '';
   for (let i = 0; i < 200 && !holdId; i++) {
@@ -368,7 +382,7 @@ test('an auditor sees no approve button, and a forced approve is refused with 40
   }
   assert.ok(holdId, 'the second request is held');
 
-  const aud = await signIn('auditor', tok.body.token);
+  const aud = await signIn('auditor');
   const { page } = aud;
   assert.equal(await page.getByRole('link', { name: 'Held requests' }).isVisible(), false);
   assert.equal(await page.getByRole('link', { name: 'Keys' }).isVisible(), false);
@@ -407,9 +421,7 @@ test('an auditor sees no approve button, and a forced approve is refused with 40
 });
 
 test('an approver sees held requests only; keys and audit are refused by the server', async () => {
-  const tok = await adminApi('POST', '/admin/v1/tokens', { name: 'console-approver', role: 'approver' });
-  assert.equal(tok.status, 201);
-  const { context, page } = await signIn('approver', tok.body.token);
+  const { context, page } = await signIn('approver');
   assert.ok(await page.getByRole('link', { name: 'Held requests' }).isVisible());
   for (const name of ['Keys', 'Providers', 'Policies', 'Audit'])
     assert.equal(await page.getByRole('link', { name }).isVisible(), false, name);
@@ -429,11 +441,25 @@ test('an approver sees held requests only; keys and audit are refused by the ser
   await context.close();
 });
 
+test('sign out: the session ends at once', async () => {
+  const { page, cookie } = admin;
+  await page.click('#logout');
+  await page.locator('#signin').waitFor();
+  assert.equal(await page.locator('#nav').isVisible(), false);
+  const s = await page.evaluate(async () => (await fetch('/auth/session')).status);
+  assert.equal(s, 401);
+  const replay = await fetch(BASE + '/admin/v1/keys', { headers: { Cookie: `lk_session=${cookie}` } });
+  assert.equal(replay.status, 401, 'the old session cookie no longer works');
+  await snapshot(page, 'signed-out-after');
+  await admin.context.close();
+});
+
 test('no secret ever reached the page or its network traffic', async () => {
   await Promise.allSettled(pending);
   assert.ok(recorded.bodies.length > 20, `responses recorded: ${recorded.bodies.length}`);
   assert.ok(recorded.html.length >= 10, `snapshots: ${recorded.html.length}`);
   const never = [['the provider credential', PROVIDER_CRED], ['the bootstrap admin token', ADMIN_TOKEN],
+    ['the SCIM token', SCIM_TOKEN], ['the OIDC client secret', OIDC_CLIENT_SECRET],
     ['the payer key', payerKey], ...sessionCookies.map((c) => ['the session cookie', c])];
   for (const [what, s] of never) {
     assert.ok(s && s.length > 10);
