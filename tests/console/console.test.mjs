@@ -57,7 +57,11 @@ function heldCall(apiKey, text) {
   return { promise, settled: () => settled };
 }
 
+const pageProblems = []; // CSP violations, console errors and uncaught exceptions in any page
+
 function record(context) {
+  context.on('console', (m) => { if (m.type() === 'error') pageProblems.push(`console: ${m.text()} at ${m.location().url}`); });
+  context.on('weberror', (e) => pageProblems.push(`uncaught: ${e.error()}`));
   context.on('request', (r) => recorded.urls.push(r.url()));
   context.on('response', (r) => {
     pending.push(r.body().then(
@@ -441,6 +445,23 @@ test('an approver sees held requests only; keys and audit are refused by the ser
   await context.close();
 });
 
+test('API values are text, never markup', async () => {
+  const { page } = admin;
+  const evil = '<img src=x onerror="window.__lkxss=1">';
+  const pol = await adminApi('POST', '/admin/v1/policies', { name: evil,
+    document: { rules: [{ id: 'evil', when: { text: { regex: ['zzz'] } }, action: 'block', message: evil }] } });
+  assert.equal(pol.status, 201, JSON.stringify(pol.body));
+  await page.goto('/console/#/policies');
+  const row = page.locator(`tr[data-testid="pol-${pol.body.id}"]`);
+  await row.waitFor();
+  assert.ok((await row.textContent()).includes(evil), 'shown literally');
+  await row.click();
+  await page.locator('#policy-doc').waitFor();
+  assert.ok((await page.inputValue('#policy-doc')).includes('onerror'));
+  assert.equal(await page.locator('img').count(), 0, 'no element was made from the value');
+  assert.equal(await page.evaluate(() => window.__lkxss), undefined);
+});
+
 test('sign out: the session ends at once', async () => {
   const { page, cookie } = admin;
   await page.click('#logout');
@@ -452,6 +473,14 @@ test('sign out: the session ends at once', async () => {
   assert.equal(replay.status, 401, 'the old session cookie no longer works');
   await snapshot(page, 'signed-out-after');
   await admin.context.close();
+});
+
+test('the pages ran without a CSP violation, a console error or an uncaught exception', () => {
+  // the refusals the tests provoke (403, 401 after sign-out, 400 for the invalid policy) log
+  // "Failed to load resource": expected; anything else (a 404 for a missing file, a CSP report) is not
+  const expected = /Failed to load resource: the server responded with a status of (40[13] .*|400 .*\/admin\/v1\/policies\/validate)$/;
+  const real = pageProblems.filter((p) => !expected.test(p));
+  assert.deepEqual(real, []);
 });
 
 test('no secret ever reached the page or its network traffic', async () => {
