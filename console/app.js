@@ -582,7 +582,7 @@
     const f = (name, label, attrs) => h('label', {}, label, h('input', Object.assign({ name }, attrs || {})));
     const filters = h('form.inline.panel', { id: 'audit-filters' },
       f('kind', 'Event kind', { placeholder: 'request.denied' }), f('key', 'Key / actor id'),
-      h('label', {}, 'Decision', h('select', { name: 'decision' }, ['', 'allow', 'deny', 'block', 'hold', 'approved', 'rejected', 'redact', 'log']
+      h('label', {}, 'Decision', h('select', { name: 'decision' }, ['', 'allow', 'deny', 'block', 'hold', 'approved', 'rejected', 'timed_out', 'redact', 'log', 'error']
         .map((d) => h('option', { value: d }, d || '(any)')))),
       f('model', 'Model'), f('from', 'From', { type: 'datetime-local' }), f('to', 'To', { type: 'datetime-local' }),
       h('label', {}, 'Export format', h('select', { name: 'format' }, h('option', { value: 'jsonl' }, 'JSON lines'), h('option', { value: 'csv' }, 'CSV'))),

@@ -368,6 +368,13 @@ test('audit: tail, filter, event detail, chain verification, export with progres
   await page.locator('#audit-event', { hasText: '"endpoint": "holds.approve"' }).waitFor();
   await shot(page, 'audit');
   await page.fill('#audit-filters input[name=kind]', '');
+  await page.selectOption('#audit-filters select[name=decision]', 'approved');
+  await page.click('#audit-filters button[type=submit]');
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('tr[data-testid^="ev-"]')];
+    return rows.length >= 1 && rows.every((r) => r.children[5].textContent === 'approved');
+  });
+  await page.selectOption('#audit-filters select[name=decision]', '');
   await page.click('#export');
   const done = page.locator('[data-testid=export-done]');
   await done.waitFor();
