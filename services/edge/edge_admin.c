@@ -394,6 +394,9 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
         }
     }
     if (!route) {
+        a->scim =
+            h2o_memis(req->path_normalized.base, req->path_normalized.len > 6 ? 6 : req->path_normalized.len,
+                      H2O_STRLIT("/scim/"));
         wipe_entity(req);
         admin_error(a, path_known ? 405 : 404, path_known ? "method_not_allowed" : "not_found",
                     path_known ? "This method is not allowed here." : "No such admin endpoint.");

@@ -296,8 +296,9 @@ edge_jwt_rc_t edge_jwt_verify(const edge_jwks_t *jwks, const char *jwt, size_t l
     claims = b64url_json(d1 + 1, (size_t)(d2 - d1 - 1));
     size_t sig_len = 0;
     sig = b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - jwt), 1024, &sig_len);
-    if (!claims || !sig) {
-        rc = sig || d2 + 1 < jwt + len ? EDGE_JWT_MALFORMED : EDGE_JWT_SIGNATURE;
+    if (!claims) goto done; /* MALFORMED */
+    if (!sig) {             /* an empty signature does not verify; a non-base64url one is malformed */
+        rc = d2 + 1 < jwt + len ? EDGE_JWT_MALFORMED : EDGE_JWT_SIGNATURE;
         goto done;
     }
     const jwk_t *key = find_key(jwks, kid, kty, alg);

@@ -776,7 +776,10 @@ static int groups_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_
         PQclear(res);
         return scim_error(rep, scratch, LK_ST_NOT_FOUND, NULL, "No Group with this id.");
     }
-    json_t *out = group_doc(res, 0, 1);
+    json_t *args = q->json.len ? json_loadb(q->json.ptr, q->json.len, 0, NULL) : NULL;
+    const char *ex = json_string_value(json_object_get(args, "excludedAttributes"));
+    json_t *out = group_doc(res, 0, !(ex && strcasestr(ex, "members")));
+    json_decref(args);
     PQclear(res);
     return vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
 }

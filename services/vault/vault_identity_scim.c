@@ -134,7 +134,9 @@ static int parse_string(cur_t *c, char *out, size_t cap)
     return 0;
 }
 
-static int parse_cmp(cur_t *c, scim_cmp_t *cmp, char *err, size_t cap)
+static int parse_conj_d(cur_t *c, scim_filter_t *out, int bracket, int depth, char *err, size_t cap);
+
+static int parse_cmp(cur_t *c, scim_cmp_t *cmp, int depth, char *err, size_t cap)
 {
     skip_ws(c);
     const char *a = c->p;
@@ -155,6 +157,50 @@ static int parse_cmp(cur_t *c, scim_cmp_t *cmp, char *err, size_t cap)
         return -1;
     }
     snprintf(cmp->attr, sizeof cmp->attr, "%s", bare);
+    if (c->p < c->end && *c->p == '[') {
+        /* a value path: emails[type eq "work"].value eq "x" (the inner filter narrows which email; we
+         * compare against every email), or members[value eq "id"] (a filter of its own) */
+        if (depth > 0) {
+            set_err(err, cap, "Value filters do not nest.");
+            return -1;
+        }
+        scim_filter_t inner;
+        c->p++;
+        if (parse_conj_d(c, &inner, 1, 1, err, cap) != 0) return -1;
+        if (c->p >= c->end || *c->p != ']') {
+            set_err(err, cap, "A value filter is not closed.");
+            return -1;
+        }
+        c->p++;
+        if (c->p < c->end && *c->p == '.') {
+            const char *sb = ++c->p;
+            while (c->p < c->end && is_attr_char(*c->p) && *c->p != '.' && *c->p != ':')
+                c->p++;
+            size_t sl = (size_t)(c->p - sb);
+            if (sl == 0 || strlen(cmp->attr) + 1 + sl >= sizeof cmp->attr) {
+                set_err(err, cap, "Unsupported filter attribute.");
+                return -1;
+            }
+            size_t n = strlen(cmp->attr);
+            cmp->attr[n] = '.';
+            for (size_t i = 0; i < sl; i++)
+                cmp->attr[n + 1 + i] = (char)tolower((unsigned char)sb[i]);
+            cmp->attr[n + 1 + sl] = '\0';
+        } else {
+            if (inner.n != 1 || strlen(cmp->attr) + 1 + strlen(inner.c[0].attr) >= sizeof cmp->attr) {
+                set_err(err, cap, "A value filter here must be a single comparison.");
+                return -1;
+            }
+            char full[sizeof cmp->attr];
+            size_t n = strlen(cmp->attr), m = strlen(inner.c[0].attr); /* n + 1 + m < sizeof full: checked */
+            memcpy(full, cmp->attr, n);
+            full[n] = '.';
+            memcpy(full + n + 1, inner.c[0].attr, m + 1);
+            *cmp = inner.c[0];
+            memcpy(cmp->attr, full, n + m + 2);
+            return 0;
+        }
+    }
     skip_ws(c);
     if (!word_is(c, "eq")) {
         set_err(err, cap, "Only the `eq` operator is supported in filters.");
@@ -167,9 +213,12 @@ static int parse_cmp(cur_t *c, scim_cmp_t *cmp, char *err, size_t cap)
             set_err(err, cap, "The filter value must be a JSON string of at most %d bytes.", SCIM_VALUE_MAX);
             return -1;
         }
-    } else if (word_is(c, "true") || word_is(c, "false")) {
+    } else if (word_is(c, "true")) {
         cmp->kind = SCIM_V_BOOL;
-        cmp->b = c->p[-1] == 'e' && (c->p[-2] == 'u' || c->p[-2] == 'U');
+        cmp->b = 1;
+    } else if (word_is(c, "false")) {
+        cmp->kind = SCIM_V_BOOL;
+        cmp->b = 0;
     } else if (word_is(c, "null")) {
         cmp->kind = SCIM_V_NULL;
     } else {
@@ -180,7 +229,7 @@ static int parse_cmp(cur_t *c, scim_cmp_t *cmp, char *err, size_t cap)
 }
 
 /* Comparisons joined by "and", up to the end or a closing bracket (when bracket). */
-static int parse_conj(cur_t *c, scim_filter_t *out, int bracket, char *err, size_t cap)
+static int parse_conj_d(cur_t *c, scim_filter_t *out, int bracket, int depth, char *err, size_t cap)
 {
     out->n = 0;
     for (;;) {
@@ -188,7 +237,7 @@ static int parse_conj(cur_t *c, scim_filter_t *out, int bracket, char *err, size
             set_err(err, cap, "At most %d comparisons per filter.", SCIM_FILTER_MAX);
             return -1;
         }
-        if (parse_cmp(c, &out->c[out->n], err, cap) != 0) return -1;
+        if (parse_cmp(c, &out->c[out->n], depth, err, cap) != 0) return -1;
         out->n++;
         skip_ws(c);
         if (c->p == c->end || (bracket && *c->p == ']')) return 0;
@@ -197,6 +246,11 @@ static int parse_conj(cur_t *c, scim_filter_t *out, int bracket, char *err, size
             return -1;
         }
     }
+}
+
+static int parse_conj(cur_t *c, scim_filter_t *out, int bracket, char *err, size_t cap)
+{
+    return parse_conj_d(c, out, bracket, 0, err, cap);
 }
 
 int scim_filter_parse(const char *s, size_t len, scim_filter_t *out, char *err, size_t cap)
@@ -340,7 +394,7 @@ static int parse_path(json_t *doc, const char *path, int create, path_t *out, ch
             return -1;
         }
         cur_t c = {p + 1, close};
-        if (parse_conj(&c, &out->filter, 1, err, cap) != 0) return -1;
+        if (parse_conj_d(&c, &out->filter, 1, 1, err, cap) != 0) return -1;
         skip_ws(&c);
         if (c.p != close) {
             set_err(err, cap, "The PATCH path's value filter is malformed.");

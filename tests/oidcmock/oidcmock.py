@@ -80,6 +80,7 @@ class Provider:
         self.mode = "ok"
         self.alg = "RS256"
         self.log: list[dict] = []
+        self.jwks_fetches = 0
 
     def jwks(self) -> dict:
         rn = self.rsa.public_key().public_numbers()
@@ -179,10 +180,12 @@ def make_handler(p: Provider):
             if u.path == "/.well-known/openid-configuration":
                 return self._send(200, p.discovery())
             if u.path == "/jwks":
+                with p.lock:
+                    p.jwks_fetches += 1
                 return self._send(200, p.jwks())
             if u.path == "/_mock/log":
                 with p.lock:
-                    return self._send(200, {"token_requests": list(p.log)})
+                    return self._send(200, {"token_requests": list(p.log), "jwks_fetches": p.jwks_fetches})
             if u.path == "/authorize":
                 need = ("response_type", "client_id", "redirect_uri", "state", "nonce", "code_challenge",
                         "code_challenge_method")

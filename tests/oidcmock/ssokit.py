@@ -112,6 +112,9 @@ class SsoStack:
     def mock_log(self) -> list[dict]:
         return requests.get(f"{self.issuer}/_mock/log", timeout=10).json()["token_requests"]
 
+    def jwks_fetches(self) -> int:
+        return requests.get(f"{self.issuer}/_mock/log", timeout=10).json()["jwks_fetches"]
+
     # -- SCIM
     def scim(self, method: str, path: str, body=None, token: str | None = None, params=None):
         headers = {"Authorization": f"Bearer {token if token is not None else self._scim_token}",
