@@ -29,6 +29,7 @@
 
 #include "edge.h"
 #include "edge_auth.h"
+#include "edge_console.h"
 #include "edge_http.h"
 #include "edge_metrics.h"
 #include "edge_slack.h"
@@ -169,6 +170,7 @@ int main(int argc, char **argv)
                                            {"/scim/", edge_admin_on_req},
                                            {"/auth/", edge_auth_on_req},
                                            {"/metrics", edge_metrics_on_req},
+                                           {"/console", edge_console_on_req},
                                            HEALTH_ROUTES,
                                            {NULL, NULL}};
     init_listener(&api, edge.loop, entity_limit, API_ROUTES);
