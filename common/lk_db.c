@@ -739,8 +739,8 @@ int lk_db_cache_put(lk_db_cache_t *self, const void *key, size_t key_len, const 
     if (!e) return -1;
     int64_t now = lk_mono_us();
     uint64_t h = key_hash(key, key_len);
-    *e = (cache_entry_t){.hash = h, .expires_us = now + ttl_us, .stored_us = now, .size = size,
-                         .key_len = key_len};
+    *e = (cache_entry_t){
+        .hash = h, .expires_us = now + ttl_us, .stored_us = now, .size = size, .key_len = key_len};
     char *p = (char *)(e + 1);
     memcpy(p, key, key_len);
     p += key_len;

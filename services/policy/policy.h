@@ -36,7 +36,7 @@ typedef struct {
     char msg[512]; /* the refusal message of the current request */
     policy_cache_entry_t cache[POLICY_CACHE_N];
     uint64_t tick;
-    lk_policy_result_t result; /* of the current DECIDE (its body is kept in scratch) */
+    lk_policy_result_t result;    /* of the current DECIDE (its body is kept in scratch) */
     policy_cache_t *decide_cache; /* DECIDE rows by (key hash, model, address): policy_cache.h */
 } policy_t;
 

@@ -15,7 +15,7 @@
 static const char USAGE[] = "usage: lumkey-policy [--db CONNINFO] [--endpoint EP]\n"
                             "  LUMKEY_DB, LUMKEY_POLICY_ENDPOINT (ipc://$LUMKEY_RUN_DIR/policy.ipc),\n"
                             "  LUMKEY_DB_WAIT_MS (10000), LUMKEY_DB_STATEMENT_TIMEOUT_MS (5000),\n"
-                            "  LUMKEY_CACHE_MAX_AGE_MS (30000; 0 = no DECIDE cache)\n";
+                            "  LUMKEY_CACHE_MAX_AGE_MS (1000; 0 = no DECIDE cache)\n";
 
 int main(int argc, char **argv)
 {
@@ -40,9 +40,12 @@ int main(int argc, char **argv)
     lk_worker_t *worker = NULL;
     policy_t *policy = policy_new(cfg.db, cfg.db_wait_ms, cfg.statement_timeout_ms);
     if (!policy) goto cleanup;
-    lk_worker_opts_t opts = {
-        .service = "policy", .endpoint = cfg.endpoint, .handler = policy_handle, .ctx = policy,
-        .tick = policy_tick, .tick_ms = 1000};
+    lk_worker_opts_t opts = {.service = "policy",
+                             .endpoint = cfg.endpoint,
+                             .handler = policy_handle,
+                             .ctx = policy,
+                             .tick = policy_tick,
+                             .tick_ms = 1000};
     worker = lk_worker_new(&opts);
     if (worker && lk_worker_run(worker) == 0) rc = 0;
 cleanup:

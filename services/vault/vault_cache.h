@@ -5,7 +5,7 @@
  *  PostgreSQL already stores, encrypted. Never the plaintext, never the DEK:
  *  every CRED_GET still unwraps the DEK through the KMS and opens the secret,
  *  in guarded memory, wiped after use (docs/security.md). For at most max_age
- *  (LUMKEY_CACHE_MAX_AGE_MS, default 30 s; 0 turns the cache off).
+ *  (LUMKEY_CACHE_MAX_AGE_MS, default 1 s; 0 turns the cache off).
  *
  *  Invalidation: migration 0021's NOTIFY lumkey_cache; a notification about
  *  credentials or providers (rotation, deletion, KEK rewrap) drops the whole
@@ -22,7 +22,7 @@
 #include "lk_str.h"
 
 #define VAULT_CACHE_SLOTS  1024
-#define VAULT_CACHE_AGE_MS 30000
+#define VAULT_CACHE_AGE_MS 1000
 
 typedef struct vault_cache vault_cache_t;
 
