@@ -26,6 +26,7 @@ typedef struct {
     vault_kms_t *kms;
     int64_t kms_next_try_ms;
     vault_cache_t *cred_cache; /* CRED_GET rows (vault_cache.h) */
+    uint8_t *dek; /* sodium memory (guarded, locked) for the DEK being used; wiped after each use */
 } vault_priv_t;
 
 static vault_priv_t *priv(vault_t *self)
@@ -215,7 +216,8 @@ vault_t *vault_new_kms(const vault_config_t *cfg, const vault_kms_config_t *kcfg
     const char *age = getenv("LUMKEY_CACHE_MAX_AGE_MS");
     v->cred_cache =
         vault_cache_new(cfg->conninfo, age && *age ? atoi(age) : VAULT_CACHE_AGE_MS, VAULT_CACHE_SLOTS);
-    if (!v->cred_cache) {
+    v->dek = sodium_malloc(VAULT_KEY_LEN);
+    if (!v->cred_cache || !v->dek) {
         vault_destroy(&self);
         return NULL;
     }
@@ -252,6 +254,7 @@ void vault_destroy(vault_t **self_p)
     vault_t *self = *self_p;
     vault_kms_destroy(&priv(self)->kms);
     vault_cache_destroy(&priv(self)->cred_cache);
+    if (priv(self)->dek) sodium_free(priv(self)->dek); /* wipes */
     vault_keys_free(&self->keys);
     lk_db_destroy(&self->db);
     free(priv(self));
@@ -442,13 +445,12 @@ vault_kms_rc_t vault_cred_open(vault_t *self, const vault_ad_t *ad, const uint8_
     vault_priv_t *v = priv(self);
     *out_len = 0;
     if (!v->kms || !self->keys) return VAULT_KMS_UNAVAILABLE;
-    uint8_t *dek = sodium_malloc(VAULT_KEY_LEN);
-    if (!dek) return VAULT_KMS_REFUSED;
+    uint8_t *dek = v->dek; /* allocated once: sodium_malloc costs several system calls */
     vault_kms_rc_t rc = vault_kms_unwrap(v->kms, ad, wrapped, wrapped_len, dek);
     if (rc == VAULT_KMS_OK &&
         vault_open_secret(dek, ad, nonce, nonce_len, ciphertext, ct_len, out, out_len) != 0)
         rc = VAULT_KMS_REFUSED;
-    sodium_free(dek);
+    sodium_memzero(dek, VAULT_KEY_LEN);
     if (rc == VAULT_KMS_UNAVAILABLE) reseal(self);
     return rc;
 }
