@@ -16,6 +16,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -52,6 +53,19 @@ def snapshot(s):
     return snap
 
 
+def hops(s):
+    """{service: (sum seconds, count)} of the edge's worker call histograms."""
+    host, port = s.admin_addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    out = {}
+    for m in re.finditer(r'^lumkey_edge_worker_call_seconds_(sum|count)\{service="(\w+)"\} (\S+)', text, re.M):
+        d = out.setdefault(m.group(2), [0.0, 0.0])
+        d[0 if m.group(1) == "sum" else 1] = float(m.group(3))
+    return out
+
+
 def run(s, n):
     host, port = s.api_addr.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -75,10 +89,15 @@ def measure(build, age, n):
     s.start()
     try:
         run(s, 50)  # warm-up: key hash cached by the edge, connections up, caches filled
-        a = snapshot(s)
+        a, ha = snapshot(s), hops(s)
         lat = run(s, n)
-        b = snapshot(s)
-        return {k: (b.get(k, 0) - a.get(k, 0)) / n for k in b}, statistics.median(lat)
+        b, hb = snapshot(s), hops(s)
+        d = {k: (b.get(k, 0) - a.get(k, 0)) / n for k in b}
+        for svc, (sm, cnt) in hb.items():
+            calls = cnt - ha.get(svc, [0, 0])[1]
+            if calls > 0:
+                d["hop mean us: " + svc] = (sm - ha.get(svc, [0, 0])[0]) * 1e6 / calls
+        return d, statistics.median(lat)
     finally:
         s.stop()
         s.cleanup_dir()
@@ -95,14 +114,15 @@ def main():
         for label, age in (("off", 0), ("on", None)):
             res[label].append(measure(a.build, age, a.requests))
     keys = sorted({k for runs in res.values() for d, _ in runs for k in d})
-    print(f"CPU microseconds per request ({a.requests} sequential requests x {a.rounds} rounds, mean of rounds)")
+    print(f"CPU microseconds per request ({a.requests} sequential requests x {a.rounds} rounds, mean of rounds);")
+    print("'hop mean us': the edge's mean round trip per worker call (wall clock)")
     print(f"{'process':<34}{'cache off':>12}{'cache on':>12}")
     for k in keys:
         off = statistics.mean(d.get(k, 0) for d, _ in res["off"])
         on = statistics.mean(d.get(k, 0) for d, _ in res["on"])
         print(f"{k:<34}{off:>12.0f}{on:>12.0f}")
     for label in ("off", "on"):
-        tot = statistics.mean(sum(v for k, v in d.items() if not k.startswith("pg:")) for d, _ in res[label])
+        tot = statistics.mean(sum(v for k, v in d.items() if not k.startswith(("pg:", "hop"))) for d, _ in res[label])
         pg = statistics.mean(sum(v for k, v in d.items() if k.startswith("pg:")) for d, _ in res[label])
         p50 = statistics.mean(l for _, l in res[label])
         print(f"cache {label:<4}: Lumkey processes {tot:.0f} us/request, their PostgreSQL backends {pg:.0f} "
