@@ -3,7 +3,9 @@
  *  with the key's policy (or its tenant's default policy).
  *
  *  One prepared statement per DECIDE finds the key, its scope, the route and
- *  the policy's current version in one round trip; the compiled policy comes
+ *  the policy's current version in one round trip, and its row is cached
+ *  (policy_cache.h: dropped on every change NOTIFYed by PostgreSQL), so a key
+ *  seen lately needs no SQL unless its policy has budgets; the compiled policy comes
  *  from a small cache keyed by (policy id, version) - versions are immutable,
  *  so a change is simply a new version that the next decision picks up, on
  *  every worker, without any invalidation. Budgets and rate limits reserve
@@ -18,6 +20,7 @@
 #include "lk_policy.h"
 #include "lk_proto.h"
 #include "policy_anomaly.h"
+#include "policy_cache.h"
 
 #define POLICY_CACHE_N 64
 #define POLICY_ID_MAX  72
@@ -41,16 +44,18 @@ typedef struct {
     const lk_policy_hdp_t *hdp_facts; /* of the current DECIDE; NULL: no HDP header */
     pa_engine_t *anom;                /* issue 10: anomaly baselines (policy_anomaly.c) */
     pa_call_t acall;                  /* the current DECIDE's score */
+    policy_cache_t *decide_cache; /* DECIDE rows by (key hash, model, address): policy_cache.h */
 } policy_t;
-
-/* lk_worker tick: flushes and refreshes the anomaly baselines. */
-void policy_tick(void *ctx);
 
 /* Prepares the statements and connects (waiting up to db_wait_ms; a database
  * that is still away is retried per request). NULL when out of memory. */
 policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout_ms);
 /* NULL-safe; nullifies *self_p. */
 void policy_destroy(policy_t **self_p);
+
+/* lk_worker tick (1 s): applies the cache invalidations that arrived
+ * meanwhile; flushes and refreshes the anomaly baselines. */
+void policy_tick(void *ctx);
 
 /* lk_worker handler: DECIDE, POLICY_GET, SETTLE, ADMIN_REQ (policies.*). */
 int policy_handle(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch);
