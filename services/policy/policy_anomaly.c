@@ -53,6 +53,7 @@ typedef struct {
 typedef struct {
     char v[PA_VALUE_MAX];
     double c;
+    uint32_t h; /* hash of v (compared first; not encoded) */
 } cat_e;
 
 typedef struct {
@@ -142,20 +143,35 @@ static void copy_value(char out[PA_VALUE_MAX], const char *s)
     out[n] = '\0';
 }
 
-static double cat_count(const cat_t *t, const char *v)
+static uint32_t vhash(const char *v)
+{
+    uint32_t h = 2166136261u;
+    for (; *v; v++)
+        h = (h ^ (uint8_t)*v) * 16777619u;
+    return h;
+}
+
+static int cat_find(const cat_t *t, const char *v, uint32_t h)
 {
     for (int i = 0; i < t->n; i++)
-        if (strcmp(t->e[i].v, v) == 0) return t->e[i].c;
-    return 0;
+        if (t->e[i].h == h && strcmp(t->e[i].v, v) == 0) return i;
+    return -1;
+}
+
+static double cat_count(const cat_t *t, const char *v, uint32_t h)
+{
+    int i = cat_find(t, v, h);
+    return i < 0 ? 0 : t->e[i].c;
 }
 
 static void cat_add(cat_t *t, const char *v, int cap)
 {
-    for (int i = 0; i < t->n; i++)
-        if (strcmp(t->e[i].v, v) == 0) {
-            t->e[i].c += 1;
-            return;
-        }
+    uint32_t h = vhash(v);
+    int f = cat_find(t, v, h);
+    if (f >= 0) {
+        t->e[f].c += 1;
+        return;
+    }
     int slot = t->n;
     if (t->n >= cap) { /* full: the rarest value makes room */
         slot = 0;
@@ -166,6 +182,7 @@ static void cat_add(cat_t *t, const char *v, int cap)
     }
     copy_value(t->e[slot].v, v);
     t->e[slot].c = 1;
+    t->e[slot].h = h;
 }
 
 static void cat_halve(cat_t *t)
@@ -209,7 +226,7 @@ static void state_sum(pa_state_t *acc, const pa_state_t *s)
         for (int i = 0; i < st[k]->n; i++) {
             int j;
             for (j = 0; j < at[k]->n; j++)
-                if (strcmp(at[k]->e[j].v, st[k]->e[i].v) == 0) break;
+                if (at[k]->e[j].h == st[k]->e[i].h && strcmp(at[k]->e[j].v, st[k]->e[i].v) == 0) break;
             if (j == at[k]->n) {
                 if (at[k]->n >= CAT_TOOL_N) continue; /* the sum keeps the first CAT_TOOL_N values */
                 at[k]->n++;
@@ -349,6 +366,7 @@ int pa_state_decode(const uint8_t *buf, size_t len, pa_state_t *st)
             }
             get(&r, t[k]->e[i].v, l);
             t[k]->e[i].v[l] = '\0';
+            t[k]->e[i].h = vhash(t[k]->e[i].v);
             if (memchr(t[k]->e[i].v, '\0', l)) r.bad = 1;
             get(&r, &t[k]->e[i].c, 8);
             if (!finite_nonneg(t[k]->e[i].c) || t[k]->e[i].c > 1e12) r.bad = 1;
@@ -603,25 +621,30 @@ static void score_subject(const subj_t *s, const pa_request_t *r, contrib_t *c, 
     char v[PA_VALUE_MAX];
     if (r->model && *r->model) {
         copy_value(v, r->model);
+        uint32_t h = vhash(v);
         contribute(c, "model", v,
-                   m * cat_surprise(cat_count(&o->model, v) + cat_count(&q->model, v),
+                   m * cat_surprise(cat_count(&o->model, v, h) + cat_count(&q->model, v, h),
                                     o->model.total + q->model.total),
                    0);
     }
     if (r->source_ip && *r->source_ip) {
         copy_value(v, r->source_ip);
-        contribute(c, "ip", v,
-                   m * cat_surprise(cat_count(&o->ip, v) + cat_count(&q->ip, v), o->ip.total + q->ip.total),
-                   0);
+        uint32_t h = vhash(v);
+        contribute(
+            c, "ip", v,
+            m * cat_surprise(cat_count(&o->ip, v, h) + cat_count(&q->ip, v, h), o->ip.total + q->ip.total),
+            0);
     }
     /* tools: the most surprising one counts */
     double best = 0;
     char bv[PA_VALUE_MAX] = "";
     for (size_t i = 0; i < r->n_tools; i++) {
         copy_value(v, r->tools[i]);
-        double cnt = cat_count(&o->tool, v) + cat_count(&q->tool, v);
-        int d = destructive(v);
-        double a = m * (d ? 2.0 : 1.0) * cat_surprise(cnt, o->tool.total + q->tool.total);
+        uint32_t h = vhash(v);
+        double cnt = cat_count(&o->tool, v, h) + cat_count(&q->tool, v, h);
+        double sur = cat_surprise(cnt, o->tool.total + q->tool.total);
+        int d = sur > 0 || cnt < 0.5 ? destructive(v) : 0; /* a usual tool counts nothing either way */
+        double a = m * (d ? 2.0 : 1.0) * sur;
         if (d && cnt < 0.5 && a < DESTR_PRIOR) a = DESTR_PRIOR; /* cold start: never invisible */
         if (a > best) best = a, memcpy(bv, v, sizeof bv);
     }
