@@ -500,7 +500,9 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
     ret = lk_worker_keep(scratch, keep, sizeof keep / sizeof keep[0]);
 cleanup:
     pa_call_end(self->anom, &self->acall,
-                d->status != LK_ST_OK || d->decision == LK_DECISION_BLOCK || d->decision == LK_DECISION_HOLD,
+                rep->env.type == LK_MSG_ERROR ? -1 /* not decided: no outcome */
+                                              : d->status != LK_ST_OK || d->decision == LK_DECISION_BLOCK ||
+                                                    d->decision == LK_DECISION_HOLD,
                 d->est_microusd);
     PQclear(res);
     lk_policy_result_clear(&self->result);

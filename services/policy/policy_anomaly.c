@@ -1153,6 +1153,6 @@ void pa_call_begin(pa_engine_t *e, pa_call_t *c, lk_str_t tenant, lk_str_t key_i
 void pa_call_end(pa_engine_t *e, pa_call_t *c, int blocked, int64_t est_microusd)
 {
     if (!c->active) return;
-    pa_outcome(e, &c->r, blocked, est_microusd);
+    if (blocked >= 0) pa_outcome(e, &c->r, blocked, est_microusd);
     c->active = 0;
 }

@@ -96,6 +96,7 @@ typedef struct {
 } pa_call_t;
 void pa_call_begin(pa_engine_t *e, pa_call_t *c, lk_str_t tenant, lk_str_t key_id, lk_str_t agent,
                    lk_str_t model, lk_str_t source_ip, lk_str_t body, int64_t now_ms);
+/* blocked: 1 / 0, or -1 when the DECIDE failed (database away: not the key's doing, no outcome). */
 void pa_call_end(pa_engine_t *e, pa_call_t *c, int blocked, int64_t est_microusd);
 
 /* A window of the key's closing audit events: errs of all failed (5xx). The tick reads them from the
