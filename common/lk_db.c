@@ -451,12 +451,24 @@ static int hexval(char c)
     return -1;
 }
 
+static int bytea_decode(const char *v, size_t n, uint8_t *out, size_t cap, size_t *len);
+
 int lk_db_bytea(const PGresult *res, int row, int col, uint8_t *out, size_t cap, size_t *len)
 {
     *len = 0;
     if (PQgetisnull(res, row, col)) return -1;
-    const char *v = PQgetvalue(res, row, col);
-    size_t n = (size_t)PQgetlength(res, row, col);
+    return bytea_decode(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), out, cap, len);
+}
+
+int lk_db_row_bytea(const lk_db_row_t *row, int col, uint8_t *out, size_t cap, size_t *len)
+{
+    *len = 0;
+    if (col < 0 || col >= row->ncols || row->null[col]) return -1;
+    return bytea_decode(row->v[col].ptr, row->v[col].len, out, cap, len);
+}
+
+static int bytea_decode(const char *v, size_t n, uint8_t *out, size_t cap, size_t *len)
+{
     if (n < 2 || v[0] != '\\' || v[1] != 'x' || (n - 2) % 2 != 0 || (n - 2) / 2 > cap) return -1;
     for (size_t i = 0; i < (n - 2) / 2; i++) {
         int hi = hexval(v[2 + 2 * i]), lo = hexval(v[3 + 2 * i]);
@@ -465,4 +477,301 @@ int lk_db_bytea(const PGresult *res, int row, int col, uint8_t *out, size_t cap,
     }
     *len = (n - 2) / 2;
     return 0;
+}
+
+/* --------------------------------------------------------------- LISTEN -- */
+
+struct lk_db_listen {
+    char *conninfo;
+    char app_name[64];
+    const char *channel;
+    PGconn *conn;
+    int listening; /* LISTEN ran on conn */
+    int broken;    /* the server spoke unasked: treat conn as lost */
+    int down_logged;
+    int ever_connected;
+    int64_t next_attempt_ms;
+    int backoff_ms;
+};
+
+lk_db_listen_t *lk_db_listen_new(const char *conninfo, const char *app_name, const char *channel)
+{
+    lk_db_listen_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    self->conninfo = strdup(conninfo ? conninfo : "");
+    if (!self->conninfo) {
+        free(self);
+        return NULL;
+    }
+    snprintf(self->app_name, sizeof self->app_name, "%s", app_name ? app_name : "lumkey");
+    self->channel = channel;
+    self->backoff_ms = BACKOFF_MIN_MS;
+    return self;
+}
+
+static void listen_drop(lk_db_listen_t *self)
+{
+    if (self->conn) PQfinish(self->conn);
+    self->conn = NULL;
+    self->listening = 0;
+    self->broken = 0;
+}
+
+void lk_db_listen_destroy(lk_db_listen_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    lk_db_listen_t *self = *self_p;
+    listen_drop(self);
+    memset(self->conninfo, 0, strlen(self->conninfo)); /* may hold a password */
+    free(self->conninfo);
+    free(self);
+    *self_p = NULL;
+}
+
+/* An idle connection only hears from the server when it is going away
+ * ("terminating connection due to administrator command", shutdown). */
+static void listen_notice(void *arg, const char *message)
+{
+    lk_db_listen_t *self = arg;
+    char line[256];
+    first_line(line, sizeof line, message);
+    lk_log_warn("database listen connection: %s", line);
+    self->broken = 1;
+}
+
+static void listen_lost(lk_db_listen_t *self, const char *why)
+{
+    if (!self->down_logged) {
+        lk_log_warn("database listen connection lost (%s): caches bypassed until it is back", why);
+        self->down_logged = 1;
+    }
+    listen_drop(self);
+    self->next_attempt_ms = 0; /* try again at once */
+}
+
+static int listen_connect(lk_db_listen_t *self)
+{
+    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *vals[] = {"3", self->app_name, self->conninfo, NULL};
+    self->conn = PQconnectdbParams(keys, vals, 1);
+    if (self->conn && PQstatus(self->conn) == CONNECTION_OK) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "LISTEN %s", self->channel);
+        PGresult *res = PQexec(self->conn, sql);
+        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (ok && PQsetnonblocking(self->conn, 1) == 0) {
+            PQsetNoticeProcessor(self->conn, listen_notice, self);
+            self->listening = 1;
+            if (self->down_logged || !self->ever_connected)
+                lk_log_info(self->ever_connected ? "database listen connection restored"
+                                                 : "database listen connection up");
+            self->down_logged = 0;
+            self->ever_connected = 1;
+            self->backoff_ms = BACKOFF_MIN_MS;
+            return 0;
+        }
+    }
+    if (!self->down_logged) {
+        char line[256];
+        first_line(line, sizeof line, self->conn ? PQerrorMessage(self->conn) : "out of memory");
+        lk_log_warn("database listen connection unavailable: %s", line);
+        self->down_logged = 1;
+    }
+    listen_drop(self);
+    self->next_attempt_ms = mono_ms() + self->backoff_ms;
+    self->backoff_ms = self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
+    return -1;
+}
+
+int lk_db_listen_poll(lk_db_listen_t *self, lk_db_notify_fn fn, void *arg)
+{
+    if (!self) return 0;
+    if (self->conn && (self->broken || PQstatus(self->conn) != CONNECTION_OK)) {
+        listen_lost(self, "closed by the server");
+        fn(arg, NULL);
+    }
+    if (!self->conn) {
+        if (mono_ms() < self->next_attempt_ms || listen_connect(self) != 0) return 0;
+        fn(arg, NULL); /* what changed while nobody listened is unknown */
+    }
+    int read_ok = PQconsumeInput(self->conn);
+    PGnotify *n; /* PQnotifies parses what arrived: notifications, and notices (listen_notice) */
+    while ((n = PQnotifies(self->conn)) != NULL) {
+        fn(arg, n->extra ? n->extra : "");
+        PQfreemem(n);
+    }
+    if (!read_ok || self->broken || PQstatus(self->conn) != CONNECTION_OK) {
+        listen_lost(self, read_ok ? "closed by the server" : "read failed");
+        fn(arg, NULL);
+        return 0;
+    }
+    return self->listening;
+}
+
+int lk_db_listen_fd(const lk_db_listen_t *self)
+{
+    return self && self->conn ? PQsocket(self->conn) : -1;
+}
+
+/* ------------------------------------------------------------ row cache -- */
+
+typedef struct {
+    uint64_t hash;
+    int64_t expires_us;
+    int64_t stored_us;
+    size_t size;     /* of the whole allocation, for the wipe */
+    size_t key_len;  /* key bytes follow the header */
+    lk_db_row_t row; /* values follow the key, each NUL-terminated */
+} cache_entry_t;
+
+struct lk_db_cache {
+    cache_entry_t **slot;
+    size_t mask;
+    lk_db_cache_stats_t stats;
+};
+
+lk_db_cache_t *lk_db_cache_new(size_t slots)
+{
+    size_t n = 2;
+    while (n < slots && n < ((size_t)1 << 30))
+        n <<= 1;
+    lk_db_cache_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    self->slot = calloc(n, sizeof *self->slot);
+    if (!self->slot) {
+        free(self);
+        return NULL;
+    }
+    self->mask = n - 1;
+    return self;
+}
+
+static void entry_free(cache_entry_t *e)
+{
+    if (!e) return;
+    memset(e, 0, e->size);
+    free(e);
+}
+
+void lk_db_cache_flush(lk_db_cache_t *self)
+{
+    if (!self) return;
+    for (size_t i = 0; i <= self->mask; i++) {
+        entry_free(self->slot[i]);
+        self->slot[i] = NULL;
+    }
+    self->stats.flushes++;
+}
+
+void lk_db_cache_destroy(lk_db_cache_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    lk_db_cache_flush(*self_p);
+    free((*self_p)->slot);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+/* FNV-1a, 64 bits. */
+static uint64_t key_hash(const void *key, size_t len)
+{
+    const unsigned char *p = key;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static const unsigned char *entry_key(const cache_entry_t *e)
+{
+    return (const unsigned char *)(e + 1);
+}
+
+static int entry_is(const cache_entry_t *e, uint64_t h, const void *key, size_t len)
+{
+    return e && e->hash == h && e->key_len == len && memcmp(entry_key(e), key, len) == 0;
+}
+
+int lk_db_cache_get(lk_db_cache_t *self, const void *key, size_t key_len, lk_db_row_t *row)
+{
+    uint64_t h = key_hash(key, key_len);
+    size_t i = (size_t)h & self->mask;
+    for (int k = 0; k < 2; k++, i ^= 1) {
+        cache_entry_t *e = self->slot[i];
+        if (!entry_is(e, h, key, key_len)) continue;
+        if (lk_mono_us() >= e->expires_us) {
+            entry_free(e);
+            self->slot[i] = NULL;
+            self->stats.expired++;
+            break;
+        }
+        *row = e->row;
+        self->stats.hits++;
+        return 1;
+    }
+    self->stats.misses++;
+    return 0;
+}
+
+int lk_db_row_of(const PGresult *res, int row, lk_db_row_t *out)
+{
+    int n = PQnfields(res);
+    if (n > LK_DB_ROW_MAX_COLS) return -1;
+    out->ncols = n;
+    for (int c = 0; c < n; c++) {
+        out->v[c] = lk_db_str(res, row, c);
+        out->null[c] = (uint8_t)lk_db_is_null(res, row, c);
+    }
+    return 0;
+}
+
+int lk_db_cache_put(lk_db_cache_t *self, const void *key, size_t key_len, const PGresult *res, int row,
+                    int64_t ttl_us, lk_db_row_t *out)
+{
+    if (lk_db_row_of(res, row, out) != 0) return -1;
+    size_t size = sizeof(cache_entry_t) + key_len;
+    for (int c = 0; c < out->ncols; c++)
+        size += out->v[c].len + 1;
+    cache_entry_t *e = malloc(size);
+    if (!e) return -1;
+    int64_t now = lk_mono_us();
+    uint64_t h = key_hash(key, key_len);
+    *e = (cache_entry_t){
+        .hash = h, .expires_us = now + ttl_us, .stored_us = now, .size = size, .key_len = key_len};
+    char *p = (char *)(e + 1);
+    memcpy(p, key, key_len);
+    p += key_len;
+    e->row.ncols = out->ncols;
+    for (int c = 0; c < out->ncols; c++) {
+        memcpy(p, out->v[c].ptr, out->v[c].len);
+        p[out->v[c].len] = '\0';
+        e->row.v[c] = (lk_str_t){p, out->v[c].len};
+        e->row.null[c] = out->null[c];
+        p += out->v[c].len + 1;
+    }
+    /* the slot of the same key, else an empty one, else the older of the two */
+    size_t i = (size_t)h & self->mask, j = i ^ 1, at;
+    if (entry_is(self->slot[i], h, key, key_len))
+        at = i;
+    else if (entry_is(self->slot[j], h, key, key_len))
+        at = j;
+    else if (!self->slot[i])
+        at = i;
+    else if (!self->slot[j])
+        at = j;
+    else
+        at = self->slot[j]->stored_us < self->slot[i]->stored_us ? j : i;
+    entry_free(self->slot[at]);
+    self->slot[at] = e;
+    self->stats.puts++;
+    *out = e->row;
+    return 0;
+}
+
+lk_db_cache_stats_t lk_db_cache_stats(const lk_db_cache_t *self)
+{
+    return self->stats;
 }

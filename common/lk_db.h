@@ -122,4 +122,74 @@ int lk_db_bool(const PGresult *res, int row, int col);
 int lk_db_bytea(const PGresult *res, int row, int col, uint8_t *out, size_t cap, size_t *len)
     __attribute__((warn_unused_result));
 
+/* --- LISTEN ------------------------------------------------------------------
+ * A second connection that only listens on one channel, for caches that must
+ * forget what changed. Polled, never blocking (except while connecting, like
+ * lk_db_connect's attempts: connect_timeout 3 s, backoff 100 ms to 2 s).
+ *
+ *      lk_db_listen_t *l = lk_db_listen_new(conninfo, "lumkey-policy", "lumkey_cache");
+ *      if (lk_db_listen_poll(l, on_change, cache)) -> listening: the cache may answer
+ *      else -> not listening: bypass the cache
+ *
+ *  on_change(arg, payload) is called for every notification, and with payload
+ *  NULL whenever notifications may have been missed (the connection was lost,
+ *  or has just been (re)established): drop everything then. A change committed
+ *  after a poll that returned 1 is reported by a later poll (PostgreSQL
+ *  delivers it at commit; how soon it arrives is its delivery time, not
+ *  bounded by this code). Any message the server sends unasked on this
+ *  connection (e.g. "terminating connection") counts as a lost connection. */
+typedef struct lk_db_listen lk_db_listen_t;
+typedef void (*lk_db_notify_fn)(void *arg, const char *payload);
+
+/* channel: a plain lower-case identifier (borrowed: use a literal). NULL when
+ * out of memory. Does not connect. */
+lk_db_listen_t *lk_db_listen_new(const char *conninfo, const char *app_name, const char *channel);
+/* NULL-safe; nullifies *self_p. */
+void lk_db_listen_destroy(lk_db_listen_t **self_p);
+/* Connects if due, drains what arrived. 1 = listening, 0 = not. */
+int lk_db_listen_poll(lk_db_listen_t *self, lk_db_notify_fn fn, void *arg);
+/* Its socket (-1 when not connected), e.g. for a poll set. */
+int lk_db_listen_fd(const lk_db_listen_t *self);
+
+/* --- row cache ---------------------------------------------------------------
+ * A bounded cache of result rows (text values) by a byte key: a table of
+ * `slots` entries where a key may sit in one of two neighbouring slots (the
+ * older one is replaced), so memory is bounded by construction and a lookup is
+ * O(1). Every entry expires after its own ttl. Knows nothing of invalidation:
+ * its owner flushes it (e.g. on an lk_db_listen event). Single-threaded. */
+#define LK_DB_ROW_MAX_COLS 32
+
+typedef struct {
+    int ncols;
+    lk_str_t v[LK_DB_ROW_MAX_COLS];
+    uint8_t null[LK_DB_ROW_MAX_COLS];
+} lk_db_row_t;
+
+typedef struct lk_db_cache lk_db_cache_t;
+
+typedef struct {
+    uint64_t hits, misses, puts, flushes, expired;
+} lk_db_cache_stats_t;
+
+/* slots: rounded up to a power of two (>= 2). NULL when out of memory. */
+lk_db_cache_t *lk_db_cache_new(size_t slots);
+/* Frees every entry (wiped). NULL-safe; nullifies *self_p. */
+void lk_db_cache_destroy(lk_db_cache_t **self_p);
+void lk_db_cache_flush(lk_db_cache_t *self);
+/* 1 with *row (its values stay valid until the next put, flush or destroy),
+ * or 0 (absent or expired). */
+int lk_db_cache_get(lk_db_cache_t *self, const void *key, size_t key_len, lk_db_row_t *row);
+/* Stores row `row` of res under key for ttl_us (> 0) and fills *out from the
+ * stored copy. 0, or -1 (out of memory or too many columns: *out is then
+ * filled from res itself, which stays valid until PQclear). */
+int lk_db_cache_put(lk_db_cache_t *self, const void *key, size_t key_len, const PGresult *res, int row,
+                    int64_t ttl_us, lk_db_row_t *out);
+lk_db_cache_stats_t lk_db_cache_stats(const lk_db_cache_t *self);
+
+/* Fills *out with row `row` of res (borrowed from res). 0 / -1 (too many columns). */
+int lk_db_row_of(const PGresult *res, int row, lk_db_row_t *out);
+/* lk_db_bytea for a column of a row. */
+int lk_db_row_bytea(const lk_db_row_t *row, int col, uint8_t *out, size_t cap, size_t *len)
+    __attribute__((warn_unused_result));
+
 #endif

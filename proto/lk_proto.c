@@ -78,6 +78,13 @@ static const field_t F_ADMIN_AUTH_REP[] = {
     STR("tenant", OPT, admin_auth_rep.tenant),
     STR("role", REQ, admin_auth_rep.role),
     STR("tok", REQ, admin_auth_rep.token_id),
+    STR("via", OPT, admin_auth_rep.via),
+    STR("ses", OPT, admin_auth_rep.session_id),
+    STR("uname", OPT, admin_auth_rep.user_name),
+    STR("dname", OPT, admin_auth_rep.display_name),
+    STR("email", OPT, admin_auth_rep.email),
+    STR("csrf", OPT, admin_auth_rep.csrf),
+    I64("exp", OPT, admin_auth_rep.expires_ms),
 };
 
 static const field_t F_ADMIN_REQ[] = {

@@ -117,8 +117,14 @@ typedef struct {
 
 typedef struct {
     lk_str_t tenant;
-    lk_str_t role; /* "admin", "approver", "auditor" */
-    lk_str_t token_id;
+    lk_str_t role;     /* "admin", "approver", "auditor", "scim" */
+    lk_str_t token_id; /* the actor: admin token id, or the SSO user id ("usr_...") for a session */
+    /* an SSO session (token "lks_..."; issue 11): empty / 0 for admin tokens */
+    lk_str_t via;        /* "session" (empty: an admin token) */
+    lk_str_t session_id; /* "ses_..." */
+    lk_str_t user_name, display_name, email;
+    lk_str_t csrf;      /* the session's CSRF token (compared by the edge) */
+    int64_t expires_ms; /* absolute expiry of the session */
 } lk_admin_auth_rep_t;
 
 /* An admin operation. The edge authenticated the caller (ADMIN_AUTH) and

@@ -9,6 +9,7 @@ PKGS=(
   libsodium-dev librdkafka-dev libssl-dev libjansson-dev libpcre2-dev libhyperscan-dev libcurl4-openssl-dev openssl
   postgresql postgresql-contrib kcat maven openjdk-17-jre-headless
   softhsm2 opensc libp11-kit-dev
+  chromium fonts-dejavu-core # the web console's browser tests (tests/console: playwright-core drives /usr/bin/chromium)
   python3 python3-venv nodejs npm curl procps psmisc wrk
   ca-certificates # scripts/chart-check.sh (ctest deploy_chart) fetches helm's sources and, when no
                   # Go >= 1.22 is on the machine, a Go toolchain from the Go module proxy (curl),

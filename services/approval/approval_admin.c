@@ -45,7 +45,9 @@ int approval_admin_prepare(lk_db_t *db)
                       "WHERE tenant_id = $1::text AND ($2::text = '' OR status = $2::text) "
                       "ORDER BY created_at DESC LIMIT 500) h") != 0)
         return -1;
-    return lk_db_prepare(db, "admin_token_name", "SELECT name FROM admin_tokens WHERE id = $1::text");
+    return lk_db_prepare(db, "admin_token_name", "SELECT name FROM admin_tokens WHERE id = $1::text") |
+           /* an SSO user (issue 11) decides as its userName */
+           lk_db_prepare(db, "sso_user_name", "SELECT user_name FROM scim_users WHERE id = $1::text");
 }
 
 static int reply_text(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *text, size_t n)
@@ -112,12 +114,14 @@ static int decide(approval_t *self, const lk_admin_req_t *q, lk_str_t id, int ap
         return reply_err(rep, scratch, LK_ST_BAD_REQUEST, "invalid_value",
                          "reason is longer than 500 bytes.");
     char token_name[128] = "";
-    if ((!approver_name || !*approver_name) && approver.len > 4 && memcmp(approver.ptr, "adm_", 4) == 0) {
+    int sso_user = approver.len > 4 && memcmp(approver.ptr, "usr_", 4) == 0;
+    if ((!approver_name || !*approver_name) && approver.len > 4 &&
+        (memcmp(approver.ptr, "adm_", 4) == 0 || sso_user)) {
         lk_db_params_t p;
         lk_db_params_init(&p);
         lk_db_param_str(&p, approver);
         PGresult *res = NULL;
-        if (lk_db_exec(self->db, "admin_token_name", &p, &res) == LK_DB_OK) {
+        if (lk_db_exec(self->db, sso_user ? "sso_user_name" : "admin_token_name", &p, &res) == LK_DB_OK) {
             if (PQntuples(res) == 1) lk_str_copy(token_name, sizeof token_name, lk_db_str(res, 0, 0));
             PQclear(res);
         }

@@ -55,5 +55,7 @@ int object_call(ctl_t *c, const char *method, const char *path, json_t *req, con
 
 /* `lumkeyctl holds ...` (ctl_holds.c). b: the subcommand word or NULL. */
 int ctl_holds(ctl_t *c, const char *b);
+/* `lumkeyctl hdp issuers ...` (ctl_hdp.c). b: the second word or NULL. */
+int ctl_hdp(ctl_t *c, const char *b);
 
 #endif

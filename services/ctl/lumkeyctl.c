@@ -12,8 +12,9 @@
  *      lumkeyctl keys rotate ID [--overlap SECONDS]
  *      lumkeyctl keys revoke ID
  *      lumkeyctl providers get ID
- *      lumkeyctl tokens create --name N --role admin|approver|auditor
+ *      lumkeyctl tokens create --name N --role admin|approver|auditor|scim
  *      lumkeyctl tokens list
+ *      lumkeyctl sso status | sso users
  *      lumkeyctl tokens revoke ID
  *      lumkeyctl policy validate FILE                   (local: no server needed)
  *      lumkeyctl policy test FILE --request REQ.json [--answer ANS.json] [--api A] [--context CTX.json]
@@ -74,8 +75,11 @@ static const char usage_text[] =
     "                [--fallback-provider PROV_ID [--fallback-model M]]   model alias, optional fallback\n"
     "  routes list\n"
     "  routes delete ID\n"
-    "  tokens create --name N --role admin|approver|auditor   new admin token (shown once)\n"
+    "  tokens create --name N --role admin|approver|auditor|scim   new admin token (shown once;\n"
+    "                                          scim: for the identity provider's SCIM client)\n"
     "  tokens list\n"
+    "  sso status                           single sign-on settings and counts (role admin)\n"
+    "  sso users                            SCIM-provisioned users, their role and sessions\n"
     "  tokens revoke ID                     the admin token stops working at once\n"
     "  policy validate FILE                 check a policy document locally (exit 1 if invalid)\n"
     "  policy test FILE --request REQ.json [--answer ANS.json] [--api chat.completions|messages|\n"
@@ -93,6 +97,9 @@ static const char usage_text[] =
     "  holds show ID\n"
     "  holds approve ID [--reason R]\n"
     "  holds reject ID --reason R\n"
+    "  hdp issuers create --name N (--public-key K | --public-key-file F) [--kid KID]\n"
+    "  hdp issuers list\n"
+    "  hdp issuers revoke ID\n"
     "  help\n"
     "\n"
     "environment:\n"
@@ -792,13 +799,33 @@ static int cmd_tokens_list(ctl_t *c)
     return cmd_list(c, "/admin/v1/tokens", cols, sizeof(cols) / sizeof(cols[0]));
 }
 
+static int cmd_sso_status(ctl_t *c)
+{
+    static const char *const fields[] = {"oidc",           "group_roles",     "session_ttl_s",
+                                         "session_idle_s", "users",           "active_users",
+                                         "groups",         "active_sessions", NULL};
+    if (check_opts(c, NULL) != EXIT_OK) return EXIT_USAGE;
+    return object_call(c, "GET", "/admin/v1/sso/status", NULL, fields);
+}
+
+static int cmd_sso_users(ctl_t *c)
+{
+    static const ctl_column_t cols[] = {{"ID", "id"},
+                                        {"USER", "user_name"},
+                                        {"ROLE", "role"},
+                                        {"ACTIVE", "active"},
+                                        {"SESSIONS", "active_sessions"}};
+    return cmd_list(c, "/admin/v1/sso/users", cols, sizeof(cols) / sizeof(cols[0]));
+}
+
 static int cmd_tokens_create(ctl_t *c)
 {
     static const char *const allowed[] = {"name", "role", NULL};
     if (check_opts(c, allowed) || require(c, "name") || require(c, "role")) return EXIT_USAGE;
     const char *role = opt(c, "role");
-    if (strcmp(role, "admin") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "auditor") != 0)
-        return usage_error("--role must be admin, approver or auditor, not '%s'", role);
+    if (strcmp(role, "admin") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "auditor") != 0 &&
+        strcmp(role, "scim") != 0)
+        return usage_error("--role must be admin, approver, auditor or scim, not '%s'", role);
     json_t *req = json_pack("{s:s, s:s}", "name", opt(c, "name"), "role", role);
     if (req == NULL) return usage_error("%s", "arguments are not valid UTF-8");
     int rc = load_token(c);
@@ -1217,6 +1244,7 @@ static int dispatch(ctl_t *c)
     int rc = configure(c);
     if (rc != EXIT_OK) return rc;
     if (strcmp(a, "policy") == 0) return dispatch_policy(c, b);
+    if (strcmp(a, "hdp") == 0) return ctl_hdp(c, b);
     int with_id =
         b && (strcmp(b, "get") == 0 || strcmp(b, "update") == 0 || strcmp(b, "rotate") == 0 ||
               strcmp(b, "revoke") == 0 || strcmp(b, "replace-credential") == 0 || strcmp(b, "show") == 0 ||
@@ -1239,16 +1267,19 @@ static int dispatch(ctl_t *c)
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "list") == 0) return cmd_tokens_list(c);
     if (strcmp(a, "tokens") == 0 && b && strcmp(b, "revoke") == 0) return cmd_tokens_revoke(c);
     if (strcmp(a, "holds") == 0) return ctl_holds(c, b);
+    if (strcmp(a, "sso") == 0 && b && strcmp(b, "status") == 0) return cmd_sso_status(c);
+    if (strcmp(a, "sso") == 0 && b && strcmp(b, "users") == 0) return cmd_sso_users(c);
     if (strcmp(a, "routes") == 0 && b && strcmp(b, "create") == 0) return cmd_routes_create(c);
     if (strcmp(a, "routes") == 0 && b && strcmp(b, "list") == 0) return cmd_routes_list(c);
     if (strcmp(a, "routes") == 0 && b && strcmp(b, "delete") == 0) return cmd_routes_delete(c);
     int group = strcmp(a, "providers") == 0 || strcmp(a, "keys") == 0 || strcmp(a, "tokens") == 0 ||
-                strcmp(a, "routes") == 0;
+                strcmp(a, "routes") == 0 || strcmp(a, "sso") == 0;
     if (group && b == NULL)
         return usage_error("'%s' needs a subcommand: %s", a,
                            strcmp(a, "keys") == 0     ? "create, list, get, update, rotate or revoke"
                            : strcmp(a, "tokens") == 0 ? "create, list or revoke"
                            : strcmp(a, "routes") == 0 ? "create, list or delete"
+                           : strcmp(a, "sso") == 0    ? "status or users"
                                                       : "create, list or get");
     return usage_error("unknown command '%s'", b && group ? b : a);
 }

@@ -21,7 +21,9 @@
 
 #include "edge.h"
 #include "edge_audit.h"
+#include "edge_auth.h"
 #include "edge_http.h"
+#include "edge_scim.h"
 #include "lk_key.h"
 #include "lk_log.h"
 #include "lk_util.h"
@@ -64,6 +66,10 @@ static const route_t ROUTES[] = {
     {"/admin/v1/policies/", "pol_", "", "GET", "policies.get", EDGE_SVC_POLICY, 0, 0, "admin"},
     {"/admin/v1/policies/", "pol_", "", "PUT", "policies.update", EDGE_SVC_POLICY, 0, 0, "admin"},
     {"/admin/v1/policies/", "pol_", "/versions", "GET", "policies.versions", EDGE_SVC_POLICY, 0, 0, "admin"},
+    {"/admin/v1/hdp/issuers", NULL, NULL, "POST", "hdp.issuers.create", EDGE_SVC_POLICY, 1, 0, "admin"},
+    {"/admin/v1/hdp/issuers", NULL, NULL, "GET", "hdp.issuers.list", EDGE_SVC_POLICY, 0, 0, "auditor"},
+    {"/admin/v1/hdp/issuers/", "hdpi_", "/revoke", "POST", "hdp.issuers.revoke", EDGE_SVC_POLICY, 0, 0,
+     "admin"},
     {"/admin/v1/audit/events", NULL, NULL, "GET", "audit.query", EDGE_SVC_AUDIT, 0, 0, "auditor"},
     {"/admin/v1/audit/verify", NULL, NULL, "POST", "audit.verify", EDGE_SVC_AUDIT, 0, 0, "auditor"},
     {"/admin/v1/audit/status", NULL, NULL, "GET", "audit.status", EDGE_SVC_AUDIT, 0, 0, "auditor"},
@@ -76,7 +82,30 @@ static const route_t ROUTES[] = {
     {"/admin/v1/holds/", "hold_", "", "GET", "holds.get", EDGE_SVC_APPROVAL, 0, 0, "approver"},
     {"/admin/v1/holds/", "hold_", "/approve", "POST", "holds.approve", EDGE_SVC_APPROVAL, 0, 0, "approver"},
     {"/admin/v1/holds/", "hold_", "/reject", "POST", "holds.reject", EDGE_SVC_APPROVAL, 0, 0, "approver"},
+    {"/admin/v1/sso/status", NULL, NULL, "GET", "sso.status", EDGE_SVC_VAULT, 0, 0, "admin"},
+    {"/admin/v1/sso/users", NULL, NULL, "GET", "sso.users", EDGE_SVC_VAULT, 0, 0, "admin"},
+    /* SCIM 2.0 (issue 11): role scim only, Bearer only, answers and errors in SCIM's shape (edge_scim) */
+    {"/scim/v2/Users", NULL, NULL, "POST", "scim.users.create", EDGE_SVC_VAULT, 1, 0, "scim"},
+    {"/scim/v2/Users", NULL, NULL, "GET", "scim.users.list", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Users/", "usr_", "", "GET", "scim.users.get", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Users/", "usr_", "", "PUT", "scim.users.replace", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Users/", "usr_", "", "PATCH", "scim.users.patch", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Users/", "usr_", "", "DELETE", "scim.users.delete", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Groups", NULL, NULL, "POST", "scim.groups.create", EDGE_SVC_VAULT, 1, 0, "scim"},
+    {"/scim/v2/Groups", NULL, NULL, "GET", "scim.groups.list", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Groups/", "grp_", "", "GET", "scim.groups.get", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Groups/", "grp_", "", "PUT", "scim.groups.replace", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Groups/", "grp_", "", "PATCH", "scim.groups.patch", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Groups/", "grp_", "", "DELETE", "scim.groups.delete", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/ServiceProviderConfig", NULL, NULL, "GET", "scim.discovery", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/ResourceTypes", NULL, NULL, "GET", "scim.discovery", EDGE_SVC_VAULT, 0, 0, "scim"},
+    {"/scim/v2/Schemas", NULL, NULL, "GET", "scim.discovery", EDGE_SVC_VAULT, 0, 0, "scim"},
 };
+
+static int is_scim(const route_t *r)
+{
+    return r && strcmp(r->role, "scim") == 0;
+}
 
 #define ADMIN_ID_MAX 64 /* prefix + alphanumerics */
 
@@ -108,7 +137,10 @@ typedef struct {
     char object_id[ADMIN_ID_MAX + 1];
     char source_ip[64];
     char tenant[128];             /* of the acting token, once authenticated */
-    char actor[ADMIN_ID_MAX + 1]; /* the acting admin token's id, once authenticated */
+    char actor[ADMIN_ID_MAX + 1]; /* the acting admin token's id (or SSO user id), once authenticated */
+    char user[257];               /* the acting SSO user's userName ("" for an admin token) */
+    int session;                  /* authenticated by the lk_session cookie (CSRF-checked) */
+    int scim;                     /* a /scim/v2 route: SCIM-shaped answers */
     int64_t policy_version;       /* policies.create / update: the version made (recorded as pver) */
     edge_call_t *call;
 } admin_t;
@@ -153,7 +185,8 @@ static void admin_audit(admin_t *a, int status, const char *code, const char *ob
     ev->kind = lk_str(kind);
     ev->time_ms = lk_now_ms();
     ev->tenant = lk_str(a->tenant);
-    ev->key_id = lk_str(a->actor);
+    ev->key_id = lk_str(a->actor); /* adm_... (via token) or usr_... (via session) */
+    ev->user = lk_str(a->user);
     ev->source_ip = lk_str(a->source_ip);
     ev->endpoint = lk_str(op);
     ev->decision = lk_str(status < 400 ? "allow" : "deny");
@@ -176,7 +209,27 @@ static void admin_audit(admin_t *a, int status, const char *code, const char *ob
 static void admin_error(admin_t *a, int status, const char *code, const char *message)
 {
     admin_audit(a, status, code, NULL);
-    edge_http_send_error(a->req, status, a->rid, NULL, code, message);
+    if (a->scim)
+        edge_scim_send_error(a->req, status, a->rid, NULL, message);
+    else
+        edge_http_send_error(a->req, status, a->rid, NULL, code, message);
+}
+
+void edge_admin_audit_event(const char *rid, const char *op, const char *tenant, const char *actor,
+                            const char *user, const char *source_ip, int status, const char *code)
+{
+    static const route_t sso[] = {
+        {"/auth/", NULL, NULL, "GET", "sso.login", EDGE_SVC_VAULT, 0, 0, "admin"},
+        {"/auth/", NULL, NULL, "POST", "sso.logout", EDGE_SVC_VAULT, 0, 0, "admin"}};
+    admin_t a;
+    memset(&a, 0, sizeof a);
+    a.route = strcmp(op, "sso.logout") == 0 ? &sso[1] : &sso[0];
+    snprintf(a.rid, sizeof a.rid, "%s", rid);
+    snprintf(a.tenant, sizeof a.tenant, "%s", tenant ? tenant : "");
+    snprintf(a.actor, sizeof a.actor, "%s", actor ? actor : "");
+    snprintf(a.user, sizeof a.user, "%s", user ? user : "");
+    snprintf(a.source_ip, sizeof a.source_ip, "%s", source_ip ? source_ip : "");
+    admin_audit(&a, status, code, NULL);
 }
 
 static void on_admin_dispose(void *p)
@@ -204,7 +257,10 @@ static void on_admin_rep(void *data, const lk_msg_t *reply)
         lk_str_copy(msg, sizeof msg, reply->u.error.message);
         int st = edge_http_status_of(reply->u.error.status);
         admin_audit(a, st, "service_error", NULL);
-        edge_http_send_error(a->req, st, a->rid, NULL, NULL, msg[0] ? msg : "The operation failed.");
+        if (a->scim)
+            edge_scim_send_error(a->req, st, a->rid, NULL, msg[0] ? msg : "The operation failed.");
+        else
+            edge_http_send_error(a->req, st, a->rid, NULL, NULL, msg[0] ? msg : "The operation failed.");
         return;
     }
     if (reply->env.type != LK_MSG_ADMIN_REP) {
@@ -226,7 +282,25 @@ static void on_admin_rep(void *data, const lk_msg_t *reply)
         const char *v = memmem(body, len, "\"version\":", 10);
         if (v) a->policy_version = strtoll(v + 10, NULL, 10);
     }
+    if (a->scim && status >= 400) json_scan_id(body, len, "scimType", code, sizeof code);
     admin_audit(a, status, code, created);
+    if (a->scim) {
+        if (status == 200 && strstr(a->route->op, ".delete")) status = 204;
+        edge_scim_send(a->req, status, a->rid, body, len);
+        return;
+    }
+    if (status == 200 && strcmp(a->route->op, "sso.status") == 0) { /* plus the edge's own OIDC settings */
+        json_t *j = json_loadb(body, len, 0, NULL);
+        if (json_is_object(j)) {
+            json_object_set_new(j, "oidc", edge_auth_status());
+            char *txt = json_dumps(j, JSON_COMPACT);
+            if (txt) edge_http_send_json(a->req, status, a->rid, txt, strlen(txt));
+            free(txt);
+            json_decref(j);
+            if (txt) return;
+        }
+        json_decref(j);
+    }
     if (a->route->secret_answer)
         edge_http_send_json_secret(a->req, status, a->rid, body, len);
     else
@@ -250,18 +324,49 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
     if (reply->env.type != LK_MSG_ADMIN_AUTH_REP) {
         wipe_entity(a->req);
         int st = reply->env.type == LK_MSG_ERROR ? edge_http_status_of(reply->u.error.status) : 500;
-        admin_audit(a, st, st == 401 ? "invalid_admin_token" : "auth_unavailable", NULL);
-        edge_http_send_error(a->req, st, a->rid, NULL, st == 401 ? "invalid_admin_token" : NULL,
-                             st == 401 ? "The admin token is not valid."
-                                       : "The admin token could not be checked.");
+        const char *code =
+            st == 401 ? (a->session ? "not_signed_in" : "invalid_admin_token") : "auth_unavailable";
+        admin_audit(a, st, code, NULL);
+        if (a->scim)
+            edge_scim_send_error(a->req, st, a->rid, NULL,
+                                 st == 401 ? "The admin token is not valid."
+                                           : "The admin token could not be checked.");
+        else
+            edge_http_send_error(a->req, st, a->rid, NULL, st == 401 ? code : NULL,
+                                 st == 401
+                                     ? (a->session ? "The session is not valid (expired, signed out or the "
+                                                     "user was deactivated): please sign in."
+                                                   : "The admin token is not valid.")
+                                     : "The admin token could not be checked.");
         return;
     }
     const lk_admin_auth_rep_t *au = &reply->u.admin_auth_rep;
     lk_str_copy(a->tenant, sizeof a->tenant, au->tenant);
     lk_str_copy(a->actor, sizeof a->actor, au->token_id);
-    if (!role_allows(au->role, a->route->role)) {
+    lk_str_copy(a->user, sizeof a->user, au->user_name);
+    if (a->session != lk_str_eq(au->via, "session")) { /* a cookie must be a session, a Bearer a token */
         wipe_entity(a->req);
-        admin_error(a, 403, "insufficient_role", "This admin token's role does not allow this operation.");
+        admin_error(a, 401, "invalid_admin_token", "The admin token is not valid.");
+        return;
+    }
+    if (a->session && edge_auth_unsafe_method(a->req)) {
+        h2o_iovec_t csrf;
+        const char *why = edge_auth_csrf_precheck(a->req, &csrf);
+        if (why || !edge_auth_csrf_equal(csrf, au->csrf)) {
+            wipe_entity(a->req);
+            admin_error(a, 403, "csrf_failed", why ? why : "The X-CSRF-Token does not match the session's.");
+            return;
+        }
+    }
+    if (a->scim ? !lk_str_eq(au->role, "scim") : !role_allows(au->role, a->route->role)) {
+        wipe_entity(a->req);
+        admin_error(a, 403, "insufficient_role",
+                    a->session ? "Your role does not allow this operation."
+                               : "This admin token's role does not allow this operation.");
+        return;
+    }
+    if (strcmp(a->route->op, "scim.discovery") == 0) {
+        edge_scim_discovery(a->req, a->rid);
         return;
     }
     if (strcmp(a->route->op, "audit.export") == 0) { /* streamed page by page */
@@ -279,7 +384,7 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
     m.u.admin_req.role = au->role;
     m.u.admin_req.object_id = lk_str(a->object_id);
     m.u.admin_req.json = (lk_str_t){a->req->entity.base, a->req->entity.len};
-    if (a->route->svc == EDGE_SVC_AUDIT && strcmp(a->route->method, "GET") == 0)
+    if ((a->route->svc == EDGE_SVC_AUDIT || a->scim) && strcmp(a->route->method, "GET") == 0)
         m.u.admin_req.json = edge_audit_query_json(a->req);
     a->call = edge_rpc_call(g_edge->rpc, a->route->svc, &m, on_admin_rep, a);
     wipe_entity(a->req);
@@ -307,12 +412,16 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
         }
     }
     if (!route) {
+        a->scim =
+            h2o_memis(req->path_normalized.base, req->path_normalized.len > 6 ? 6 : req->path_normalized.len,
+                      H2O_STRLIT("/scim/"));
         wipe_entity(req);
         admin_error(a, path_known ? 405 : 404, path_known ? "method_not_allowed" : "not_found",
                     path_known ? "This method is not allowed here." : "No such admin endpoint.");
         return 0;
     }
     a->route = route;
+    a->scim = is_scim(route);
     const char *framing = edge_http_framing_error(req);
     if (framing) {
         wipe_entity(req);
@@ -326,10 +435,30 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
     }
     h2o_iovec_t tok = edge_http_bearer(req);
     lk_key_info_t info;
-    if (!tok.base || lk_key_parse(tok.base, tok.len, &info) != LK_KEY_OK || info.kind != LK_KEY_ADMIN) {
+    int dup = 0;
+    if (!a->scim && !edge_http_header(req, "authorization", &dup).base && !dup &&
+        !edge_http_header(req, "x-api-key", &dup).base && !dup) {
+        /* no Authorization: the console's session cookie, CSRF-checked for state-changing methods */
+        h2o_iovec_t ses = edge_auth_session_cookie(req);
+        if (ses.base) {
+            h2o_iovec_t csrf;
+            const char *why = edge_auth_unsafe_method(req) ? edge_auth_csrf_precheck(req, &csrf) : NULL;
+            if (why) {
+                wipe_entity(req);
+                admin_error(a, 403, "csrf_failed", why);
+                return 0;
+            }
+            tok = ses;
+            a->session = 1;
+        }
+    }
+    if (!a->session &&
+        (!tok.base || lk_key_parse(tok.base, tok.len, &info) != LK_KEY_OK || info.kind != LK_KEY_ADMIN)) {
         wipe_entity(req);
         admin_error(a, 401, "invalid_admin_token",
-                    "An admin token (Authorization: Bearer lk_adm_...) is required.");
+                    a->scim ? "An admin token of role scim (Authorization: Bearer lk_adm_...) is required."
+                            : "An admin token (Authorization: Bearer lk_adm_...) or a signed-in session is "
+                              "required.");
         return 0;
     }
     lk_msg_t m = {0};

@@ -1421,22 +1421,32 @@ static void on_key_hash(void *data, const lk_msg_t *reply)
 }
 
 /* The request headers policies may read, as "name: value\n" lines (h2o keeps
- * names lower-case): never credentials or cookies, at most 8 KiB. */
+ * names lower-case): never credentials or cookies, at most 64 KiB. */
 static lk_str_t policy_headers(chat_t *c)
 {
     static const char *const SKIP[] = {
         "authorization",  "x-api-key",         "api-key",    "cookie", "proxy-authorization",
         "content-length", "transfer-encoding", "connection", NULL};
-    enum { CAP = 8192 };
-    char *buf = h2o_mem_alloc_pool(&c->req->pool, CAP);
-    size_t n = 0;
-    for (size_t i = 0; i < c->req->headers.size; i++) {
-        const h2o_header_t *h = &c->req->headers.entries[i];
+    enum { CAP = 65536 }; /* room for an HDP-Token (docs/hdp.md); sized to what is sent */
+    const h2o_headers_t *hs = &c->req->headers;
+    unsigned char keep[256] = {0};
+    size_t need = 0;
+    for (size_t i = 0; i < hs->size && i < sizeof keep; i++) {
+        const h2o_header_t *h = &hs->entries[i];
         int skip = 0;
         for (const char *const *k = SKIP; *k && !skip; k++)
             skip = h2o_memis(h->name->base, h->name->len, *k, strlen(*k));
-        if (skip || memchr(h->value.base, '\n', h->value.len) || n + h->name->len + h->value.len + 3 > CAP)
+        if (skip || memchr(h->value.base, '\n', h->value.len) || need + h->name->len + h->value.len + 3 > CAP)
             continue;
+        keep[i] = 1;
+        need += h->name->len + h->value.len + 3;
+    }
+    if (need == 0) return (lk_str_t){NULL, 0};
+    char *buf = h2o_mem_alloc_pool(&c->req->pool, need);
+    size_t n = 0;
+    for (size_t i = 0; i < hs->size && i < sizeof keep; i++) {
+        if (!keep[i]) continue;
+        const h2o_header_t *h = &hs->entries[i];
         memcpy(buf + n, h->name->base, h->name->len);
         n += h->name->len;
         memcpy(buf + n, ": ", 2);

@@ -28,6 +28,8 @@
 #include <unistd.h>
 
 #include "edge.h"
+#include "edge_auth.h"
+#include "edge_console.h"
 #include "edge_http.h"
 #include "edge_metrics.h"
 #include "edge_slack.h"
@@ -164,8 +166,13 @@ int main(int argc, char **argv)
                                          {"/approvals/v1/links/", edge_links_on_req},
                                          HEALTH_ROUTES,
                                          {NULL, NULL}};
-    static const route_t ADMIN_ROUTES[] = {
-        {"/admin/", edge_admin_on_req}, {"/metrics", edge_metrics_on_req}, HEALTH_ROUTES, {NULL, NULL}};
+    static const route_t ADMIN_ROUTES[] = {{"/admin/", edge_admin_on_req},
+                                           {"/scim/", edge_admin_on_req},
+                                           {"/auth/", edge_auth_on_req},
+                                           {"/metrics", edge_metrics_on_req},
+                                           {"/console", edge_console_on_req},
+                                           HEALTH_ROUTES,
+                                           {NULL, NULL}};
     init_listener(&api, edge.loop, entity_limit, API_ROUTES);
     init_listener(&admin, edge.loop, entity_limit, ADMIN_ROUTES);
 
@@ -176,6 +183,7 @@ int main(int argc, char **argv)
     edge.upstreams = edge_upstreams_new(&api.ctx, edge.cfg.upstream_timeout_ms, edge.cfg.upstream_ca_file);
     edge.keycache = edge_keycache_new(8192, (int64_t)edge.cfg.keycache_ttl_ms);
     if (!edge.rpc || !edge.upstreams || !edge.keycache) return 1;
+    edge_auth_init(); /* SSO settings (LUMKEY_OIDC_*) */
     if (edge.cfg.tls_cert[0] && setup_tls(&api, edge.cfg.tls_cert, edge.cfg.tls_key) != 0) return 1;
     if (open_listener(&api, edge.cfg.listen) != 0 || open_listener(&admin, edge.cfg.admin_listen) != 0)
         return 1;
@@ -213,5 +221,6 @@ int main(int argc, char **argv)
     lk_log_info("stopped: %llu requests, %llu worker calls, %llu timeouts",
                 (unsigned long long)edge.stats.requests, (unsigned long long)st.calls,
                 (unsigned long long)st.timeouts);
+    edge_auth_shutdown();
     return 0;
 }

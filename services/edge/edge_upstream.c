@@ -282,6 +282,15 @@ edge_upstream_req_t *edge_upstream_post(edge_upstreams_t *self, const edge_origi
                                         const char *head_extra, size_t head_extra_len, h2o_iovec_t body,
                                         const edge_upstream_cbs_t *cbs, void *data)
 {
+    return edge_upstream_request(self, origin, "POST", "application/json", path, head_extra, head_extra_len,
+                                 body, cbs, data);
+}
+
+edge_upstream_req_t *edge_upstream_request(edge_upstreams_t *self, const edge_origin_t *origin,
+                                           const char *method, const char *content_type, const char *path,
+                                           const char *head_extra, size_t head_extra_len, h2o_iovec_t body,
+                                           const edge_upstream_cbs_t *cbs, void *data)
+{
     origin_entry_t *e = get_origin(self, origin);
     if (!e) return NULL;
     edge_upstream_req_t *u = calloc(1, sizeof *u);
@@ -291,11 +300,14 @@ edge_upstream_req_t *edge_upstream_post(edge_upstreams_t *self, const edge_origi
     lk_buf_init(&u->head, 1);
     char line[1024];
     int default_port = origin->port == (origin->tls ? 443 : 80);
+    char clen[96] = "";
+    if (content_type)
+        snprintf(clen, sizeof clen, "Content-Type: %s\r\nContent-Length: %zu\r\n", content_type, body.len);
     int n = snprintf(line, sizeof line,
-                     "POST %s%s HTTP/1.1\r\nHost: %s%s%.0u\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\nUser-Agent: lumkey\r\nConnection: keep-alive\r\n",
-                     origin->path, path, origin->host, default_port ? "" : ":",
-                     default_port ? 0u : (unsigned)origin->port, body.len);
+                     "%s %s%s HTTP/1.1\r\nHost: %s%s%.0u\r\n%s"
+                     "User-Agent: lumkey\r\nConnection: keep-alive\r\n",
+                     method, origin->path[0] || path[0] ? origin->path : "/", path, origin->host,
+                     default_port ? "" : ":", default_port ? 0u : (unsigned)origin->port, clen);
     if (n < 0 || (size_t)n >= sizeof line || lk_buf_append(&u->head, line, (size_t)n) != 0 ||
         lk_buf_append(&u->head, head_extra, head_extra_len) != 0 || lk_buf_append(&u->head, "\r\n", 2) != 0) {
         free_ureq(u);

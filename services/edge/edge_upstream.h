@@ -61,4 +61,11 @@ edge_upstream_req_t *edge_upstream_post(edge_upstreams_t *self, const edge_origi
 /* Stops a call; no callback runs afterwards. NULL-safe. */
 void edge_upstream_cancel(edge_upstream_req_t *ureq);
 
+/* Same with another method; content_type NULL: no body and no Content-Type / Content-Length
+ * (GET). Used by edge_auth for OpenID Connect discovery, JWKS and the token exchange. */
+edge_upstream_req_t *edge_upstream_request(edge_upstreams_t *self, const edge_origin_t *origin,
+                                           const char *method, const char *content_type, const char *path,
+                                           const char *head_extra, size_t head_extra_len, h2o_iovec_t body,
+                                           const edge_upstream_cbs_t *cbs, void *data);
+
 #endif

@@ -31,7 +31,8 @@ static const char SQL_DECIDE[] =
     "       cardinality(k.allowed_ips) = 0 OR COALESCE($3::text::inet <<= ANY (k.allowed_ips), false), "
     "       COALESCE(k.metadata->>'agent', ''), COALESCE(k.metadata->>'team', ''), pol.id, "
     "pol.current_version, "
-    "       r.umodel, f.id, f.kind, f.base_url, f.cred_id, r.fb_model "
+    "       r.umodel, f.id, f.kind, f.base_url, f.cred_id, r.fb_model, "
+    "       EXTRACT(EPOCH FROM k.expires_at - now())::float8 "
     "FROM api_keys k "
     "JOIN tenants t ON t.id = k.tenant_id "
     "LEFT JOIN policies pol ON pol.id = COALESCE(k.policy_id, t.default_policy_id) AND pol.tenant_id = "
@@ -78,7 +79,8 @@ enum {
     C_KIND2,
     C_URL2,
     C_CRED2,
-    C_UMODEL2
+    C_UMODEL2,
+    C_EXPIRES_IN /* seconds until the key expires, NULL if never: bounds the row's cache life */
 };
 
 /* DECIDE with endpoint "models": $1 key hash, $2 source address. The model ids
@@ -113,12 +115,28 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
     if (!self->db || lk_db_prepare(self->db, "decide", SQL_DECIDE) != 0 ||
         lk_db_prepare(self->db, "policy_doc", SQL_POLICY_DOC) != 0 || policy_budget_prepare(self->db) != 0 ||
         policy_admin_prepare(self->db) != 0 || lk_db_prepare(self->db, "models", SQL_MODELS) != 0 ||
-        pa_prepare(self->db) != 0 || !(self->anom = pa_new(self->db, getenv("LUMKEY_POLICY_REPLICA_ID")))) {
+        pa_prepare(self->db) != 0 || !(self->anom = pa_new(self->db, getenv("LUMKEY_POLICY_REPLICA_ID"))) ||
+        policy_hdp_prepare(self->db) != 0 || !(self->hdp = policy_hdp_new())) {
+        policy_destroy(&self);
+        return NULL;
+    }
+    const char *age = getenv("LUMKEY_CACHE_MAX_AGE_MS");
+    self->decide_cache =
+        policy_cache_new(conninfo, age && *age ? atoi(age) : POLICY_CACHE_AGE_MS, POLICY_CACHE_SLOTS);
+    if (!self->decide_cache) {
         policy_destroy(&self);
         return NULL;
     }
     if (lk_db_connect(self->db, db_wait_ms) != 0) lk_log_warn("database not reachable yet; will keep trying");
+    (void)policy_cache_sync(self->decide_cache); /* connects the LISTEN connection */
     return self;
+}
+
+void policy_tick(void *ctx)
+{
+    policy_t *self = ctx;
+    (void)policy_cache_sync(self->decide_cache);
+    pa_tick(self->anom, 0); /* flushes and refreshes the anomaly baselines */
 }
 
 void policy_destroy(policy_t **self_p)
@@ -128,6 +146,8 @@ void policy_destroy(policy_t **self_p)
     for (int i = 0; i < POLICY_CACHE_N; i++)
         lk_policy_free(&(*self_p)->cache[i].pol);
     lk_policy_result_clear(&(*self_p)->result);
+    policy_hdp_destroy(&(*self_p)->hdp);
+    policy_cache_destroy(&(*self_p)->decide_cache);
     lk_db_destroy(&(*self_p)->db);
     free(*self_p);
     *self_p = NULL;
@@ -318,7 +338,7 @@ static lk_decision_t decision_of(lk_action_t a)
 
 /* Runs the policy on the request and fills d (decision, rule, body, estimates,
  * budget). 0, or -1 (could not: d is a refusal or rep an ERROR). */
-static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, PGresult *res)
+static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep)
 {
     const lk_decide_t *q = &req->u.decide;
     lk_decide_rep_t *d = &rep->u.decide_rep;
@@ -329,7 +349,7 @@ static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, PGre
         refuse(d, LK_ST_INTERNAL, "policy_unavailable", "The policy of this key could not be loaded.");
         return -1;
     }
-    char hbuf[8192], model[MAX_MODEL + 1];
+    char hbuf[65536], model[MAX_MODEL + 1]; /* the edge sends up to 64 KiB (HDP tokens) */
     const char *pairs[MAX_HEADERS][2];
     size_t nh = split_headers(q->headers, hbuf, sizeof hbuf, pairs, MAX_HEADERS);
     lk_str_copy(model, sizeof model, q->model);
@@ -349,6 +369,7 @@ static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, PGre
                            .team = team[0] ? team : NULL,
                            .headers = (const char *const(*)[2])pairs,
                            .n_headers = nh,
+                           .hdp = self->hdp_facts,
                            .has_anomaly = self->acall.active,
                            .anomaly_score = self->acall.s.score,
                            .anomaly_reasons = self->acall.reason_bits};
@@ -416,6 +437,12 @@ static int apply_policy(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, PGre
     return 0;
 }
 
+/* A boolean of a DECIDE row ('t'). */
+static int row_bool(const lk_db_row_t *row, int col)
+{
+    return row->v[col].len == 1 && row->v[col].ptr[0] == 't';
+}
+
 static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
 {
     const lk_decide_t *q = &req->u.decide;
@@ -428,69 +455,91 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
     /* a model name the database cannot hold is a model nobody serves */
     int model_ok = q->model.len <= MAX_MODEL && valid_utf8((const unsigned char *)q->model.ptr, q->model.len);
 
-    lk_db_params_t p;
-    lk_db_params_init(&p);
-    lk_db_param_bytes(&p, q->key_hash, sizeof q->key_hash);
-    lk_db_param_str(&p, model_ok ? q->model : LK_STR_NULL);
     char ip[INET6_ADDRSTRLEN];
-    if (valid_ip(q->source_ip, ip, sizeof ip))
-        lk_db_param_cstr(&p, ip);
-    else
-        lk_db_param_null(&p); /* unknown address: only keys without an allowlist pass */
+    int ip_ok = valid_ip(q->source_ip, ip, sizeof ip);
+    /* a known key: its row from the cache, if nothing changed since (policy_cache.h) */
+    uint8_t ckey[POLICY_CACHE_KEY_MAX];
+    size_t ckey_len = 0;
+    lk_db_row_t row;
     PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_exec(self->db, "decide", &p, &res);
-    if (rc != LK_DB_OK) return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
     int ret = 0;
-    if (PQntuples(res) != 1) {
-        refuse(d, LK_ST_UNAUTHORIZED, "invalid_api_key", "Incorrect API key provided.");
-        goto cleanup;
+    if (model_ok && policy_cache_sync(self->decide_cache))
+        ckey_len = policy_cache_key(ckey, q->key_hash, sizeof q->key_hash, q->model, ip_ok ? ip : NULL);
+    if (!policy_cache_get(self->decide_cache, ckey, ckey_len, &row)) {
+        lk_db_params_t p;
+        lk_db_params_init(&p);
+        lk_db_param_bytes(&p, q->key_hash, sizeof q->key_hash);
+        lk_db_param_str(&p, model_ok ? q->model : LK_STR_NULL);
+        if (ip_ok)
+            lk_db_param_cstr(&p, ip);
+        else
+            lk_db_param_null(&p); /* unknown address: only keys without an allowlist pass */
+        lk_db_rc_t rc = lk_db_exec(self->db, "decide", &p, &res);
+        if (rc != LK_DB_OK) return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
+        if (PQntuples(res) != 1) { /* unknown keys are not cached */
+            refuse(d, LK_ST_UNAUTHORIZED, "invalid_api_key", "Incorrect API key provided.");
+            goto cleanup;
+        }
+        /* cached until the key expires at the latest (an expired key's row is not kept) */
+        int64_t ttl_ms = policy_cache_max_age_ms(self->decide_cache);
+        if (!lk_db_is_null(res, 0, C_EXPIRES_IN)) {
+            double left_ms = strtod(lk_db_str(res, 0, C_EXPIRES_IN).ptr, NULL) * 1000.0;
+            if (left_ms < (double)ttl_ms) ttl_ms = left_ms > 0 ? (int64_t)left_ms : 0;
+        }
+        if (policy_cache_put(self->decide_cache, ckey, ckey_len, res, ttl_ms, &row) != 0) {
+            ret = lk_worker_error(rep, LK_ST_INTERNAL, "unexpected DECIDE row");
+            goto cleanup;
+        }
     }
-    d->key_id = lk_db_str(res, 0, C_KEY);
-    d->tenant = lk_db_str(res, 0, C_TENANT);
-    d->user = lk_db_str(res, 0, C_USER);
-    d->agent = lk_db_str(res, 0, C_AGENT);
-    d->team = lk_db_str(res, 0, C_TEAM);
-    if (lk_db_bool(res, 0, C_REVOKED)) {
+    d->key_id = row.v[C_KEY];
+    d->tenant = row.v[C_TENANT];
+    d->user = row.v[C_USER];
+    d->agent = row.v[C_AGENT];
+    d->team = row.v[C_TEAM];
+    if (row_bool(&row, C_REVOKED)) {
         refuse(d, LK_ST_UNAUTHORIZED, "key_revoked", "This API key has been revoked.");
-    } else if (lk_db_bool(res, 0, C_EXPIRED)) {
+    } else if (row_bool(&row, C_EXPIRED)) {
         refuse(d, LK_ST_UNAUTHORIZED, "key_expired", "This API key has expired.");
-    } else if (!lk_db_bool(res, 0, C_IP_OK)) {
+    } else if (!row_bool(&row, C_IP_OK)) {
         refuse(d, LK_ST_FORBIDDEN, "ip_not_allowed", "This API key may not be used from this address.");
     } else if (!model_ok) {
         refuse(d, LK_ST_NOT_FOUND, "model_not_found",
                "The model does not exist or you do not have access to it.");
-    } else if (!lk_db_bool(res, 0, C_MODEL_OK)) {
+    } else if (!row_bool(&row, C_MODEL_OK)) {
         refuse_model(self, d, LK_ST_FORBIDDEN, "model_not_allowed",
                      "This API key is not allowed to use the model `", q->model, "`.");
-    } else if (lk_db_is_null(res, 0, C_PROV)) {
+    } else if (row.null[C_PROV]) {
         refuse_model(self, d, LK_ST_NOT_FOUND, "model_not_found", "The model `", q->model,
                      "` does not exist or you do not have access to it.");
     } else {
         d->status = LK_ST_OK;
         d->decision = LK_DECISION_ALLOW;
-        d->provider_id = lk_db_str(res, 0, C_PROV);
-        d->provider_kind = lk_db_str(res, 0, C_KIND);
-        d->base_url = lk_db_str(res, 0, C_URL);
-        d->cred_id = lk_db_str(res, 0, C_CRED);
-        d->upstream_model = lk_db_str(res, 0, C_UMODEL); /* the route's, or the model as requested */
-        if (!lk_db_is_null(res, 0, C_PROV2)) {
-            d->provider_id2 = lk_db_str(res, 0, C_PROV2);
-            d->provider_kind2 = lk_db_str(res, 0, C_KIND2);
-            d->base_url2 = lk_db_str(res, 0, C_URL2);
-            d->cred_id2 = lk_db_str(res, 0, C_CRED2);
-            d->upstream_model2 = lk_db_str(res, 0, C_UMODEL2);
+        d->provider_id = row.v[C_PROV];
+        d->provider_kind = row.v[C_KIND];
+        d->base_url = row.v[C_URL];
+        d->cred_id = row.v[C_CRED];
+        d->upstream_model = row.v[C_UMODEL]; /* the route's, or the model as requested */
+        if (!row.null[C_PROV2]) {
+            d->provider_id2 = row.v[C_PROV2];
+            d->provider_kind2 = row.v[C_KIND2];
+            d->base_url2 = row.v[C_URL2];
+            d->cred_id2 = row.v[C_CRED2];
+            d->upstream_model2 = row.v[C_UMODEL2];
         }
         /* issue 10: scored before the policy runs, so its rules can use it */
         pa_call_begin(self->anom, &self->acall, d->tenant, d->key_id, d->agent, q->model, q->source_ip,
                       q->body, lk_now_ms());
         d->anomaly = lk_str(self->acall.out);
-        if (!lk_db_is_null(res, 0, C_POL)) {
-            d->policy_id = lk_db_str(res, 0, C_POL);
-            d->policy_version = lk_db_i64(res, 0, C_POL_VER);
-            if (apply_policy(self, req, rep, res) != 0 && rep->env.type == LK_MSG_ERROR) goto cleanup;
+        /* HDP provenance (docs/hdp.md): recorded, never a refusal by itself */
+        self->hdp_facts = policy_hdp_check(self, q, d->tenant, &d->hdp);
+        if (!row.null[C_POL]) {
+            d->policy_id = row.v[C_POL];
+            d->policy_version = strtoll(row.v[C_POL_VER].ptr, NULL, 10);
+            if (apply_policy(self, req, rep) != 0 && rep->env.type == LK_MSG_ERROR) goto cleanup;
         }
     }
     if (rep->env.type == LK_MSG_ERROR) goto cleanup;
+    /* d->hdp stays in self->hdp until the next DECIDE: not kept */
     lk_str_t *keep[] = {&d->key_id,          &d->tenant,         &d->user,       &d->provider_id,
                         &d->provider_kind,   &d->base_url,       &d->cred_id,    &d->upstream_model,
                         &d->provider_id2,    &d->provider_kind2, &d->base_url2,  &d->cred_id2,
@@ -542,11 +591,6 @@ static int on_settle(policy_t *self, const lk_msg_t *req, lk_msg_t *rep)
     if (rc != LK_DB_OK) return lk_worker_error(rep, lk_db_status(rc), lk_db_message(rc));
     rep->u.settle_rep.microusd = cost;
     return 0;
-}
-
-void policy_tick(void *ctx)
-{
-    pa_tick(((policy_t *)ctx)->anom, 0);
 }
 
 int policy_handle(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)

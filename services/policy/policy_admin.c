@@ -691,5 +691,44 @@ int policy_admin_handle(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_b
     if (lk_str_eq(q->op, "policies.validate")) return op_validate(q, rep, scratch);
     if (lk_str_eq(q->op, "policies.test")) return op_test(self, q, rep, scratch);
     if (lk_str_eq(q->op, "policies.set_default")) return op_set_default(self, q, rep, scratch);
+    if (q->op.len > 4 && memcmp(q->op.ptr, "hdp.", 4) == 0) return policy_hdp_admin(self, q, rep, scratch);
     return reply_err(rep, scratch, LK_ST_NOT_FOUND, "unknown_operation", "Unknown admin operation.");
+}
+
+/* ---------------------------------------------- shared with policy_hdp.c -- */
+
+int policy_admin_reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, json_t *body)
+{
+    return reply_json(rep, scratch, st, body);
+}
+
+int policy_admin_reply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code,
+                           const char *param, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const char *type =
+        st == LK_ST_INTERNAL || st == LK_ST_UNAVAILABLE ? "api_error" : "invalid_request_error";
+    return reply_json(rep, scratch, st,
+                      json_pack("{s:{s:s,s:s,s:s,s:s?}}", "error", "message", msg, "type", type, "code", code,
+                                "param", param));
+}
+
+int policy_admin_reply_db(lk_msg_t *rep, lk_buf_t *scratch, lk_db_rc_t rc, const char *conflict)
+{
+    return reply_db(rep, scratch, rc, conflict);
+}
+
+json_t *policy_admin_load_body(lk_str_t text, lk_msg_t *rep, lk_buf_t *scratch, int *answered)
+{
+    return load_body(text, rep, scratch, answered);
+}
+
+int policy_admin_check_fields(json_t *body, const char *const *allowed, lk_msg_t *rep, lk_buf_t *scratch,
+                              int *answered)
+{
+    return check_fields(body, allowed, rep, scratch, answered);
 }

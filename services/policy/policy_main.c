@@ -4,6 +4,7 @@
  *  LUMKEY_POLICY_ENDPOINT [--endpoint] (default ipc://$LUMKEY_RUN_DIR/policy.ipc),
  *  LUMKEY_DB_WAIT_MS, LUMKEY_DB_STATEMENT_TIMEOUT_MS, LUMKEY_POLICY_REPLICA_ID (this process's
  *  name in anomaly_baselines; default: random per start), LUMKEY_ANOMALY_MAX_SUBJECTS (20000).
+ *  LUMKEY_CACHE_MAX_AGE_MS (policy_cache.h).
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -16,7 +17,8 @@
 static const char USAGE[] = "usage: lumkey-policy [--db CONNINFO] [--endpoint EP]\n"
                             "  LUMKEY_DB, LUMKEY_POLICY_ENDPOINT (ipc://$LUMKEY_RUN_DIR/policy.ipc),\n"
                             "  LUMKEY_DB_WAIT_MS (10000), LUMKEY_DB_STATEMENT_TIMEOUT_MS (5000),\n"
-                            "  LUMKEY_POLICY_REPLICA_ID (anomaly baselines; default: random per start)\n";
+                            "  LUMKEY_POLICY_REPLICA_ID (anomaly baselines; default: random per start)\n"
+                            "  LUMKEY_CACHE_MAX_AGE_MS (1000; 0 = no DECIDE cache)\n";
 
 int main(int argc, char **argv)
 {
@@ -45,7 +47,8 @@ int main(int argc, char **argv)
                              .endpoint = cfg.endpoint,
                              .handler = policy_handle,
                              .ctx = policy,
-                             .tick = policy_tick};
+                             .tick = policy_tick,
+                             .tick_ms = 1000};
     worker = lk_worker_new(&opts);
     if (worker && lk_worker_run(worker) == 0) rc = 0;
 cleanup:

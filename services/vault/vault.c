@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -13,6 +14,8 @@
 #include "lk_key.h"
 #include "lk_log.h"
 #include "lk_worker.h"
+#include "vault_identity.h"
+#include "vault_cache.h"
 
 #define MASTER_HEX_LEN  64
 #define MASTER_FILE_MAX 256
@@ -23,10 +26,8 @@ typedef struct {
     vault_t pub; /* first: a vault_t * is a vault_priv_t * */
     vault_kms_t *kms;
     int64_t kms_next_try_ms;
-    /* one guarded block for the DEK of the credential being opened: making
-     * one per CRED_GET (mmap, mprotect, mlock and back) cost ~8 system calls
-     * and page faults per request. Wiped after every use. */
-    uint8_t *dek;
+    vault_cache_t *cred_cache; /* CRED_GET rows (vault_cache.h) */
+    uint8_t *dek; /* sodium memory (guarded, locked) for the DEK being used; wiped after each use */
 } vault_priv_t;
 
 static vault_priv_t *priv(vault_t *self)
@@ -213,6 +214,14 @@ vault_t *vault_new_kms(const vault_config_t *cfg, const vault_kms_config_t *kcfg
         vault_destroy(&self);
         return NULL;
     }
+    const char *age = getenv("LUMKEY_CACHE_MAX_AGE_MS");
+    v->cred_cache =
+        vault_cache_new(cfg->conninfo, age && *age ? atoi(age) : VAULT_CACHE_AGE_MS, VAULT_CACHE_SLOTS);
+    v->dek = sodium_malloc(VAULT_KEY_LEN);
+    if (!v->cred_cache || !v->dek) {
+        vault_destroy(&self);
+        return NULL;
+    }
     self->state = VAULT_SEALED_NO_KEY;
     if (!cfg->master_key_file || !*cfg->master_key_file) {
         lk_log_error("vault is sealed: LUMKEY_MASTER_KEY_FILE is not set");
@@ -245,6 +254,7 @@ void vault_destroy(vault_t **self_p)
     if (!self_p || !*self_p) return;
     vault_t *self = *self_p;
     vault_kms_destroy(&priv(self)->kms);
+    vault_cache_destroy(&priv(self)->cred_cache);
     if (priv(self)->dek) sodium_free(priv(self)->dek); /* wipes */
     vault_keys_free(&self->keys);
     lk_db_destroy(&self->db);
@@ -255,6 +265,7 @@ void vault_destroy(vault_t **self_p)
 void vault_tick(void *ctx)
 {
     verify(ctx);
+    (void)vault_cache_sync(priv(ctx)->cred_cache); /* keeps the LISTEN connection drained */
 }
 
 /* -------------------------------------------------------------- handlers -- */
@@ -277,6 +288,7 @@ static int on_key_hash(vault_t *self, const lk_msg_t *req, lk_msg_t *rep)
 static int on_admin_auth(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
 {
     lk_str_t tok = req->u.admin_auth.token;
+    if (vault_identity_is_session(tok)) return vault_identity_session_auth(self, tok, rep, scratch);
     lk_key_info_t info;
     if (lk_key_parse(tok.ptr, tok.len, &info) != LK_KEY_OK || info.kind != LK_KEY_ADMIN)
         return lk_worker_error(rep, LK_ST_UNAUTHORIZED, "invalid admin token");
@@ -304,61 +316,93 @@ cleanup:
     return ret;
 }
 
+/* The credentials row of CRED_GET: from the cache (vault_cache.h) when it may
+ * answer, else from PostgreSQL (res then holds it; *from_cache says which). */
+static lk_db_rc_t cred_row(vault_t *self, const lk_cred_get_t *q, int use_cache, lk_db_row_t *row,
+                           PGresult **res, int *from_cache)
+{
+    vault_cache_t *cache = priv(self)->cred_cache;
+    int listening = use_cache && vault_cache_sync(cache);
+    *from_cache = listening && vault_cache_get(cache, q->cred_id, q->tenant, row);
+    if (*from_cache) return LK_DB_OK;
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->cred_id);
+    lk_db_param_str(&p, q->tenant);
+    lk_db_rc_t rc = lk_db_exec(self->db, "cred_get", &p, res);
+    if (rc != LK_DB_OK) return rc;
+    row->ncols = 0;
+    if (PQntuples(*res) == 1 && vault_cache_put(cache, listening, q->cred_id, q->tenant, *res, row) != 0)
+        return LK_DB_ERROR;
+    return LK_DB_OK;
+}
+
 static int on_cred_get(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
 {
     const lk_cred_get_t *q = &req->u.cred_get;
     char rid[LK_PROTO_MAX_RID + 1], cred[80];
     lk_str_copy(rid, sizeof rid, req->env.rid);
     lk_str_copy(cred, sizeof cred, q->cred_id);
-    lk_db_params_t p;
-    lk_db_params_init(&p);
-    lk_db_param_str(&p, q->cred_id);
-    lk_db_param_str(&p, q->tenant);
     PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_exec(self->db, "cred_get", &p, &res);
-    if (rc == LK_DB_BAD_INPUT) return lk_worker_error(rep, LK_ST_NOT_FOUND, "credential not found");
-    if (rc != LK_DB_OK) return db_error(rep, rc);
-    int ret = 0;
+    lk_db_row_t row;
+    int from_cache = 0, ret = 0;
     uint8_t wrapped[VAULT_WRAPPED_MAX + 1], nonce[VAULT_NONCE_LEN + 1];
-    uint8_t *ct = NULL;
+    uint8_t *ct = malloc(VAULT_MAX_SECRET + VAULT_TAG_LEN + 1);
     size_t wlen = 0, nlen = 0, ctlen = 0, outlen = 0;
-    if (PQntuples(res) != 1) {
-        ret = lk_worker_error(rep, LK_ST_NOT_FOUND, "credential not found");
-        goto cleanup;
-    }
-    vault_ad_t ad = {
-        .format_version = (uint32_t)lk_db_i64(res, 0, 1),
-        .tenant = q->tenant,
-        .cred_id = q->cred_id,
-        .provider_id = lk_db_str(res, 0, 0),
-        .kek_id = lk_db_str(res, 0, 2),
-        .kek_version = (uint32_t)lk_db_i64(res, 0, 3),
-    };
-    ct = malloc(VAULT_MAX_SECRET + VAULT_TAG_LEN + 1);
-    int ok = ct && lk_db_bytea(res, 0, 4, wrapped, sizeof wrapped, &wlen) == 0 &&
-             lk_db_bytea(res, 0, 5, nonce, sizeof nonce, &nlen) == 0 &&
-             lk_db_bytea(res, 0, 6, ct, VAULT_MAX_SECRET + VAULT_TAG_LEN + 1, &ctlen) == 0 &&
-             ad.format_version == VAULT_FORMAT_VERSION && ctlen > VAULT_TAG_LEN;
-    vault_kms_rc_t krc = VAULT_KMS_REFUSED;
-    if (ok) {
-        lk_buf_reset(scratch);
-        ok = lk_buf_reserve(scratch, ctlen) == 0 &&
-             (krc = vault_cred_open(self, &ad, wrapped, wlen, nonce, nlen, ct, ctlen, scratch->data,
-                                    &outlen)) == VAULT_KMS_OK;
-    }
-    if (krc == VAULT_KMS_UNAVAILABLE) {
-        lk_log(LK_LOG_ERROR, rid, "the KMS failed while opening credential %s: vault resealed", cred);
-        ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
-        goto cleanup;
-    }
-    if (!ok) {
-        lk_log(LK_LOG_ERROR, rid, "credential integrity check failed for credential %s", cred);
-        ret = lk_worker_error(rep, LK_ST_INTEGRITY, "credential integrity check failed");
-        goto cleanup;
+    if (!ct) return -1;
+    for (int use_cache = 1;; use_cache = 0) {
+        lk_db_rc_t rc = cred_row(self, q, use_cache, &row, &res, &from_cache);
+        if (rc == LK_DB_BAD_INPUT) {
+            ret = lk_worker_error(rep, LK_ST_NOT_FOUND, "credential not found");
+            goto cleanup;
+        }
+        if (rc != LK_DB_OK) {
+            ret = db_error(rep, rc);
+            goto cleanup;
+        }
+        if (row.ncols == 0) {
+            ret = lk_worker_error(rep, LK_ST_NOT_FOUND, "credential not found");
+            goto cleanup;
+        }
+        vault_ad_t ad = {
+            .format_version = (uint32_t)strtoul(row.v[1].ptr, NULL, 10),
+            .tenant = q->tenant,
+            .cred_id = q->cred_id,
+            .provider_id = row.v[0],
+            .kek_id = row.v[2],
+            .kek_version = (uint32_t)strtoul(row.v[3].ptr, NULL, 10),
+        };
+        int ok = lk_db_row_bytea(&row, 4, wrapped, sizeof wrapped, &wlen) == 0 &&
+                 lk_db_row_bytea(&row, 5, nonce, sizeof nonce, &nlen) == 0 &&
+                 lk_db_row_bytea(&row, 6, ct, VAULT_MAX_SECRET + VAULT_TAG_LEN + 1, &ctlen) == 0 &&
+                 ad.format_version == VAULT_FORMAT_VERSION && ctlen > VAULT_TAG_LEN;
+        vault_kms_rc_t krc = VAULT_KMS_REFUSED;
+        if (ok) {
+            lk_buf_reset(scratch);
+            ok = lk_buf_reserve(scratch, ctlen) == 0 &&
+                 (krc = vault_cred_open(self, &ad, wrapped, wlen, nonce, nlen, ct, ctlen, scratch->data,
+                                        &outlen)) == VAULT_KMS_OK;
+        }
+        if (krc == VAULT_KMS_UNAVAILABLE) {
+            lk_log(LK_LOG_ERROR, rid, "the KMS failed while opening credential %s: vault resealed", cred);
+            ret = lk_worker_error(rep, LK_ST_UNAVAILABLE, "vault is sealed");
+            goto cleanup;
+        }
+        if (!ok && from_cache) { /* changed before its notification arrived? ask PostgreSQL */
+            vault_cache_flush(priv(self)->cred_cache);
+            continue;
+        }
+        if (!ok) {
+            lk_log(LK_LOG_ERROR, rid, "credential integrity check failed for credential %s", cred);
+            ret = lk_worker_error(rep, LK_ST_INTEGRITY, "credential integrity check failed");
+            goto cleanup;
+        }
+        break;
     }
     scratch->len = outlen;
     rep->u.cred_get_rep.secret = (lk_str_t){(const char *)scratch->data, outlen};
 cleanup:
+    sodium_memzero(ct, VAULT_MAX_SECRET + VAULT_TAG_LEN + 1);
     free(ct);
     PQclear(res);
     return ret;
@@ -403,8 +447,7 @@ vault_kms_rc_t vault_cred_open(vault_t *self, const vault_ad_t *ad, const uint8_
     vault_priv_t *v = priv(self);
     *out_len = 0;
     if (!v->kms || !self->keys) return VAULT_KMS_UNAVAILABLE;
-    if (!v->dek && !(v->dek = sodium_malloc(VAULT_KEY_LEN))) return VAULT_KMS_REFUSED;
-    uint8_t *dek = v->dek;
+    uint8_t *dek = v->dek; /* allocated once: sodium_malloc costs several system calls */
     vault_kms_rc_t rc = vault_kms_unwrap(v->kms, ad, wrapped, wrapped_len, dek);
     if (rc == VAULT_KMS_OK &&
         vault_open_secret(dek, ad, nonce, nonce_len, ciphertext, ct_len, out, out_len) != 0)

@@ -29,6 +29,7 @@
 #include "lk_worker.h"
 #include "vault.h"
 #include "vault_admin.h"
+#include "vault_identity.h"
 
 #define MAX_URL             2048
 #define ADMIN_OBJECT_ID_MAX 72
@@ -786,6 +787,11 @@ int vault_admin_handle(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf
 {
     const lk_admin_req_t *q = &req->u.admin_req;
     vault_admin_err_t e;
+    /* sso.login comes from the edge before anyone is signed in; scim.* needs role scim (checked there) */
+    if (lk_str_eq(q->op, "sso.login")) return vault_identity_handle(self, q, rep, scratch);
+    if (q->tenant.len && ((q->op.len > 4 && memcmp(q->op.ptr, "sso.", 4) == 0) ||
+                          (q->op.len > 5 && memcmp(q->op.ptr, "scim.", 5) == 0)))
+        return vault_identity_handle(self, q, rep, scratch);
     if (q->tenant.len == 0) {
         vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "missing_tenant", "The operation has no tenant.");
         return vault_admin_reply_err(rep, scratch, &e);

@@ -575,9 +575,10 @@ static int tokens_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, 
         vault_admin_get_str(body, "name", 1, MAX_NAME, &name, &e) != 0 ||
         vault_admin_get_str(body, "role", 1, 16, &role, &e) != 0)
         goto refuse;
-    if (strcmp(role, "admin") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "auditor") != 0) {
+    if (strcmp(role, "admin") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "auditor") != 0 &&
+        strcmp(role, "scim") != 0) {
         vault_admin_set_err(&e, LK_ST_BAD_REQUEST, "invalid_field",
-                            "The field `role` must be one of admin, approver, auditor.");
+                            "The field `role` must be one of admin, approver, auditor, scim.");
         goto refuse;
     }
     token = sodium_malloc(LK_KEY_MAX_LEN);

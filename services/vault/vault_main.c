@@ -12,8 +12,8 @@
  *  Settings (environment, or the --flag in brackets): LUMKEY_DB [--db],
  *  LUMKEY_MASTER_KEY_FILE [--master-key-file], LUMKEY_VAULT_ENDPOINT
  *  [--endpoint] (default ipc://$LUMKEY_RUN_DIR/vault.ipc), LUMKEY_DB_WAIT_MS,
- *  LUMKEY_DB_STATEMENT_TIMEOUT_MS; the KMS: LUMKEY_KMS and LUMKEY_PKCS11_*
- *  (environment only, see vault_kms.h).
+ *  LUMKEY_DB_STATEMENT_TIMEOUT_MS, LUMKEY_CACHE_MAX_AGE_MS (vault_cache.h); the KMS: LUMKEY_KMS and
+ * LUMKEY_PKCS11_* (environment only, see vault_kms.h).
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -31,7 +31,8 @@ static const char USAGE[] =
     "       lumkey-vault --rotate-kek\n"
     "       lumkey-vault --health                 ping the own endpoint; exit 0 if it answers\n"
     "  LUMKEY_DB, LUMKEY_MASTER_KEY_FILE, LUMKEY_VAULT_ENDPOINT (ipc://$LUMKEY_RUN_DIR/vault.ipc),\n"
-    "  LUMKEY_DB_WAIT_MS (10000), LUMKEY_DB_STATEMENT_TIMEOUT_MS (5000)\n"
+    "  LUMKEY_DB_WAIT_MS (10000), LUMKEY_DB_STATEMENT_TIMEOUT_MS (5000),\n"
+    "  LUMKEY_CACHE_MAX_AGE_MS (1000; 0 = no credential row cache)\n"
     "  LUMKEY_KMS (file | pkcs11), LUMKEY_PKCS11_MODULE, LUMKEY_PKCS11_TOKEN, LUMKEY_PKCS11_PIN_FILE,\n"
     "  LUMKEY_PKCS11_KEY_LABEL, LUMKEY_PKCS11_KEY_VERSION (1), LUMKEY_PKCS11_OLD_KEY_LABEL,\n"
     "  LUMKEY_PKCS11_OLD_KEY_VERSION (1)\n";

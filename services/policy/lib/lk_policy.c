@@ -44,6 +44,7 @@ void lk_policy_free(lk_policy_t **pp)
         globs_free(&r->team);
         globs_free(&r->agent);
         globs_free(&r->user);
+        globs_free(&r->hdp_reason);
         globs_free(&r->tool_name);
         free(r->text);
         for (size_t j = 0; j < r->n_args; j++) {
@@ -258,6 +259,36 @@ static int parse_tool(lk_policy_t *p, rule_t *r, int ri, json_t *t, const char *
     return 0;
 }
 
+/* when.hdp (opt-in, docs/hdp.md): {present, verified, scope_mismatch: bool, reason: glob(s)}. */
+static int parse_hdp(rule_t *r, json_t *v, const char *path, lk_policy_error_t *err)
+{
+    static const char *const hkeys[] = {"present", "verified", "scope_mismatch", "reason", NULL};
+    static const char *const bkeys[] = {"present", "verified", "scope_mismatch"};
+    int *dst[] = {&r->hdp_present, &r->hdp_verified, &r->hdp_mismatch};
+    char sub[160];
+    if (!json_is_object(v) || json_object_size(v) == 0) {
+        fail(err, path, "must be a non-empty object (present, verified, scope_mismatch, reason)");
+        return -1;
+    }
+    if (only_keys(v, path, hkeys, err)) return -1;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *b = json_object_get(v, bkeys[i]);
+        if (!b) continue;
+        if (!json_is_boolean(b)) {
+            snprintf(sub, sizeof sub, "%.100s.%s", path, bkeys[i]);
+            fail(err, sub, "must be true or false");
+            return -1;
+        }
+        *dst[i] = json_is_true(b);
+    }
+    json_t *g = json_object_get(v, "reason");
+    if (g) {
+        snprintf(sub, sizeof sub, "%.100s.reason", path);
+        if (parse_globs(g, sub, &r->hdp_reason, err)) return -1;
+    }
+    return 0;
+}
+
 static const char *const ANOM_REASONS[] = {"rate", "tokens", "spend",      "prompt_len", "model", "tool",
                                            "ip",   "hour",   "block_rate", "error_rate", NULL};
 
@@ -315,7 +346,7 @@ static int parse_when(lk_policy_t *p, rule_t *r, int ri, json_t *w, const char *
 {
     static const char *const keys[] = {"model",         "provider", "text",   "pii",
                                        "tool",          "metadata", "header", "tokens_over",
-                                       "cost_over_usd", "anomaly",  NULL};
+                                       "cost_over_usd", "anomaly",  "hdp",    NULL};
     char sub[160];
     json_t *v;
     if (!json_is_object(w)) {
@@ -440,6 +471,10 @@ static int parse_when(lk_policy_t *p, rule_t *r, int ri, json_t *w, const char *
             if (parse_globs(g, sub, &h->g, err)) return -1;
         }
     }
+    if ((v = json_object_get(w, "hdp"))) {
+        snprintf(sub, sizeof sub, "%.100s.hdp", path);
+        if (parse_hdp(r, v, sub, err)) return -1;
+    }
     if ((v = json_object_get(w, "tokens_over"))) {
         snprintf(sub, sizeof sub, "%.100s.tokens_over", path);
         if (!json_is_integer(v) || json_integer_value(v) < 0) {
@@ -472,6 +507,7 @@ static int parse_rule(lk_policy_t *p, int ri, json_t *jr, lk_policy_error_t *err
     char path[64], sub[160];
     rule_t *r = &p->rules[ri];
     r->tokens_over = r->cost_over_micro = -1;
+    r->hdp_present = r->hdp_verified = r->hdp_mismatch = -1;
     r->anom_gte = -1;
     snprintf(path, sizeof path, "rules[%d]", ri);
     if (!json_is_object(jr)) {
@@ -795,6 +831,11 @@ int rule_static_ok(const evalctx_t *e, const rule_t *r)
                 ok = glob_any(&r->hdrs[i].g, c->headers[h][1]);
         if (!ok) return 0;
     }
+    const lk_policy_hdp_t *h = c ? c->hdp : NULL;
+    if (r->hdp_present >= 0 && r->hdp_present != (h && h->present)) return 0;
+    if (r->hdp_verified >= 0 && r->hdp_verified != (h && h->verified)) return 0;
+    if (r->hdp_mismatch >= 0 && r->hdp_mismatch != (h && h->scope_mismatch)) return 0;
+    if (r->hdp_reason.n && !glob_any(&r->hdp_reason, h && h->present ? h->reason : NULL)) return 0;
     if (r->tokens_over >= 0 && !(e->est_tokens > r->tokens_over)) return 0;
     if (r->cost_over_micro >= 0 && !(e->est_micro >= 0 && e->est_micro > r->cost_over_micro)) return 0;
     if (r->anom_gte >= 0 && !(c && c->has_anomaly && c->anomaly_score >= r->anom_gte)) return 0;
@@ -1071,6 +1112,25 @@ static int eval_root(const lk_policy_t *p, const lk_policy_ctx_t *ctx, json_t *r
         snprintf(r->message, sizeof r->message, "%s", m);
     }
     return rc;
+}
+
+int lk_policy_request_tools(lk_api_t api, const char *body, size_t len,
+                            void (*cb)(void *ud, const char *name, int is_call), void *ud)
+{
+    json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+    if (!root) return -1;
+    view_t v = {0};
+    char why[200];
+    int rc = view_request(&v, api, root, why, sizeof why);
+    if (rc == 0) {
+        for (size_t i = 0; i < v.n_defs; i++)
+            if (v.defs[i]) cb(ud, v.defs[i], 0);
+        for (size_t i = 0; i < v.n_calls; i++)
+            if (v.calls[i].name) cb(ud, v.calls[i].name, 1);
+    }
+    view_free(&v);
+    json_decref(root);
+    return rc == 0 ? 0 : -1;
 }
 
 static int eval_start(const lk_policy_t *p, const lk_policy_ctx_t *ctx, const void *in, lk_policy_result_t *r)

@@ -74,6 +74,15 @@ int lk_policy_price(const lk_policy_t *p, const char *model, double *in_per_mtok
 /* 1 if any rule applies to answers (the edge then inspects the answer). */
 int lk_policy_has_answer_rules(const lk_policy_t *p);
 
+/* The HDP (Human Delegation Provenance) verification of the request, for the
+ * opt-in `hdp` condition (docs/hdp.md). reason: "ok", "bad_signature", ... */
+typedef struct {
+    int present;        /* an HDP-Token / HDP-Token-Ref header was sent */
+    int verified;       /* the token verified against a trusted issuer of the tenant */
+    int scope_mismatch; /* a tool outside the token's scope.authorized_tools */
+    const char *reason;
+} lk_policy_hdp_t;
+
 /* Who is asking: from the key's record and the request headers. Any field may
  * be NULL. headers: n_headers (name, value) pairs, names lower-case. */
 typedef struct {
@@ -86,6 +95,7 @@ typedef struct {
     const char *team;
     const char *const (*headers)[2];
     size_t n_headers;
+    const lk_policy_hdp_t *hdp; /* NULL: no HDP header (nothing verified) */
     /* the request's anomaly score (issue 10), computed by lumkey-policy before evaluation; a rule's
      * `anomaly` condition never matches without it (answer side, lumkeyctl without a test score) */
     int has_anomaly;
@@ -163,6 +173,12 @@ int lk_policy_stream_resume(lk_policy_stream_t *s, int approved, const char *rea
 #define LK_POLICY_STREAM_WINDOW 256
 
 const char *lk_policy_action_name(lk_action_t a);
+
+/* The tool names a request body of api offers (tool definitions: is_call 0)
+ * and carries as calls in its conversation (is_call 1), in order, through cb.
+ * 0, or -1 when the body is not a valid request of api. (HDP scope check.) */
+int lk_policy_request_tools(lk_api_t api, const char *body, size_t len,
+                            void (*cb)(void *ud, const char *name, int is_call), void *ud);
 
 /* --- shared JSON shapes (policy_json.c) ------------------------------------ */
 

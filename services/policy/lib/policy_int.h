@@ -73,6 +73,8 @@ typedef struct {
     size_t n_args;
     hdr_t *hdrs;
     size_t n_hdrs;
+    int hdp_present, hdp_verified, hdp_mismatch; /* -1: absent, else the wanted 0/1 */
+    globs_t hdp_reason;
     int64_t tokens_over;     /* -1: absent */
     int64_t cost_over_micro; /* -1: absent */
     double anom_gte;         /* when.anomaly.score_gte; -1: absent */

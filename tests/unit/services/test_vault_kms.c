@@ -517,6 +517,10 @@ static void setup_vault(void)
     setenv("LUMKEY_MASTER_KEY_FILE", T.master, 1);
     setenv("LUMKEY_DB_WAIT_MS", "5000", 1);
     setenv("LK_LOG_LEVEL", "debug", 1);
+    /* rows are changed with SQL and read back at once, faster than PostgreSQL
+     * delivers the NOTIFY that empties the vault's row cache: test the uncached
+     * path here (the cache: tests/e2e/test_cache.py) */
+    setenv("LUMKEY_CACHE_MAX_AGE_MS", "0", 1);
     unsetenv("LUMKEY_VAULT_ENDPOINT");
     char *mig[] = {(char *)T.migrate, NULL};
     char *init[] = {(char *)T.vault, "--init-master-key", T.master, NULL};

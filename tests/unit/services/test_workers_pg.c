@@ -1317,6 +1317,10 @@ static void setup(void)
     setenv("LUMKEY_MASTER_KEY_FILE", T.master, 1);
     setenv("LUMKEY_DB_WAIT_MS", "5000", 1);
     setenv("LK_LOG_LEVEL", "debug", 1);
+    /* this test changes rows with SQL and asks the workers at once, faster than
+     * PostgreSQL delivers the NOTIFY: it checks the uncached path; the caches
+     * (and their invalidation) are tests/e2e/test_cache.py's */
+    setenv("LUMKEY_CACHE_MAX_AGE_MS", "0", 1);
     unsetenv("LUMKEY_POLICY_ENDPOINT");
     unsetenv("LUMKEY_VAULT_ENDPOINT");
     unsetenv("LUMKEY_APPROVAL_ENDPOINT");
