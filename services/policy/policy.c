@@ -115,7 +115,9 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
     if (!self->db || lk_db_prepare(self->db, "decide", SQL_DECIDE) != 0 ||
         lk_db_prepare(self->db, "policy_doc", SQL_POLICY_DOC) != 0 || policy_budget_prepare(self->db) != 0 ||
         policy_admin_prepare(self->db) != 0 || lk_db_prepare(self->db, "models", SQL_MODELS) != 0 ||
-        pa_prepare(self->db) != 0 || !(self->anom = pa_new(self->db, getenv("LUMKEY_POLICY_REPLICA_ID"))) ||
+        !(self->anom_db = lk_db_new(conninfo, "lumkey-policy-anomaly", statement_timeout_ms)) ||
+        pa_prepare(self->anom_db) != 0 ||
+        !(self->anom = pa_new(self->anom_db, getenv("LUMKEY_POLICY_REPLICA_ID"))) ||
         policy_hdp_prepare(self->db) != 0 || !(self->hdp = policy_hdp_new())) {
         policy_destroy(&self);
         return NULL;
@@ -143,6 +145,7 @@ void policy_destroy(policy_t **self_p)
 {
     if (!self_p || !*self_p) return;
     pa_free(&(*self_p)->anom); /* writes the baselines' last changes */
+    lk_db_destroy(&(*self_p)->anom_db);
     for (int i = 0; i < POLICY_CACHE_N; i++)
         lk_policy_free(&(*self_p)->cache[i].pol);
     lk_policy_result_clear(&(*self_p)->result);
