@@ -115,8 +115,6 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
     if (!self->db || lk_db_prepare(self->db, "decide", SQL_DECIDE) != 0 ||
         lk_db_prepare(self->db, "policy_doc", SQL_POLICY_DOC) != 0 || policy_budget_prepare(self->db) != 0 ||
         policy_admin_prepare(self->db) != 0 || lk_db_prepare(self->db, "models", SQL_MODELS) != 0 ||
-        /* anomaly baselines on a connection of their own: their tick writes never mix with the
-         * request path's statements (and a known key's DECIDE visibly runs no SQL) */
         !(self->anom_db = lk_db_new(conninfo, "lumkey-policy-anomaly", statement_timeout_ms)) ||
         pa_prepare(self->anom_db) != 0 ||
         !(self->anom = pa_new(self->anom_db, getenv("LUMKEY_POLICY_REPLICA_ID"))) ||
@@ -131,10 +129,7 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
         policy_destroy(&self);
         return NULL;
     }
-    if (lk_db_connect(self->db, db_wait_ms) != 0)
-        lk_log_warn("database not reachable yet; will keep trying");
-    else if (lk_db_connect(self->anom_db, db_wait_ms) != 0)
-        lk_log_warn("anomaly baselines: database not reachable yet; will keep trying");
+    if (lk_db_connect(self->db, db_wait_ms) != 0) lk_log_warn("database not reachable yet; will keep trying");
     (void)policy_cache_sync(self->decide_cache); /* connects the LISTEN connection */
     return self;
 }
@@ -557,7 +552,9 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
     ret = lk_worker_keep(scratch, keep, sizeof keep / sizeof keep[0]);
 cleanup:
     pa_call_end(self->anom, &self->acall,
-                d->status != LK_ST_OK || d->decision == LK_DECISION_BLOCK || d->decision == LK_DECISION_HOLD,
+                rep->env.type == LK_MSG_ERROR ? -1 /* not decided: no outcome */
+                                              : d->status != LK_ST_OK || d->decision == LK_DECISION_BLOCK ||
+                                                    d->decision == LK_DECISION_HOLD,
                 d->est_microusd);
     PQclear(res);
     lk_policy_result_clear(&self->result);

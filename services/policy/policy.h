@@ -43,8 +43,8 @@ typedef struct {
     policy_hdp_t *hdp;                /* HDP verification state (token-by-reference store) */
     const lk_policy_hdp_t *hdp_facts; /* of the current DECIDE; NULL: no HDP header */
     pa_engine_t *anom;                /* issue 10: anomaly baselines (policy_anomaly.c) */
-    lk_db_t *anom_db;                 /* their own connection (lumkey-policy-anomaly) */
     pa_call_t acall;                  /* the current DECIDE's score */
+    lk_db_t *anom_db;                 /* the baselines' own connection ("lumkey-policy-anomaly") */
     policy_cache_t *decide_cache;     /* DECIDE rows by (key hash, model, address): policy_cache.h */
 } policy_t;
 

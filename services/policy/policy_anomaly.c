@@ -53,6 +53,7 @@ typedef struct {
 typedef struct {
     char v[PA_VALUE_MAX];
     double c;
+    uint32_t h; /* hash of v (compared first; not encoded) */
 } cat_e;
 
 typedef struct {
@@ -65,6 +66,7 @@ struct pa_state {
     int64_t n; /* observations */
     num_t num[N_NUM];
     num_t block; /* mean: share of blocked / held decisions */
+    num_t err;   /* mean: share of failed answers (5xx), per window read from the audit trail */
     double hour[24];
     cat_t model, tool, ip;
 };
@@ -95,6 +97,8 @@ typedef struct subj {
     double spend_h; /* micro-USD, decayed with a one-hour time constant */
     int64_t spend_ms;
     double block_fast;
+    double err_fast;    /* recent share of failed answers */
+    double err_pending; /* the last window's share, learnt at the next window (-1: none) */
 } subj_t;
 
 struct pa_engine {
@@ -105,6 +109,7 @@ struct pa_engine {
     uint64_t clock;
     int64_t next_flush_ms, next_refresh_ms, next_prune_ms;
     int64_t seen_ms; /* newest peer updated_at read (ms) */
+    int64_t err_seq; /* audit events read up to this seq for error rates (0: not started) */
 };
 
 /* ------------------------------------------------------------------ SQL -- */
@@ -121,13 +126,21 @@ static const char SQL_PEERS[] =
     "SELECT tenant_id, subject, replica, state, (extract(epoch FROM updated_at) * 1000)::bigint "
     "FROM anomaly_baselines WHERE replica <> $1::text AND updated_at > to_timestamp($2::bigint / 1000.0) - "
     "interval '3 seconds' ORDER BY updated_at LIMIT 5000";
+/* failed answers per key since audit seq $1 (the closing events; 5xx to the client or from the provider) */
+static const char SQL_ERRORS[] =
+    "SELECT coalesce(tenant_id, ''), key_id, count(*) FILTER (WHERE coalesce(http_status, 0) >= 500 OR "
+    "coalesce(upstream_status, 0) >= 500), count(*), max(seq) FROM audit_events WHERE seq > $1::bigint AND "
+    "kind IN ('request.completed', 'request.denied') AND key_id IS NOT NULL GROUP BY 1, 2";
+static const char SQL_ERRORS_START[] = "SELECT coalesce(max(seq), 0) FROM audit_events";
 static const char SQL_PRUNE[] = "DELETE FROM anomaly_baselines WHERE updated_at < now() - interval '30 days'";
 
 int pa_prepare(lk_db_t *db)
 {
     return lk_db_prepare(db, "anom_load", SQL_LOAD) != 0 || lk_db_prepare(db, "anom_save", SQL_SAVE) != 0 ||
                    lk_db_prepare(db, "anom_peers", SQL_PEERS) != 0 ||
-                   lk_db_prepare(db, "anom_prune", SQL_PRUNE) != 0
+                   lk_db_prepare(db, "anom_prune", SQL_PRUNE) != 0 ||
+                   lk_db_prepare(db, "anom_errors", SQL_ERRORS) != 0 ||
+                   lk_db_prepare(db, "anom_errors_start", SQL_ERRORS_START) != 0
                ? -1
                : 0;
 }
@@ -142,20 +155,35 @@ static void copy_value(char out[PA_VALUE_MAX], const char *s)
     out[n] = '\0';
 }
 
-static double cat_count(const cat_t *t, const char *v)
+static uint32_t vhash(const char *v)
+{
+    uint32_t h = 2166136261u;
+    for (; *v; v++)
+        h = (h ^ (uint8_t)*v) * 16777619u;
+    return h;
+}
+
+static int cat_find(const cat_t *t, const char *v, uint32_t h)
 {
     for (int i = 0; i < t->n; i++)
-        if (strcmp(t->e[i].v, v) == 0) return t->e[i].c;
-    return 0;
+        if (t->e[i].h == h && strcmp(t->e[i].v, v) == 0) return i;
+    return -1;
+}
+
+static double cat_count(const cat_t *t, const char *v, uint32_t h)
+{
+    int i = cat_find(t, v, h);
+    return i < 0 ? 0 : t->e[i].c;
 }
 
 static void cat_add(cat_t *t, const char *v, int cap)
 {
-    for (int i = 0; i < t->n; i++)
-        if (strcmp(t->e[i].v, v) == 0) {
-            t->e[i].c += 1;
-            return;
-        }
+    uint32_t h = vhash(v);
+    int f = cat_find(t, v, h);
+    if (f >= 0) {
+        t->e[f].c += 1;
+        return;
+    }
     int slot = t->n;
     if (t->n >= cap) { /* full: the rarest value makes room */
         slot = 0;
@@ -166,6 +194,7 @@ static void cat_add(cat_t *t, const char *v, int cap)
     }
     copy_value(t->e[slot].v, v);
     t->e[slot].c = 1;
+    t->e[slot].h = h;
 }
 
 static void cat_halve(cat_t *t)
@@ -200,6 +229,7 @@ static void state_sum(pa_state_t *acc, const pa_state_t *s)
     for (int f = 0; f < N_NUM; f++)
         acc->num[f] = num_pool(&acc->num[f], &s->num[f]);
     acc->block = num_pool(&acc->block, &s->block);
+    acc->err = num_pool(&acc->err, &s->err);
     for (int h = 0; h < 24; h++)
         acc->hour[h] += s->hour[h];
     cat_t *at[3] = {&acc->model, &acc->tool, &acc->ip};
@@ -209,7 +239,7 @@ static void state_sum(pa_state_t *acc, const pa_state_t *s)
         for (int i = 0; i < st[k]->n; i++) {
             int j;
             for (j = 0; j < at[k]->n; j++)
-                if (strcmp(at[k]->e[j].v, st[k]->e[i].v) == 0) break;
+                if (at[k]->e[j].h == st[k]->e[i].h && strcmp(at[k]->e[j].v, st[k]->e[i].v) == 0) break;
             if (j == at[k]->n) {
                 if (at[k]->n >= CAT_TOOL_N) continue; /* the sum keeps the first CAT_TOOL_N values */
                 at[k]->n++;
@@ -270,6 +300,7 @@ size_t pa_state_encode(const pa_state_t *st, uint8_t *buf, size_t cap)
     for (int f = 0; f < N_NUM; f++)
         put_num(&w, &st->num[f]);
     put_num(&w, &st->block);
+    put_num(&w, &st->err);
     put(&w, st->hour, sizeof st->hour);
     const cat_t *t[3] = {&st->model, &st->tool, &st->ip};
     for (int k = 0; k < 3; k++) {
@@ -330,6 +361,7 @@ int pa_state_decode(const uint8_t *buf, size_t len, pa_state_t *st)
     for (int f = 0; f < N_NUM; f++)
         get_num(&r, &st->num[f]);
     get_num(&r, &st->block);
+    get_num(&r, &st->err);
     get(&r, st->hour, sizeof st->hour);
     for (int h = 0; h < 24; h++)
         if (!finite_nonneg(st->hour[h]) || st->hour[h] > 1e12) r.bad = 1;
@@ -349,6 +381,7 @@ int pa_state_decode(const uint8_t *buf, size_t len, pa_state_t *st)
             }
             get(&r, t[k]->e[i].v, l);
             t[k]->e[i].v[l] = '\0';
+            t[k]->e[i].h = vhash(t[k]->e[i].v);
             if (memchr(t[k]->e[i].v, '\0', l)) r.bad = 1;
             get(&r, &t[k]->e[i].c, 8);
             if (!finite_nonneg(t[k]->e[i].c) || t[k]->e[i].c > 1e12) r.bad = 1;
@@ -503,6 +536,7 @@ static subj_t *get_subj(pa_engine_t *e, const char *tenant, const char *name)
         e->b[h] = s;
         e->n_subj++;
         s->loaded = e->db == NULL;
+        s->err_pending = -1;
     }
     if (!s->loaded) load(e, s);
     s->used = ++e->clock;
@@ -603,25 +637,30 @@ static void score_subject(const subj_t *s, const pa_request_t *r, contrib_t *c, 
     char v[PA_VALUE_MAX];
     if (r->model && *r->model) {
         copy_value(v, r->model);
+        uint32_t h = vhash(v);
         contribute(c, "model", v,
-                   m * cat_surprise(cat_count(&o->model, v) + cat_count(&q->model, v),
+                   m * cat_surprise(cat_count(&o->model, v, h) + cat_count(&q->model, v, h),
                                     o->model.total + q->model.total),
                    0);
     }
     if (r->source_ip && *r->source_ip) {
         copy_value(v, r->source_ip);
-        contribute(c, "ip", v,
-                   m * cat_surprise(cat_count(&o->ip, v) + cat_count(&q->ip, v), o->ip.total + q->ip.total),
-                   0);
+        uint32_t h = vhash(v);
+        contribute(
+            c, "ip", v,
+            m * cat_surprise(cat_count(&o->ip, v, h) + cat_count(&q->ip, v, h), o->ip.total + q->ip.total),
+            0);
     }
     /* tools: the most surprising one counts */
     double best = 0;
     char bv[PA_VALUE_MAX] = "";
     for (size_t i = 0; i < r->n_tools; i++) {
         copy_value(v, r->tools[i]);
-        double cnt = cat_count(&o->tool, v) + cat_count(&q->tool, v);
-        int d = destructive(v);
-        double a = m * (d ? 2.0 : 1.0) * cat_surprise(cnt, o->tool.total + q->tool.total);
+        uint32_t h = vhash(v);
+        double cnt = cat_count(&o->tool, v, h) + cat_count(&q->tool, v, h);
+        double sur = cat_surprise(cnt, o->tool.total + q->tool.total);
+        int d = sur > 0 || cnt < 0.5 ? destructive(v) : 0; /* a usual tool counts nothing either way */
+        double a = m * (d ? 2.0 : 1.0) * sur;
         if (d && cnt < 0.5 && a < DESTR_PRIOR) a = DESTR_PRIOR; /* cold start: never invisible */
         if (a > best) best = a, memcpy(bv, v, sizeof bv);
     }
@@ -641,7 +680,12 @@ static void score_subject(const subj_t *s, const pa_request_t *r, contrib_t *c, 
     num_t bl = num_pool(&o->block, &q->block);
     if (bl.w >= W_MIN_SCORE) {
         double a = s->block_fast - bl.mean - 0.2;
-        if (a > 0) contribute(c, "block_rate", "", m * 2.0 * a, 0);
+        if (a > 0) contribute(c, "block_rate", "", m * 2.5 * a, 0);
+    }
+    num_t er = num_pool(&o->err, &q->err);
+    if (er.w >= 3) {
+        double a = s->err_fast - er.mean - 0.2;
+        if (a > 0) contribute(c, "error_rate", "", m * 3.0 * a, 0);
     }
 }
 
@@ -970,6 +1014,53 @@ static void refresh(pa_engine_t *e)
     PQclear(res);
 }
 
+void pa_errors(pa_engine_t *e, const char *tenant, const char *key_id, int64_t errs, int64_t all)
+{
+    char name[PA_VALUE_MAX + 8];
+    snprintf(name, sizeof name, "k:%.*s", PA_VALUE_MAX - 1, key_id);
+    subj_t *s = find(e, tenant, name);
+    if (!s || all <= 0 || errs < 0 || errs > all) return;
+    double frac = (double)errs / (double)all, keep = pow(1 - BLOCK_ALPHA, (double)all);
+    s->err_fast = keep * s->err_fast + (1 - keep) * frac;
+    /* the baseline learns each window one window late, so that a failing window is judged against
+     * what came before it, not against itself */
+    if (s->err_pending >= 0) num_add(&s->own.err, s->err_pending);
+    s->err_pending = frac;
+    s->dirty = 1;
+}
+
+/* Error rates come from the audit trail (the only place that knows how answers ended): every
+ * refresh reads the closing events recorded since the last one, per key, and feeds the keys in memory.
+ * Best effort: an event whose seq was taken before a newer one committed after the read is missed. */
+static void read_errors(pa_engine_t *e)
+{
+    PGresult *res = NULL;
+    if (!e->err_seq) {
+        if (lk_db_exec(e->db, "anom_errors_start", NULL, &res) == LK_DB_OK && PQntuples(res) == 1)
+            e->err_seq = lk_db_i64(res, 0, 0) > 0 ? lk_db_i64(res, 0, 0) : 1;
+        PQclear(res);
+        return;
+    }
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_i64(&p, e->err_seq);
+    if (lk_db_exec(e->db, "anom_errors", &p, &res) != LK_DB_OK) {
+        PQclear(res);
+        return;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        char tenant[64], name[PA_VALUE_MAX + 8];
+        lk_str_copy(tenant, sizeof tenant, lk_db_str(res, i, 0));
+        lk_str_t key = lk_db_str(res, i, 1);
+        snprintf(name, sizeof name, "k:%.*s", (int)(key.len < PA_VALUE_MAX - 1 ? key.len : PA_VALUE_MAX - 1),
+                 key.ptr);
+        int64_t top = lk_db_i64(res, i, 4);
+        if (top > e->err_seq) e->err_seq = top;
+        pa_errors(e, tenant, name + 2, lk_db_i64(res, i, 2), lk_db_i64(res, i, 3));
+    }
+    PQclear(res);
+}
+
 static int u64_cmp(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -1023,6 +1114,7 @@ void pa_tick(pa_engine_t *e, int force)
         e->next_refresh_ms = now + REFRESH_MS;
         if (!e->seen_ms) e->seen_ms = now - 5000;
         refresh(e);
+        read_errors(e);
         for (int i = 0; i < BUCKETS; i++) /* subjects whose load failed */
             for (subj_t *s = e->b[i]; s; s = s->next)
                 if (!s->loaded) load(e, s);
@@ -1061,6 +1153,6 @@ void pa_call_begin(pa_engine_t *e, pa_call_t *c, lk_str_t tenant, lk_str_t key_i
 void pa_call_end(pa_engine_t *e, pa_call_t *c, int blocked, int64_t est_microusd)
 {
     if (!c->active) return;
-    pa_outcome(e, &c->r, blocked, est_microusd);
+    if (blocked >= 0) pa_outcome(e, &c->r, blocked, est_microusd);
     c->active = 0;
 }

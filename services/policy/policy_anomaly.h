@@ -41,7 +41,8 @@ typedef struct {
 } pa_request_t;
 
 typedef struct {
-    char k[16]; /* "rate", "tokens", "spend", "prompt_len", "model", "tool", "ip", "hour", "block_rate" */
+    char k[16]; /* "rate", "tokens", "spend", "prompt_len", "model", "tool", "ip", "hour", "block_rate",
+                   "error_rate" */
     char v[PA_VALUE_MAX]; /* categorical: the unusual value; numeric: "" */
     double c;             /* contribution to the sum */
     double z;             /* numeric: robust z-score; categorical: 0 */
@@ -95,7 +96,12 @@ typedef struct {
 } pa_call_t;
 void pa_call_begin(pa_engine_t *e, pa_call_t *c, lk_str_t tenant, lk_str_t key_id, lk_str_t agent,
                    lk_str_t model, lk_str_t source_ip, lk_str_t body, int64_t now_ms);
+/* blocked: 1 / 0, or -1 when the DECIDE failed (database away: not the key's doing, no outcome). */
 void pa_call_end(pa_engine_t *e, pa_call_t *c, int blocked, int64_t est_microusd);
+
+/* A window of the key's closing audit events: errs of all failed (5xx). The tick reads them from the
+ * audit trail (tests call it directly); keys not in memory are skipped. */
+void pa_errors(pa_engine_t *e, const char *tenant, const char *key_id, int64_t errs, int64_t all);
 
 /* Worker tick: writes dirty subjects (own rows), reads the other replicas'
  * rows changed since the last refresh, drops rows untouched for 30 days.

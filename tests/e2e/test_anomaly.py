@@ -6,7 +6,9 @@
 - the baselines live in PostgreSQL (anomaly_baselines): a policy worker killed with SIGKILL and
   restarted scores against what it had learnt (flushed from its tick);
 - two policy replicas share baselines eventually: a second replica that already had the key in
-  memory picks up what the first learnt (merged from the first's row on its refresh).
+  memory picks up what the first learnt (merged from the first's row on its refresh);
+- failed answers (read back from the audit trail) raise the score with reason error_rate;
+- with a tiny memory limit, baselines leave the worker's memory and come back from their rows.
 """
 
 import csv
@@ -18,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import openai
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -186,6 +189,25 @@ def test_baselines_survive_a_policy_restart(stack, tmp_path):
     assert a["n"] >= 60 and a["cold"] is False, a
     # and the learnt model mix is still there: the usual model is not a reason
     assert all(r["k"] != "model" for r in a["reasons"]), a
+
+
+def test_failed_answers_raise_the_score(stack):
+    k = json.loads(stack.ctl("keys", "create", "--name", "failing", "--format", "json").stdout)
+    client = stack.client(api_key=k["key"])
+    for _ in range(4):  # windows of healthy answers (the policy reads closing events every 2 s)
+        for _ in range(25):
+            rid = ordinary(stack, client)
+        stack.wait_closing_audit(rid)
+        time.sleep(2.5)
+    a = anomaly_of(stack, ordinary(stack, client))
+    assert a["score"] < 0.5 and all(r["k"] != "error_rate" for r in a["reasons"]), a
+    for _ in range(15):  # then the provider fails every answer
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model=MODEL,
+                                           messages=[{"role": "user", "content": "[[mock status=500]] refund?"}])
+    time.sleep(3.0)
+    a = anomaly_of(stack, ordinary(stack, client))
+    assert a["score"] >= 0.8 and a["reasons"][0]["k"] == "error_rate", a
 
 
 def test_baselines_leave_memory_and_come_back(stack):

@@ -289,8 +289,8 @@ static int parse_hdp(rule_t *r, json_t *v, const char *path, lk_policy_error_t *
     return 0;
 }
 
-static const char *const ANOM_REASONS[] = {"rate", "tokens", "spend", "prompt_len", "model",
-                                           "tool", "ip",     "hour",  "block_rate", NULL};
+static const char *const ANOM_REASONS[] = {"rate", "tokens", "spend",      "prompt_len", "model", "tool",
+                                           "ip",   "hour",   "block_rate", "error_rate", NULL};
 
 unsigned lk_policy_anomaly_reason(const char *name)
 {
@@ -332,7 +332,8 @@ static int parse_anomaly(rule_t *r, json_t *v, const char *path, lk_policy_error
             if (!bit) {
                 snprintf(sub, sizeof sub, "%.100s.reason[%zu]", path, i);
                 fail(err, sub,
-                     "unknown reason (rate, tokens, spend, prompt_len, model, tool, ip, hour, block_rate)");
+                     "unknown reason (rate, tokens, spend, prompt_len, model, tool, ip, hour, block_rate, "
+                     "error_rate)");
                 return -1;
             }
             r->anom_reasons |= bit;

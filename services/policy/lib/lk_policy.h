@@ -104,7 +104,7 @@ typedef struct {
 } lk_policy_ctx_t;
 
 /* The bit of an anomaly reason name ("rate", "tokens", "spend", "prompt_len", "model", "tool", "ip",
- * "hour", "block_rate"), 0 for an unknown name. */
+ * "hour", "block_rate", "error_rate"), 0 for an unknown name. */
 unsigned lk_policy_anomaly_reason(const char *name);
 
 /* The outcome of one evaluation. Filled by the eval functions; release with

@@ -562,8 +562,8 @@ static void test_anomaly_condition(void)
     LK_CHECK(lk_policy_eval_request(p, &ctx, body, strlen(body), &r) == 0 && r.action == LK_ACT_BLOCK);
     lk_policy_result_clear(&r);
     json_decref(cx);
-    LK_CHECK(lk_policy_anomaly_reason("block_rate") != 0 && lk_policy_anomaly_reason("nope") == 0 &&
-             lk_policy_anomaly_reason(NULL) == 0);
+    LK_CHECK(lk_policy_anomaly_reason("block_rate") != 0 && lk_policy_anomaly_reason("error_rate") != 0 &&
+             lk_policy_anomaly_reason("nope") == 0 && lk_policy_anomaly_reason(NULL) == 0);
     free(body);
     lk_policy_free(&p);
 }

@@ -199,6 +199,48 @@ static void test_attacks(void)
     LK_CHECK(n <= IP_MAX);
 }
 
+static void test_block_and_error_rates(void)
+{
+    gen_t g;
+    double fp;
+    int n, nw;
+    pa_engine_t *e = trained(&fp, &n, &nw, &g);
+    pa_score_t s;
+    /* the usual: a few failed answers now and then (2 of 100 per window) */
+    for (int w = 0; w < 20; w++)
+        pa_errors(e, "default", "key_1", w % 5 == 0 ? 2 : 0, 20);
+    next_normal(&g, 1.0);
+    pa_score(e, &g.r, &s);
+    pa_outcome(e, &g.r, 0, g.cost);
+    LK_CHECK(s.score < THRESHOLD);
+    /* then every answer fails */
+    pa_errors(e, "default", "key_1", 15, 15);
+    next_normal(&g, 1.0);
+    pa_score(e, &g.r, &s);
+    printf("anomaly error burst (15 of 15 answers failed): score %.3f, first reason %s\n", s.score,
+           s.n_reasons ? s.reasons[0].k : "-");
+    LK_CHECK(s.score >= THRESHOLD && s.n_reasons >= 1 && strcmp(s.reasons[0].k, "error_rate") == 0);
+    pa_outcome(e, &g.r, 0, g.cost);
+    /* the answers recover; then every request is refused or held by policy */
+    pa_errors(e, "default", "key_1", 0, 30);
+    next_normal(&g, 1.0);
+    pa_score(e, &g.r, &s);
+    pa_outcome(e, &g.r, 0, g.cost);
+    LK_CHECK(s.score < THRESHOLD);
+    int i;
+    for (i = 1; i <= 50; i++) {
+        next_normal(&g, 1.0);
+        pa_score(e, &g.r, &s);
+        pa_outcome(e, &g.r, 1, g.cost);
+        if (s.n_reasons && strcmp(s.reasons[0].k, "block_rate") == 0 && s.score >= THRESHOLD) break;
+    }
+    printf("anomaly block burst: block_rate over %.2f after %d blocked requests\n", THRESHOLD, i);
+    LK_CHECK(i <= 15); /* stated bound */
+    pa_errors(e, "default", "key_unknown", 5, 5); /* not in memory: ignored */
+    pa_errors(e, "default", "key_1", 6, 5);       /* nonsense: ignored */
+    pa_free(&e);
+}
+
 static void test_cold_start(void)
 {
     pa_engine_t *e = pa_new(NULL, "test");
@@ -389,6 +431,7 @@ int main(void)
 {
     LK_RUN(test_replay_false_positives);
     LK_RUN(test_attacks);
+    LK_RUN(test_block_and_error_rates);
     LK_RUN(test_cold_start);
     LK_RUN(test_state_blobs);
     LK_RUN(test_json);
