@@ -537,45 +537,6 @@ static int users_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_b
     return vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
 }
 
-static int users_replace(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
-{
-    char err[300];
-    json_t *doc = load_body(q->json, err, sizeof err);
-    if (!doc) return scim_error(rep, scratch, LK_ST_BAD_REQUEST, "invalidSyntax", err);
-    int r = user_store(self, q, doc, 0, rep, scratch);
-    json_decref(doc);
-    return r;
-}
-
-static int users_patch(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
-{
-    char err[300];
-    const char *st = NULL;
-    json_t *body = load_body(q->json, err, sizeof err);
-    if (!body) return scim_error(rep, scratch, LK_ST_BAD_REQUEST, "invalidSyntax", err);
-    PGresult *res = NULL;
-    lk_db_rc_t rc = user_fetch(self, q, &res);
-    if (rc != LK_DB_OK) {
-        json_decref(body);
-        return scim_db_error(rep, scratch, rc, "");
-    }
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        json_decref(body);
-        return scim_error(rep, scratch, LK_ST_NOT_FOUND, NULL, "No User with this id.");
-    }
-    json_t *doc = user_doc(res, 0);
-    PQclear(res);
-    int r;
-    if (scim_patch_apply(doc, body, err, sizeof err, &st) != 0)
-        r = scim_error(rep, scratch, LK_ST_BAD_REQUEST, st, err);
-    else
-        r = user_store(self, q, doc, 0, rep, scratch);
-    json_decref(doc);
-    json_decref(body);
-    return r;
-}
-
 static int users_delete(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
     lk_db_params_t p;
@@ -852,24 +813,44 @@ static int groups_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_
     return vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
 }
 
-static int groups_replace(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+/* PUT and PATCH work the same on Users and Groups: the stored resource is
+ * fetched, rebuilt as a document, changed, validated and stored again. */
+typedef struct {
+    int (*fetch)(vault_t *self, const lk_admin_req_t *q, PGresult **res);
+    json_t *(*doc)(PGresult *res, int i);
+    int (*store)(vault_t *self, const lk_admin_req_t *q, json_t *doc, int create, lk_msg_t *rep,
+                 lk_buf_t *scratch);
+    const char *missing; /* the 404 detail */
+} scim_kind_t;
+
+static json_t *group_doc_full(PGresult *res, int i)
+{
+    return group_doc(res, i, 1);
+}
+
+static const scim_kind_t SCIM_USER = {user_fetch, user_doc, user_store, "No User with this id."};
+static const scim_kind_t SCIM_GROUP = {group_fetch, group_doc_full, group_store, "No Group with this id."};
+
+static int resource_replace(const scim_kind_t *k, vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
+                            lk_buf_t *scratch)
 {
     char err[300];
     json_t *doc = load_body(q->json, err, sizeof err);
     if (!doc) return scim_error(rep, scratch, LK_ST_BAD_REQUEST, "invalidSyntax", err);
-    int r = group_store(self, q, doc, 0, rep, scratch);
+    int r = k->store(self, q, doc, 0, rep, scratch);
     json_decref(doc);
     return r;
 }
 
-static int groups_patch(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
+static int resource_patch(const scim_kind_t *k, vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
+                          lk_buf_t *scratch)
 {
     char err[300];
     const char *st = NULL;
     json_t *body = load_body(q->json, err, sizeof err);
     if (!body) return scim_error(rep, scratch, LK_ST_BAD_REQUEST, "invalidSyntax", err);
     PGresult *res = NULL;
-    lk_db_rc_t rc = group_fetch(self, q, &res);
+    lk_db_rc_t rc = (lk_db_rc_t)k->fetch(self, q, &res);
     if (rc != LK_DB_OK) {
         json_decref(body);
         return scim_db_error(rep, scratch, rc, "");
@@ -877,15 +858,15 @@ static int groups_patch(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, l
     if (PQntuples(res) != 1) {
         PQclear(res);
         json_decref(body);
-        return scim_error(rep, scratch, LK_ST_NOT_FOUND, NULL, "No Group with this id.");
+        return scim_error(rep, scratch, LK_ST_NOT_FOUND, NULL, k->missing);
     }
-    json_t *doc = group_doc(res, 0, 1);
+    json_t *doc = k->doc(res, 0);
     PQclear(res);
     int r;
     if (scim_patch_apply(doc, body, err, sizeof err, &st) != 0)
         r = scim_error(rep, scratch, LK_ST_BAD_REQUEST, st, err);
     else
-        r = group_store(self, q, doc, 0, rep, scratch);
+        r = k->store(self, q, doc, 0, rep, scratch);
     json_decref(doc);
     json_decref(body);
     return r;
@@ -928,14 +909,16 @@ int vault_identity_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
         if (lk_str_eq(q->op, "scim.users.create")) return users_create(self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.users.list")) return do_list(self, q, 1, rep, scratch);
         if (lk_str_eq(q->op, "scim.users.get")) return users_get(self, q, rep, scratch);
-        if (lk_str_eq(q->op, "scim.users.replace")) return users_replace(self, q, rep, scratch);
-        if (lk_str_eq(q->op, "scim.users.patch")) return users_patch(self, q, rep, scratch);
+        if (lk_str_eq(q->op, "scim.users.replace"))
+            return resource_replace(&SCIM_USER, self, q, rep, scratch);
+        if (lk_str_eq(q->op, "scim.users.patch")) return resource_patch(&SCIM_USER, self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.users.delete")) return users_delete(self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.groups.create")) return groups_create(self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.groups.list")) return do_list(self, q, 0, rep, scratch);
         if (lk_str_eq(q->op, "scim.groups.get")) return groups_get(self, q, rep, scratch);
-        if (lk_str_eq(q->op, "scim.groups.replace")) return groups_replace(self, q, rep, scratch);
-        if (lk_str_eq(q->op, "scim.groups.patch")) return groups_patch(self, q, rep, scratch);
+        if (lk_str_eq(q->op, "scim.groups.replace"))
+            return resource_replace(&SCIM_GROUP, self, q, rep, scratch);
+        if (lk_str_eq(q->op, "scim.groups.patch")) return resource_patch(&SCIM_GROUP, self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.groups.delete")) return groups_delete(self, q, rep, scratch);
     }
     vault_admin_err_t e;
