@@ -712,8 +712,17 @@ int lk_worker_run(lk_worker_t *self)
         quiet = n == 0;
         if (n > 0) {
             if (drain_until) idle_since = lk_mono_us();
-            for (int i = 0; i < n; i++)
-                process_msg(self, &self->in[i], i + 1 < n);
+            /* while a group commit is open, the requests that arrived in the
+             * meantime join it (up to BATCH_MAX in all), as they queue behind
+             * the transaction anyway */
+            for (size_t total = 0; n > 0;) {
+                for (int i = 0; i < n; i++)
+                    process_msg(self, &self->in[i], i + 1 < n);
+                total += (size_t)n;
+                if (!self->batch_open || total >= BATCH_MAX) break;
+                n = receive_batch(self, BATCH_MAX - total);
+                if (n < 0) break; /* seen again by the next receive */
+            }
             flush_batch(self);
         }
         run_tick(self);
