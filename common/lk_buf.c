@@ -1,6 +1,7 @@
 /*  lk_buf - a growable byte buffer, optionally in guarded secret memory. */
 #include "lk_buf.h"
 
+#include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,13 +11,26 @@
  * system calls each way). A secure buffer is made for every request that
  * carries a credential, so each thread keeps a few released blocks of the
  * common sizes (256 B .. 4 KiB) for reuse: wiped when released, still guarded
- * and locked while parked, and never shared between threads. */
+ * and locked while parked.
+ *
+ * A block handed to ZeroMQ (a secret reply sent zero-copy) is released in
+ * ZeroMQ's I/O thread, whose own pool the worker never sees; those blocks go
+ * to one small shared pool behind a mutex (lk_buf_secure_release), which a
+ * thread draws on when its own pool is empty. Same rules: wiped on release,
+ * guarded and locked while parked, bounded; other sizes are freed at once. */
 #define POOL_CLASSES 5 /* 256, 512, 1024, 2048, 4096 */
 #define POOL_DEPTH   16
 static _Thread_local struct {
     uint8_t *blk[POOL_CLASSES][POOL_DEPTH];
     int n[POOL_CLASSES];
 } g_pool;
+
+#define SHARED_DEPTH 32
+static struct {
+    pthread_mutex_t lock;
+    uint8_t *blk[POOL_CLASSES][SHARED_DEPTH];
+    int n[POOL_CLASSES];
+} g_shared = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int pool_class(size_t cap)
 {
@@ -29,6 +43,13 @@ static uint8_t *secure_alloc(size_t cap)
 {
     int c = pool_class(cap);
     if (c >= 0 && g_pool.n[c] > 0) return g_pool.blk[c][--g_pool.n[c]];
+    if (c >= 0) {
+        uint8_t *p = NULL;
+        pthread_mutex_lock(&g_shared.lock);
+        if (g_shared.n[c] > 0) p = g_shared.blk[c][--g_shared.n[c]];
+        pthread_mutex_unlock(&g_shared.lock);
+        if (p) return p;
+    }
     return sodium_malloc(cap);
 }
 
@@ -39,6 +60,25 @@ static void secure_release(uint8_t *p, size_t cap)
     if (c >= 0 && g_pool.n[c] < POOL_DEPTH) {
         g_pool.blk[c][g_pool.n[c]++] = p;
         return;
+    }
+    sodium_free(p); /* wipes again, unlocks, unmaps */
+}
+
+void lk_buf_secure_release(void *block, size_t cap)
+{
+    if (!block) return;
+    uint8_t *p = block;
+    int c = pool_class(cap);
+    sodium_memzero(p, cap);
+    if (c >= 0) {
+        int parked = 0;
+        pthread_mutex_lock(&g_shared.lock);
+        if (g_shared.n[c] < SHARED_DEPTH) {
+            g_shared.blk[c][g_shared.n[c]++] = p;
+            parked = 1;
+        }
+        pthread_mutex_unlock(&g_shared.lock);
+        if (parked) return;
     }
     sodium_free(p); /* wipes again, unlocks, unmaps */
 }

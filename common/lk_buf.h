@@ -25,5 +25,9 @@ int lk_buf_append(lk_buf_t *self, const void *data, size_t n) __attribute__((war
 void lk_buf_reset(lk_buf_t *self);
 /* Frees (and wipes, if secure). Safe to call twice. */
 void lk_buf_free(lk_buf_t *self);
+/* Releases a secure buffer's block (data, cap) that was taken out of its
+ * lk_buf_t, from any thread (e.g. a ZeroMQ free callback): wiped at once, then
+ * parked in a small shared pool for reuse (still guarded and locked) or freed. */
+void lk_buf_secure_release(void *block, size_t cap);
 
 #endif

@@ -2,7 +2,9 @@
 #include "lk_worker.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <sodium.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -15,7 +17,8 @@
 #include "lk_util.h"
 
 #define CACHE_KEY_LEN 16
-#define BATCH_MAX     256 /* messages handled per wake-up before the tick is checked */
+#define BATCH_MAX     256   /* messages handled per wake-up before the tick is checked */
+#define ZAP_CHECK_US  10000 /* under steady load, look at the ZAP socket this often */
 
 /* ------------------------------------------------------------ the cache -- */
 
@@ -114,6 +117,12 @@ static void cache_free(cache_t *c)
 
 /* ----------------------------------------------------------- the worker -- */
 
+/* A request as received: [identity][frame]. */
+typedef struct {
+    zmq_msg_t identity;
+    zmq_msg_t frame;
+} inmsg_t;
+
 /* A reply held back until its batch commits. */
 typedef struct {
     zmq_msg_t identity;
@@ -129,6 +138,7 @@ typedef struct {
 struct lk_worker {
     lk_worker_opts_t opts;
     held_t *held; /* BATCH_MAX entries when group commit is on */
+    inmsg_t *in;  /* BATCH_MAX received messages when group commit is on, else 1 */
     size_t n_held;
     int batch_open; /* batch_begin succeeded for the current wake-up */
     char endpoint[512];
@@ -207,6 +217,8 @@ lk_worker_t *lk_worker_new(const lk_worker_opts_t *opts)
         for (size_t i = 0; i < BATCH_MAX; i++)
             lk_buf_init(&self->held[i].encoded, 0);
     }
+    self->in = calloc(self->held ? BATCH_MAX : 1, sizeof(inmsg_t));
+    if (!self->in) goto fail;
     if (lk_config_prepare_endpoint(self->endpoint) != 0) goto fail;
     if (lk_curve_server_load(&self->curve, self->endpoint) != 0) goto fail;
     self->zctx = zmq_ctx_new();
@@ -253,6 +265,7 @@ void lk_worker_destroy(lk_worker_t **self_p)
             lk_buf_free(&self->held[i].encoded);
         free(self->held);
     }
+    free(self->in);
     lk_buf_free(&self->scratch);
     lk_buf_free(&self->scratch_secure);
     lk_buf_free(&self->out);
@@ -271,10 +284,11 @@ lk_worker_stats_t lk_worker_stats(const lk_worker_t *self)
     return self->stats;
 }
 
+/* Runs in ZeroMQ's I/O thread once a secret reply is sent: the block is wiped
+ * and parked in lk_buf's shared pool, where the next secret reply finds it. */
 static void free_secure(void *data, void *hint)
 {
-    (void)hint;
-    sodium_free(data); /* wipes */
+    lk_buf_secure_release(data, (size_t)(uintptr_t)hint);
 }
 
 /* Sends [identity][data]. A secure buffer is handed to ZeroMQ and wiped when sent. */
@@ -284,7 +298,7 @@ static void send_reply(lk_worker_t *self, zmq_msg_t *identity, lk_buf_t *buf, in
     zmq_msg_init(&id);
     zmq_msg_copy(&id, identity);
     if (secure) {
-        if (zmq_msg_init_data(&body, buf->data, buf->len, free_secure, NULL) != 0) {
+        if (zmq_msg_init_data(&body, buf->data, buf->len, free_secure, (void *)(uintptr_t)buf->cap) != 0) {
             lk_buf_free(buf);
             zmq_msg_close(&id);
             return;
@@ -356,14 +370,6 @@ static int answer_from_cache(lk_worker_t *self, zmq_msg_t *identity, const lk_ms
     return encode_and_send(self, identity, &rep) == 0;
 }
 
-/* Whether another message is already queued on the socket. */
-static int more_waiting(lk_worker_t *self)
-{
-    int events = 0;
-    size_t sz = sizeof events;
-    return zmq_getsockopt(self->sock, ZMQ_EVENTS, &events, &sz) == 0 && (events & ZMQ_POLLIN);
-}
-
 /* Encodes rep and keeps it until the batch commits. 0, or -1 (send it now instead). */
 static int hold_reply(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *rep, int cacheable,
                       const uint8_t *key)
@@ -418,7 +424,8 @@ static void flush_batch(lk_worker_t *self)
     self->n_held = 0;
 }
 
-static void handle(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *req)
+/* more: another request was received with this one and waits behind it. */
+static void handle(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *req, int more)
 {
     lk_msg_t rep;
     memset(&rep, 0, sizeof rep);
@@ -440,8 +447,7 @@ static void handle(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *req)
     lk_buf_t *scratch = secret ? &self->scratch_secure : &self->scratch;
     /* group commit only when more requests are already waiting: alone, a request
      * is cheaper as one statement than as BEGIN + statement + COMMIT */
-    if (self->held && !secret && !self->batch_open && more_waiting(self) &&
-        self->opts.batch_begin(self->opts.ctx) == 0)
+    if (self->held && !secret && !self->batch_open && more && self->opts.batch_begin(self->opts.ctx) == 0)
         self->batch_open = 1;
     lk_proto_reply_env(&rep, req, rep_type);
     if (self->opts.handler(self->opts.ctx, req, &rep, scratch) != 0) {
@@ -490,35 +496,55 @@ static void drain_more(lk_worker_t *self, int more)
     }
 }
 
-/* Receives and handles one message. 1 = handled one, 0 = nothing waiting, -1 = socket error. */
-static int receive_one(lk_worker_t *self)
+/* Receives the messages already queued, up to max, without waiting: stops at
+ * EAGAIN, so that when it returns fewer than max the socket's mailbox has been
+ * read and its ZMQ_FD can be waited on (until something is sent on it).
+ * The number received, or -1 on a socket error. */
+static int receive_batch(lk_worker_t *self, size_t max)
 {
-    zmq_msg_t identity, frame;
-    zmq_msg_init(&identity);
-    if (zmq_msg_recv(&identity, self->sock, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&identity);
-        return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    size_t n = 0;
+    while (n < max) {
+        inmsg_t *m = &self->in[n];
+        zmq_msg_init(&m->identity);
+        if (zmq_msg_recv(&m->identity, self->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m->identity);
+            if (errno == EAGAIN || errno == EINTR) break;
+            return n ? (int)n : -1;
+        }
+        if (!zmq_msg_more(&m->identity)) { /* a lone frame: nothing to answer */
+            zmq_msg_close(&m->identity);
+            continue;
+        }
+        zmq_msg_init(&m->frame);
+        if (zmq_msg_recv(&m->frame, self->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m->frame);
+            zmq_msg_close(&m->identity);
+            continue;
+        }
+        if (zmq_msg_more(&m->frame)) {
+            drain_more(self, 1);
+            self->stats.received++;
+            self->stats.malformed++;
+            lk_log_warn("a message with extra frames was dropped");
+            if (zmq_msg_size(&m->frame)) sodium_memzero(zmq_msg_data(&m->frame), zmq_msg_size(&m->frame));
+            zmq_msg_close(&m->frame);
+            zmq_msg_close(&m->identity);
+            continue;
+        }
+        n++;
     }
-    if (!zmq_msg_more(&identity)) {
-        zmq_msg_close(&identity);
-        return 1;
-    }
-    zmq_msg_init(&frame);
-    if (zmq_msg_recv(&frame, self->sock, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&frame);
-        zmq_msg_close(&identity);
-        return 1;
-    }
+    return (int)n;
+}
+
+/* Handles one received message and releases it. more: others wait behind it. */
+static void process_msg(lk_worker_t *self, inmsg_t *m, int more)
+{
     self->stats.received++;
-    uint8_t *data = zmq_msg_data(&frame);
-    size_t len = zmq_msg_size(&frame);
+    uint8_t *data = zmq_msg_data(&m->frame);
+    size_t len = zmq_msg_size(&m->frame);
     int wipe = 1; /* unless known not to hold a secret */
     lk_msg_t req;
-    if (zmq_msg_more(&frame)) {
-        drain_more(self, 1);
-        self->stats.malformed++;
-        lk_log_warn("a message with extra frames was dropped");
-    } else if (lk_proto_decode(data, len, &req) != 0) {
+    if (lk_proto_decode(data, len, &req) != 0) {
         self->stats.malformed++;
         lk_log_warn("an undecodable message (%zu bytes) was dropped", len);
     } else {
@@ -529,13 +555,12 @@ static int receive_one(lk_worker_t *self)
             lk_log(LK_LOG_DEBUG, lk_str_copy(rid, sizeof rid, req.env.rid), "%s past its deadline dropped",
                    lk_proto_type_name(req.env.type));
         } else {
-            handle(self, &identity, &req);
+            handle(self, &m->identity, &req, more);
         }
     }
     if (wipe && len) sodium_memzero(data, len);
-    zmq_msg_close(&frame);
-    zmq_msg_close(&identity);
-    return 1;
+    zmq_msg_close(&m->frame);
+    zmq_msg_close(&m->identity);
 }
 
 /* Answers one ZAP request (RFC 27): admits a CURVE client whose public key is
@@ -589,6 +614,25 @@ static void run_tick(lk_worker_t *self)
     if (self->opts.tick) self->opts.tick(self->opts.ctx);
 }
 
+/* Answers the ZAP requests queued. Ends on a ZMQ_EVENTS read after the last
+ * send, so the ZAP socket's ZMQ_FD can be waited on again. */
+static void answer_zaps(lk_worker_t *self)
+{
+    for (int i = 0; i < BATCH_MAX; i++) {
+        int events = 0;
+        size_t sz = sizeof events;
+        if (zmq_getsockopt(self->zap, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return;
+        answer_zap(self);
+    }
+}
+
+/* The loop calls libzmq as little as it can: each of its calls that finds
+ * nothing to do reads the socket's mailbox (a poll and a getpid system call).
+ * It drains the queued requests with non-blocking receives until EAGAIN,
+ * answers them, and only waits (poll(2) on ZMQ_FD) after a receive found
+ * nothing with no send since: ZMQ_FD is edge-triggered and a send may read
+ * the mailbox, so a reply sent after the last EAGAIN means one more
+ * non-blocking receive before waiting. */
 int lk_worker_run(lk_worker_t *self)
 {
     struct sigaction sa, old_int, old_term;
@@ -598,8 +642,22 @@ int lk_worker_run(lk_worker_t *self)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     int rc = 0;
+    struct pollfd pfd[2];
+    memset(pfd, 0, sizeof pfd);
+    size_t fdsz = sizeof pfd[0].fd;
+    int nfds = self->zap ? 2 : 1;
+    if (zmq_getsockopt(self->sock, ZMQ_FD, &pfd[0].fd, &fdsz) != 0 ||
+        (self->zap && (fdsz = sizeof pfd[1].fd, zmq_getsockopt(self->zap, ZMQ_FD, &pfd[1].fd, &fdsz)) != 0)) {
+        lk_log_error("cannot read the socket's ZMQ_FD: %s", zmq_strerror(errno));
+        rc = -1;
+        goto out;
+    }
+    pfd[0].events = pfd[1].events = POLLIN;
+    size_t max = self->held ? BATCH_MAX : 1; /* look ahead only to open a group commit */
     self->next_tick_us = lk_mono_us() + (int64_t)self->opts.tick_ms * 1000;
-    int64_t drain_until = 0, idle_since = 0;
+    int64_t drain_until = 0, idle_since = 0, zap_checked = 0;
+    int quiet = 0;   /* the last receive found nothing and nothing was sent since */
+    int zap_due = 1; /* the ZAP socket may have requests */
     for (;;) {
         if ((s_signalled || atomic_load(&self->stop)) && !drain_until) {
             /* finish what is already queued: keep answering until the socket
@@ -608,32 +666,65 @@ int lk_worker_run(lk_worker_t *self)
             drain_until = lk_mono_us() + (int64_t)self->opts.drain_ms * 1000;
             idle_since = lk_mono_us();
         }
-        if (drain_until && (lk_mono_us() >= drain_until || lk_mono_us() - idle_since >= 200000)) break;
-        zmq_pollitem_t items[2] = {{self->sock, 0, ZMQ_POLLIN, 0}, {self->zap, 0, ZMQ_POLLIN, 0}};
-        long wait_ms = (long)((self->next_tick_us - lk_mono_us()) / 1000);
-        if (wait_ms < 0) wait_ms = 0;
-        if (wait_ms > 100) wait_ms = 100; /* notice lk_worker_stop from another thread */
-        if (drain_until && wait_ms > 50) wait_ms = 50;
-        int n = zmq_poll(items, self->zap ? 2 : 1, wait_ms);
+        if (drain_until) {
+            int64_t now = lk_mono_us();
+            if (now >= drain_until || now - idle_since >= 200000) break;
+        }
+        if (quiet) {
+            long wait_ms = (long)((self->next_tick_us - lk_mono_us()) / 1000);
+            if (wait_ms < 0) wait_ms = 0;
+            if (wait_ms > 100) wait_ms = 100; /* notice lk_worker_stop from another thread */
+            if (drain_until && wait_ms > 50) wait_ms = 50;
+            pfd[0].revents = pfd[1].revents = 0;
+            if (poll(pfd, (nfds_t)nfds, (int)wait_ms) < 0) {
+                if (errno == EINTR) continue;
+                lk_log_error("poll failed: %s", strerror(errno));
+                rc = -1;
+                break;
+            }
+            if (pfd[1].revents) zap_due = 1;
+            if (!pfd[0].revents) { /* nothing new on the socket: its ZMQ_FD state still holds */
+                if (self->zap && zap_due) {
+                    answer_zaps(self);
+                    zap_due = 0;
+                }
+                run_tick(self);
+                continue;
+            }
+        } else if (self->zap && lk_mono_us() - zap_checked >= ZAP_CHECK_US) {
+            /* busy: no wait, but a new peer's handshake must not starve */
+            struct pollfd z = pfd[1];
+            z.revents = 0;
+            if (poll(&z, 1, 0) > 0) zap_due = 1;
+            zap_checked = lk_mono_us();
+        }
+        if (self->zap && zap_due) {
+            answer_zaps(self);
+            zap_due = 0;
+            zap_checked = lk_mono_us();
+        }
+        int n = receive_batch(self, max);
         if (n < 0) {
-            if (errno == EINTR) continue;
-            lk_log_error("poll failed: %s", zmq_strerror(errno));
+            lk_log_error("receive failed: %s", zmq_strerror(errno));
             rc = -1;
             break;
         }
-        if (self->zap && (items[1].revents & ZMQ_POLLIN)) answer_zap(self);
-        if (!(items[0].revents & ZMQ_POLLIN)) n = 0;
-        if (n > 0) idle_since = lk_mono_us();
-        for (int i = 0; n > 0 && i < BATCH_MAX; i++) {
-            int got = receive_one(self);
-            if (got < 0) {
-                lk_log_error("receive failed: %s", zmq_strerror(errno));
-                rc = -1;
-                goto out;
+        quiet = n == 0;
+        if (n > 0) {
+            if (drain_until) idle_since = lk_mono_us();
+            /* while a group commit is open, the requests that arrived in the
+             * meantime join it (up to BATCH_MAX in all), as they queue behind
+             * the transaction anyway */
+            for (size_t total = 0; n > 0;) {
+                for (int i = 0; i < n; i++)
+                    process_msg(self, &self->in[i], i + 1 < n);
+                total += (size_t)n;
+                if (!self->batch_open || total >= BATCH_MAX) break;
+                n = receive_batch(self, BATCH_MAX - total);
+                if (n < 0) break; /* seen again by the next receive */
             }
-            if (got == 0) break;
+            flush_batch(self);
         }
-        flush_batch(self);
         run_tick(self);
     }
 out:

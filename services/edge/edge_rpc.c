@@ -191,16 +191,21 @@ static void dispatch_reply(edge_rpc_t *self, svc_conn_t *conn, zmq_msg_t *frame)
     if (lk_proto_is_secret(msg.env.type)) sodium_memzero(buf, len);
 }
 
+/* Receives until EAGAIN. A receive that finds nothing reads the socket's
+ * mailbox exactly as asking ZMQ_EVENTS does (libzmq runs process_commands
+ * before giving up), so afterwards the edge-triggered ZMQ_FD is armed again;
+ * asking ZMQ_EVENTS before each receive as well cost a mailbox read (a poll
+ * and a getpid) per reply. A send on another socket made meanwhile (a reply's
+ * callback sends the next call) schedules its own re-check (send_msg); one on
+ * this socket is covered by the EAGAIN that ends this drain. */
 static void drain(edge_rpc_t *self, svc_conn_t *conn)
 {
     for (;;) {
-        int events = 0;
-        size_t sz = sizeof events;
-        if (zmq_getsockopt(conn->zsock, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return;
         zmq_msg_t frame;
         zmq_msg_init(&frame);
         if (zmq_msg_recv(&frame, conn->zsock, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&frame);
+            if (errno == EAGAIN) conn->recheck = 0;
             return;
         }
         int more = zmq_msg_more(&frame);

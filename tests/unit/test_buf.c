@@ -1,4 +1,5 @@
 /*  test_buf - lk_buf, plain and secure: growth, reset, double free. */
+#include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,91 @@ static void secure_reuse_is_wiped(void)
     lk_buf_free(&c);
 }
 
+/* A secret reply's block is released in ZeroMQ's I/O thread (the free
+ * callback) and drawn again in the worker thread: through the shared pool. */
+typedef struct {
+    uint8_t *blocks[40];
+    size_t n, cap;
+    int wiped;  /* blocks taken that were all zero: from a pool (sodium_malloc fills new ones with 0xdb) */
+    int reused; /* of those, blocks released by another thread */
+} xfer_t;
+
+static void *release_all(void *arg)
+{
+    xfer_t *x = arg;
+    for (size_t i = 0; i < x->n; i++)
+        lk_buf_secure_release(x->blocks[i], x->cap);
+    return NULL;
+}
+
+static void *take_all(void *arg)
+{
+    xfer_t *x = arg;
+    x->wiped = x->reused = 0;
+    lk_buf_t got[40];
+    for (size_t i = 0; i < x->n; i++) {
+        lk_buf_init(&got[i], 1);
+        if (lk_buf_reserve(&got[i], x->cap) != 0 || got[i].cap != x->cap) continue;
+        if (!sodium_is_zero(got[i].data, got[i].cap)) continue;
+        x->wiped++;
+        for (size_t j = 0; j < x->n; j++)
+            if (got[i].data == x->blocks[j]) x->reused++;
+    }
+    for (size_t i = 0; i < x->n; i++) { /* back to the shared pool, not this thread's */
+        lk_buf_secure_release(got[i].data, got[i].cap);
+        got[i].data = NULL;
+    }
+    return NULL;
+}
+
+static void run_thread(void *(*fn)(void *), xfer_t *x)
+{
+    pthread_t t;
+    LK_CHECK(pthread_create(&t, NULL, fn, x) == 0);
+    pthread_join(t, NULL);
+}
+
+static void shared_pool_across_threads(void)
+{
+    xfer_t x;
+    memset(&x, 0, sizeof x);
+    /* one block, filled with a secret here, released in another thread,
+     * taken in a third (whose own pool is empty): the same block, wiped */
+    lk_buf_t a;
+    lk_buf_init(&a, 1);
+    char secret[1500];
+    memset(secret, 'k', sizeof secret);
+    LK_CHECK(lk_buf_append(&a, secret, sizeof secret) == 0 && a.cap == 2048);
+    x.blocks[0] = a.data;
+    x.cap = a.cap;
+    x.n = 1;
+    a.data = NULL; /* handed over, as to zmq_msg_init_data */
+    a.len = a.cap = 0;
+    run_thread(release_all, &x);
+    run_thread(take_all, &x);
+    LK_CHECK(x.wiped == 1 && x.reused == 1);
+
+    /* bounded: of 40 blocks released elsewhere, the pool keeps at most 32 */
+    x.n = 40;
+    x.cap = 512;
+    for (size_t i = 0; i < x.n; i++) {
+        lk_buf_t b;
+        lk_buf_init(&b, 1);
+        LK_CHECK(lk_buf_append(&b, secret, 300) == 0 && b.cap == 512);
+        x.blocks[i] = b.data;
+    }
+    run_thread(release_all, &x);
+    run_thread(take_all, &x);
+    LK_CHECK(x.wiped == 32 && x.reused == 32);
+
+    /* a block of no pooled size is freed at once (and NULL is ignored) */
+    lk_buf_t big;
+    lk_buf_init(&big, 1);
+    LK_CHECK(lk_buf_reserve(&big, 10000) == 0 && big.cap == 16384);
+    lk_buf_secure_release(big.data, big.cap);
+    lk_buf_secure_release(NULL, 256);
+}
+
 int main(void)
 {
     if (sodium_init() < 0) return 1;
@@ -109,5 +195,6 @@ int main(void)
     LK_RUN(secure);
     LK_RUN(first_reserve);
     LK_RUN(secure_reuse_is_wiped);
+    LK_RUN(shared_pool_across_threads);
     return LK_TEST_DONE();
 }
