@@ -314,12 +314,16 @@
         $('#secret-value').textContent = '';
         copy.removeEventListener('click', onCopy);
         close.removeEventListener('click', onCloseClick);
+        d.removeEventListener('cancel', wipe);
         d.removeEventListener('close', onClose);
         resolve();
       };
-      const onCloseClick = () => d.close();
+      // wiped at once on Close or Escape: the dialog's 'close' event only follows as a later task
+      const wipe = () => { $('#secret-value').textContent = ''; };
+      const onCloseClick = () => { wipe(); d.close(); };
       copy.addEventListener('click', onCopy);
       close.addEventListener('click', onCloseClick);
+      d.addEventListener('cancel', wipe, { once: true });
       d.addEventListener('close', onClose);
       d.showModal();
     });
