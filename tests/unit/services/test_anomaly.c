@@ -235,7 +235,7 @@ static void test_block_and_error_rates(void)
         if (s.n_reasons && strcmp(s.reasons[0].k, "block_rate") == 0 && s.score >= THRESHOLD) break;
     }
     printf("anomaly block burst: block_rate over %.2f after %d blocked requests\n", THRESHOLD, i);
-    LK_CHECK(i <= 15); /* stated bound */
+    LK_CHECK(i <= 15);                            /* stated bound */
     pa_errors(e, "default", "key_unknown", 5, 5); /* not in memory: ignored */
     pa_errors(e, "default", "key_1", 6, 5);       /* nonsense: ignored */
     pa_free(&e);
