@@ -513,16 +513,6 @@ static int user_store(vault_t *self, const lk_admin_req_t *q, json_t *doc, int c
     return vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
 }
 
-static int users_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
-{
-    char err[300];
-    json_t *doc = load_body(q->json, err, sizeof err);
-    if (!doc) return scim_error(rep, scratch, LK_ST_BAD_REQUEST, "invalidSyntax", err);
-    int r = user_store(self, q, doc, 1, rep, scratch);
-    json_decref(doc);
-    return r;
-}
-
 static int users_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
     PGresult *res = NULL;
@@ -786,16 +776,6 @@ db_fail:
     return scim_db_error(rep, scratch, rc, "A group with this displayName already exists.");
 }
 
-static int groups_create(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
-{
-    char err[300];
-    json_t *doc = load_body(q->json, err, sizeof err);
-    if (!doc) return scim_error(rep, scratch, LK_ST_BAD_REQUEST, "invalidSyntax", err);
-    int r = group_store(self, q, doc, 1, rep, scratch);
-    json_decref(doc);
-    return r;
-}
-
 static int groups_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
 {
     PGresult *res = NULL;
@@ -831,13 +811,14 @@ static json_t *group_doc_full(PGresult *res, int i)
 static const scim_kind_t SCIM_USER = {user_fetch, user_doc, user_store, "No User with this id."};
 static const scim_kind_t SCIM_GROUP = {group_fetch, group_doc_full, group_store, "No Group with this id."};
 
-static int resource_replace(const scim_kind_t *k, vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
-                            lk_buf_t *scratch)
+/* POST (create) and PUT (replace) of a whole resource document. */
+static int resource_put(const scim_kind_t *k, vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
+                        lk_buf_t *scratch, int create)
 {
     char err[300];
     json_t *doc = load_body(q->json, err, sizeof err);
     if (!doc) return scim_error(rep, scratch, LK_ST_BAD_REQUEST, "invalidSyntax", err);
-    int r = k->store(self, q, doc, 0, rep, scratch);
+    int r = k->store(self, q, doc, create, rep, scratch);
     json_decref(doc);
     return r;
 }
@@ -906,18 +887,18 @@ int vault_identity_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
     if (q->op.len > 5 && memcmp(q->op.ptr, "scim.", 5) == 0) {
         if (!lk_str_eq(q->role, "scim"))
             return scim_error(rep, scratch, LK_ST_FORBIDDEN, NULL, "SCIM needs an admin token of role scim.");
-        if (lk_str_eq(q->op, "scim.users.create")) return users_create(self, q, rep, scratch);
+        if (lk_str_eq(q->op, "scim.users.create")) return resource_put(&SCIM_USER, self, q, rep, scratch, 1);
         if (lk_str_eq(q->op, "scim.users.list")) return do_list(self, q, 1, rep, scratch);
         if (lk_str_eq(q->op, "scim.users.get")) return users_get(self, q, rep, scratch);
-        if (lk_str_eq(q->op, "scim.users.replace"))
-            return resource_replace(&SCIM_USER, self, q, rep, scratch);
+        if (lk_str_eq(q->op, "scim.users.replace")) return resource_put(&SCIM_USER, self, q, rep, scratch, 0);
         if (lk_str_eq(q->op, "scim.users.patch")) return resource_patch(&SCIM_USER, self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.users.delete")) return users_delete(self, q, rep, scratch);
-        if (lk_str_eq(q->op, "scim.groups.create")) return groups_create(self, q, rep, scratch);
+        if (lk_str_eq(q->op, "scim.groups.create"))
+            return resource_put(&SCIM_GROUP, self, q, rep, scratch, 1);
         if (lk_str_eq(q->op, "scim.groups.list")) return do_list(self, q, 0, rep, scratch);
         if (lk_str_eq(q->op, "scim.groups.get")) return groups_get(self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.groups.replace"))
-            return resource_replace(&SCIM_GROUP, self, q, rep, scratch);
+            return resource_put(&SCIM_GROUP, self, q, rep, scratch, 0);
         if (lk_str_eq(q->op, "scim.groups.patch")) return resource_patch(&SCIM_GROUP, self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.groups.delete")) return groups_delete(self, q, rep, scratch);
     }
