@@ -196,7 +196,9 @@ def test_callback_needs_the_matching_state_cookie(sso):
     assert r.status_code == 400 and error_code(r) == "invalid_state"
     # another state
     q = query(cb)
-    other = f"{sso.admin_base}/auth/callback?code={q['code']}&state=x{q['state'][1:]}"
+    st = q["state"]
+    other_state = ("x" if st[0] != "x" else "y") + st[1:]  # always another state (1 in 64 starts with x)
+    other = f"{sso.admin_base}/auth/callback?code={q['code']}&state={other_state}"
     r = requests.get(other, headers={"Cookie": f"lk_oidc={pre}"}, allow_redirects=False, timeout=10)
     assert r.status_code == 400 and error_code(r) == "invalid_state"
     assert "lk_session" not in parse_set_cookies(r)
