@@ -9,28 +9,19 @@
 /* Guarded blocks are costly to make: sodium_malloc maps the block between two
  * guard pages and mlocks it, sodium_free unlocks and unmaps it (about six
  * system calls each way). A secure buffer is made for every request that
- * carries a credential, so each thread keeps a few released blocks of the
- * common sizes (256 B .. 4 KiB) for reuse: wiped when released, still guarded
- * and locked while parked.
- *
- * A block handed to ZeroMQ (a secret reply sent zero-copy) is released in
- * ZeroMQ's I/O thread, whose own pool the worker never sees; those blocks go
- * to one small shared pool behind a mutex (lk_buf_secure_release), which a
- * thread draws on when its own pool is empty. Same rules: wiped on release,
- * guarded and locked while parked, bounded; other sizes are freed at once. */
+ * carries a credential, so released blocks of the common sizes (256 B .. 4 KiB)
+ * are parked for reuse in one small pool behind a mutex: wiped when released,
+ * still guarded and locked while parked, bounded; other sizes are freed at
+ * once. The pool is shared by every thread because a block handed to ZeroMQ
+ * (a secret reply sent zero-copy) is released in ZeroMQ's I/O thread
+ * (lk_buf_secure_release), not in the thread that made it. */
 #define POOL_CLASSES 5 /* 256, 512, 1024, 2048, 4096 */
-#define POOL_DEPTH   16
-static _Thread_local struct {
-    uint8_t *blk[POOL_CLASSES][POOL_DEPTH];
-    int n[POOL_CLASSES];
-} g_pool;
-
-#define SHARED_DEPTH 32
+#define POOL_DEPTH   32
 static struct {
     pthread_mutex_t lock;
-    uint8_t *blk[POOL_CLASSES][SHARED_DEPTH];
+    uint8_t *blk[POOL_CLASSES][POOL_DEPTH];
     int n[POOL_CLASSES];
-} g_shared = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int pool_class(size_t cap)
 {
@@ -42,26 +33,13 @@ static int pool_class(size_t cap)
 static uint8_t *secure_alloc(size_t cap)
 {
     int c = pool_class(cap);
-    if (c >= 0 && g_pool.n[c] > 0) return g_pool.blk[c][--g_pool.n[c]];
+    uint8_t *p = NULL;
     if (c >= 0) {
-        uint8_t *p = NULL;
-        pthread_mutex_lock(&g_shared.lock);
-        if (g_shared.n[c] > 0) p = g_shared.blk[c][--g_shared.n[c]];
-        pthread_mutex_unlock(&g_shared.lock);
-        if (p) return p;
+        pthread_mutex_lock(&g_pool.lock);
+        if (g_pool.n[c] > 0) p = g_pool.blk[c][--g_pool.n[c]];
+        pthread_mutex_unlock(&g_pool.lock);
     }
-    return sodium_malloc(cap);
-}
-
-static void secure_release(uint8_t *p, size_t cap)
-{
-    int c = pool_class(cap);
-    sodium_memzero(p, cap);
-    if (c >= 0 && g_pool.n[c] < POOL_DEPTH) {
-        g_pool.blk[c][g_pool.n[c]++] = p;
-        return;
-    }
-    sodium_free(p); /* wipes again, unlocks, unmaps */
+    return p ? p : sodium_malloc(cap);
 }
 
 void lk_buf_secure_release(void *block, size_t cap)
@@ -72,12 +50,12 @@ void lk_buf_secure_release(void *block, size_t cap)
     sodium_memzero(p, cap);
     if (c >= 0) {
         int parked = 0;
-        pthread_mutex_lock(&g_shared.lock);
-        if (g_shared.n[c] < SHARED_DEPTH) {
-            g_shared.blk[c][g_shared.n[c]++] = p;
+        pthread_mutex_lock(&g_pool.lock);
+        if (g_pool.n[c] < POOL_DEPTH) {
+            g_pool.blk[c][g_pool.n[c]++] = p;
             parked = 1;
         }
-        pthread_mutex_unlock(&g_shared.lock);
+        pthread_mutex_unlock(&g_pool.lock);
         if (parked) return;
     }
     sodium_free(p); /* wipes again, unlocks, unmaps */
@@ -102,7 +80,7 @@ int lk_buf_reserve(lk_buf_t *self, size_t n)
         p = secure_alloc(want);
         if (!p) return -1;
         if (self->len) memcpy(p, self->data, self->len);
-        if (self->data) secure_release(self->data, self->cap); /* wipes */
+        if (self->data) lk_buf_secure_release(self->data, self->cap); /* wipes */
     } else {
         p = realloc(self->data, want);
         if (!p) return -1;
@@ -130,7 +108,7 @@ void lk_buf_free(lk_buf_t *self)
 {
     if (self->data) {
         if (self->secure)
-            secure_release(self->data, self->cap); /* wipes */
+            lk_buf_secure_release(self->data, self->cap); /* wipes */
         else
             free(self->data);
     }

@@ -133,7 +133,7 @@ static void *take_all(void *arg)
         for (size_t j = 0; j < x->n; j++)
             if (got[i].data == x->blocks[j]) x->reused++;
     }
-    for (size_t i = 0; i < x->n; i++) { /* back to the shared pool, not this thread's */
+    for (size_t i = 0; i < x->n; i++) { /* back to the pool */
         lk_buf_secure_release(got[i].data, got[i].cap);
         got[i].data = NULL;
     }
@@ -152,7 +152,7 @@ static void shared_pool_across_threads(void)
     xfer_t x;
     memset(&x, 0, sizeof x);
     /* one block, filled with a secret here, released in another thread,
-     * taken in a third (whose own pool is empty): the same block, wiped */
+     * taken in a third: the same block, wiped */
     lk_buf_t a;
     lk_buf_init(&a, 1);
     char secret[1500];
