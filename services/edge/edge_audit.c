@@ -35,7 +35,7 @@ static struct {
     size_t ntenants;
 } S;
 
-static void send_one(pending_t *p);
+static void send_one(pending_t *p, const lk_msg_t *m);
 
 static void on_timer(h2o_timeout_entry_t *entry)
 {
@@ -47,7 +47,7 @@ static void on_timer(h2o_timeout_entry_t *entry)
         list = p->next;
         p->next = NULL;
         S.retries++;
-        send_one(p);
+        send_one(p, NULL);
     }
 }
 
@@ -94,10 +94,14 @@ static void on_reply(void *data, const lk_msg_t *reply)
     wait_retry(p);
 }
 
-static void send_one(pending_t *p)
+/* Sends p: from `from` while the caller's message is alive (the first send), else
+ * from the kept encoding (resends). */
+static void send_one(pending_t *p, const lk_msg_t *from)
 {
     lk_msg_t m;
-    if (lk_proto_decode(p->enc.data, p->enc.len, &m) != 0) { /* cannot happen: we encoded it */
+    if (from) {
+        m = *from;
+    } else if (lk_proto_decode(p->enc.data, p->enc.len, &m) != 0) { /* cannot happen: we encoded it */
         S.dropped++;
         release(p);
         return;
@@ -125,11 +129,7 @@ void edge_audit_send_reliable(const lk_msg_t *m)
     lk_str_copy(p->rid, sizeof p->rid, m->env.rid);
     S.bytes += p->enc.len;
     S.count++;
-    /* the first send goes from the caller's message (its strings are alive
-     * now); resends decode the kept copy */
-    lk_msg_t first = *m;
-    first.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
-    if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &first, on_reply, p)) wait_retry(p);
+    send_one(p, m);
     return;
 drop:
     S.dropped++;
