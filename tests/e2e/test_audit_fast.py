@@ -5,7 +5,9 @@
   every field set, NULLs, non-ASCII text, anomaly / hdp JSON;
 - audit_append() with two statements fewer: a retried event id answers the stored row (same seq,
   no second row), on an existing and on a new chain (whose head row it creates);
-- the C verifier (lumkeyctl audit verify) accepts the chains written through it.
+- the C verifier (lumkeyctl audit verify) accepts the chains written through it;
+- audit_append() builds its row in one ROW(...) expression (migration 0023): every argument lands
+  in its own column (two text fields swapped would still verify, so each column is compared).
 """
 
 import json
@@ -96,3 +98,44 @@ def test_chains_written_through_the_fast_path_verify(stack):
     doc = json.loads(p.stdout)
     assert p.returncode == 0 and doc["ok"], stack.redact(p.stdout)
     assert doc["events_checked"] >= 6 + 6 + 4
+
+
+def test_every_argument_lands_in_its_own_column(stack):
+    """0023 builds the row positionally: a swapped pair of same-typed fields must show here."""
+    tenant = "t_cols_" + uuid.uuid4().hex[:8]
+    with stack.db().cursor() as cur:
+        cur.execute("INSERT INTO tenants (id, name, audit_content) VALUES (%s, %s, true)", (tenant, tenant))
+        eid = str(uuid.uuid4())
+        want = {
+            "event_id": uuid.UUID(eid), "kind": "request.completed", "request_id": "req_cols_" + eid[:8],
+            "tenant_id": tenant, "key_id": "key_c1", "user_id": "user_c2", "source_ip": "10.9.8.7",
+            "endpoint": "chat.c3", "provider_id": "prov_c4", "model": "model_c5", "upstream_model": "up_c6",
+            "decision": "redact", "policy_id": "pol_c7", "policy_version": 8, "rule_id": "rule_c9",
+            "http_status": 210, "upstream_status": 211, "latency_us": 12345, "prompt_tokens": 13,
+            "completion_tokens": 14, "total_tokens": 27, "error_code": "err_c10", "trace_id": "trace_c11",
+            "stream": True, "agent": "agent_c12", "approver": "appr_c13", "cost_micros": 1414,
+            "request_sha256": bytes(range(32)), "answer_sha256": bytes(range(1, 33)),
+            "request_body": "req body c15", "answer_body": "ans body c16",
+            "fallback_provider_id": "prov_c17", "fallback_upstream_model": "up_c18",
+            "anomaly": {"score": 0.5}, "hdp": {"ok": True},
+        }
+        w = want
+        cur.execute(APPEND, [eid, w["kind"], w["request_id"], 1795000000123, tenant, w["key_id"], w["user_id"],
+                             w["source_ip"], w["endpoint"], w["provider_id"], w["model"], w["upstream_model"],
+                             w["decision"], w["policy_id"], w["policy_version"], w["rule_id"], w["http_status"],
+                             w["upstream_status"], w["latency_us"], w["prompt_tokens"], w["completion_tokens"],
+                             w["total_tokens"], w["error_code"], w["trace_id"], w["stream"], w["agent"],
+                             w["approver"], w["cost_micros"], w["request_sha256"], w["answer_sha256"],
+                             w["request_body"], w["answer_body"], w["fallback_provider_id"],
+                             w["fallback_upstream_model"], json.dumps(w["anomaly"]), json.dumps(w["hdp"])])
+        got_seq = cur.fetchone()
+        cur.execute("SELECT * FROM audit_events WHERE event_id = %s::uuid", (eid,))
+        row = cur.fetchone()
+        cur.execute("SELECT last_seq, last_hash FROM audit_chain WHERE chain = %s", (tenant,))
+        head = cur.fetchone()
+    wrong = {k: (row[k], v) for k, v in want.items() if (bytes(row[k]) if isinstance(v, bytes) else row[k]) != v}
+    assert not wrong, f"columns holding another argument's value: {wrong}"
+    assert row["seq"] == got_seq["o_seq"] and row["chain"] == tenant and row["chain_seq"] == 1
+    assert int(row["time"].timestamp() * 1000) == 1795000000123
+    assert bytes(row["prev_hash"]) == bytes(32) and bytes(row["row_hash"]) == bytes(head["last_hash"])
+    assert head["last_seq"] == 1 and row["recorded_at"] is not None
