@@ -27,6 +27,9 @@ struct lk_db {
     stmt_t stmts[LK_DB_MAX_STATEMENTS];
     int nstmts;
     int in_tx;
+    int in_pipe;             /* lk_db_pipe_begin .. lk_db_pipe_commit */
+    size_t pipe_n;           /* statements queued */
+    int pipe_broken;         /* a send failed: the commit fails */
     int64_t next_attempt_ms; /* monotonic */
     int backoff_ms;
     int down_logged; /* "unavailable" logged since the last success */
@@ -131,6 +134,7 @@ static void disconnect(lk_db_t *self)
     if (self->conn) PQfinish(self->conn);
     self->conn = NULL;
     self->in_tx = 0;
+    self->in_pipe = 0;
     for (int i = 0; i < self->nstmts; i++)
         self->stmts[i].prepared = 0;
 }
@@ -335,6 +339,10 @@ static lk_db_rc_t finish(lk_db_t *self, const char *what, PGresult *res, PGresul
 static lk_db_rc_t attempt(lk_db_t *self, stmt_t *stmt, const char *sql, const lk_db_params_t *p,
                           PGresult **res)
 {
+    if (self->in_pipe) { /* its result would be read out of order */
+        lk_log_error("%s: a statement outside the open pipeline", stmt ? stmt->name : "query");
+        return LK_DB_ERROR;
+    }
     if (ensure_connected(self) != 0) {
         snprintf(self->sqlstate, sizeof self->sqlstate, "08006");
         return LK_DB_UNAVAILABLE;
@@ -417,6 +425,130 @@ void lk_db_rollback(lk_db_t *self)
     if (!self->in_tx) return;
     self->in_tx = 0;
     if (self->conn && PQstatus(self->conn) == CONNECTION_OK) PQclear(PQexec(self->conn, "ROLLBACK"));
+}
+
+/* ------------------------------------------------------------ pipelines -- */
+
+lk_db_rc_t lk_db_pipe_begin(lk_db_t *self)
+{
+    if (self->in_tx || self->in_pipe) {
+        lk_log_error("pipeline inside a transaction or pipeline");
+        return LK_DB_ERROR;
+    }
+    if (ensure_connected(self) != 0) {
+        snprintf(self->sqlstate, sizeof self->sqlstate, "08006");
+        return LK_DB_UNAVAILABLE;
+    }
+    for (int i = 0; i < self->nstmts; i++) { /* PQprepare cannot run inside the pipeline */
+        stmt_t *st = &self->stmts[i];
+        if (st->prepared) continue;
+        lk_db_rc_t rc = finish(self, st->name, PQprepare(self->conn, st->name, st->sql, 0, NULL), NULL);
+        if (rc != LK_DB_OK) return rc;
+        st->prepared = 1;
+    }
+    if (!PQenterPipelineMode(self->conn)) {
+        lk_log_error("cannot enter pipeline mode");
+        return LK_DB_ERROR;
+    }
+    self->in_pipe = 1;
+    self->pipe_n = 0;
+    self->pipe_broken = 0;
+    return LK_DB_OK;
+}
+
+int lk_db_pipe_send(lk_db_t *self, const char *name, const lk_db_params_t *p)
+{
+    if (!self->in_pipe || self->pipe_broken) return -1;
+    stmt_t *st = NULL;
+    for (int i = 0; i < self->nstmts && !st; i++)
+        if (strcmp(self->stmts[i].name, name) == 0) st = &self->stmts[i];
+    if (!st || (p && p->overflow)) {
+        lk_log_error("%s: unknown statement or too many parameters", name);
+        self->pipe_broken = 1;
+        return -1;
+    }
+    if (!PQsendQueryPrepared(self->conn, st->name, p ? p->n : 0, p ? p->values : NULL, p ? p->lengths : NULL,
+                             p ? p->formats : NULL, 0)) {
+        self->pipe_broken = 1;
+        return -1;
+    }
+    self->pipe_n++;
+    return 0;
+}
+
+/* Leaves pipeline mode, dropping the connection if it cannot (it is then in an unknown state). */
+static void pipe_end(lk_db_t *self)
+{
+    self->in_pipe = 0;
+    if (self->conn && !PQexitPipelineMode(self->conn)) {
+        lk_log_warn("database connection reset after a failed pipeline");
+        disconnect(self);
+    }
+}
+
+lk_db_rc_t lk_db_pipe_commit(lk_db_t *self, lk_db_result_fn fn, void *arg)
+{
+    if (!self->in_pipe) return LK_DB_ERROR;
+    lk_db_rc_t rc = LK_DB_OK;
+    if (self->pipe_broken || !PQpipelineSync(self->conn)) {
+        self->sqlstate[0] = '\0'; /* no SQLSTATE: a client-side failure */
+        int lost = PQstatus(self->conn) != CONNECTION_OK;
+        lk_log(lost ? LK_LOG_WARN : LK_LOG_ERROR, NULL, "pipeline not sent: %s",
+               lost ? "connection lost" : "send failed");
+        if (lost) {
+            self->in_pipe = 0;
+            disconnect(self);
+            return LK_DB_UNAVAILABLE;
+        }
+        /* what was sent still runs: sync and drain it, then report the failure */
+        rc = LK_DB_ERROR;
+        if (!PQpipelineSync(self->conn)) {
+            self->in_pipe = 0;
+            disconnect(self);
+            return LK_DB_ERROR;
+        }
+    }
+    /* each statement: one result then NULL; then the PIPELINE_SYNC result */
+    for (size_t i = 0; i < self->pipe_n; i++) {
+        PGresult *res = PQgetResult(self->conn);
+        if (!res) { /* connection lost (or out of step) */
+            self->in_pipe = 0;
+            disconnect(self);
+            return LK_DB_UNAVAILABLE;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_ABORTED) {
+            PQclear(res);
+            if (rc == LK_DB_OK) rc = LK_DB_ERROR;
+        } else if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            if (rc == LK_DB_OK && fn) fn(arg, i, res);
+            PQclear(res);
+        } else {
+            lk_db_rc_t e = finish(self, "pipelined statement", res, NULL); /* logs, clears */
+            if (rc == LK_DB_OK) rc = e != LK_DB_OK ? e : LK_DB_ERROR;
+            if (!self->conn) {
+                self->in_pipe = 0;
+                return LK_DB_UNAVAILABLE;
+            }
+        }
+        PGresult *end;
+        while ((end = PQgetResult(self->conn)) != NULL) /* NULL ends this statement's results */
+            PQclear(end);
+    }
+    PGresult *sync = PQgetResult(self->conn);
+    int synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!synced) { /* the commit's outcome is unknown: never report it as done */
+        self->in_pipe = 0;
+        disconnect(self);
+        return LK_DB_UNAVAILABLE;
+    }
+    pipe_end(self);
+    if (rc == LK_DB_OK)
+        self->sqlstate[0] = '\0';
+    else if (self->conn) /* a fresh connection after a failed batch: nothing of it can linger */
+        disconnect(self);
+    return rc;
 }
 
 /* -------------------------------------------------------------- results -- */

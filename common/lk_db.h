@@ -103,6 +103,29 @@ lk_db_rc_t lk_db_begin(lk_db_t *self) __attribute__((warn_unused_result));
 lk_db_rc_t lk_db_commit(lk_db_t *self) __attribute__((warn_unused_result));
 void lk_db_rollback(lk_db_t *self);
 
+/* Pipelined group commit (libpq pipeline mode): prepared statements are sent
+ * one after another without waiting for their results, then one Sync commits
+ * them together as the pipeline's implicit transaction and the results are
+ * read in order. One round trip and one commit for the whole batch, instead of
+ * a round trip per statement.
+ *   lk_db_pipe_begin: connects if needed, prepares the statements not yet
+ *     prepared on this connection, enters pipeline mode.
+ *   lk_db_pipe_send: queues one prepared statement; -1 if it could not be sent
+ *     (the pipeline then fails as a whole at lk_db_pipe_commit).
+ *   lk_db_pipe_commit: syncs and reads every result in order, calling fn for
+ *     each statement's (successful) result, which fn must not keep. LK_DB_OK
+ *     only when every statement succeeded and the transaction committed; on any
+ *     error nothing of the batch is committed (and fn may have been called for
+ *     statements before the failing one: their results are void). Always
+ *     leaves pipeline mode.
+ * No lk_db_begin transaction may be open. */
+typedef void (*lk_db_result_fn)(void *arg, size_t index, const PGresult *res);
+lk_db_rc_t lk_db_pipe_begin(lk_db_t *self) __attribute__((warn_unused_result));
+int lk_db_pipe_send(lk_db_t *self, const char *name, const lk_db_params_t *p)
+    __attribute__((warn_unused_result));
+lk_db_rc_t lk_db_pipe_commit(lk_db_t *self, lk_db_result_fn fn, void *arg)
+    __attribute__((warn_unused_result));
+
 /* SQLSTATE of the last failure ("" if none). */
 const char *lk_db_sqlstate(const lk_db_t *self);
 

@@ -127,6 +127,8 @@ typedef struct {
 typedef struct {
     zmq_msg_t identity;
     lk_buf_t encoded;
+    lk_msg_t msg; /* unencoded until the commit when opts.batch_reply is set */
+    int deferred;
     char rid[LK_PROTO_MAX_RID + 1];
     uint64_t call_id;
     int64_t deadline_ms;
@@ -377,10 +379,15 @@ static int hold_reply(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *re
     if (self->n_held == BATCH_MAX) return -1;
     held_t *h = &self->held[self->n_held];
     h->encoded.len = 0;
-    if (lk_proto_encode(rep, &h->encoded) != 0) return -1;
+    h->deferred = self->opts.batch_reply && rep->env.type == self->opts.batch_reply_type;
+    if (h->deferred)
+        h->msg = *rep; /* its strings: the request id (copied below) and static ones */
+    else if (lk_proto_encode(rep, &h->encoded) != 0)
+        return -1;
     zmq_msg_init(&h->identity);
     zmq_msg_copy(&h->identity, identity);
     lk_str_copy(h->rid, sizeof h->rid, rep->env.rid);
+    h->msg.env.rid = lk_str(h->rid);
     h->call_id = rep->env.call_id;
     h->deadline_ms = rep->env.deadline_ms;
     h->is_error = rep->env.type == LK_MSG_ERROR;
@@ -403,6 +410,19 @@ static void flush_batch(lk_worker_t *self)
     }
     for (size_t i = 0; i < self->n_held; i++) {
         held_t *h = &self->held[i];
+        if (ok && h->deferred) { /* the commit's outcome goes into the reply, then it is encoded */
+            int patched = self->opts.batch_reply(self->opts.ctx, &h->msg) == 0;
+            if (!patched || h->msg.env.type == LK_MSG_ERROR || lk_proto_encode(&h->msg, &h->encoded) != 0) {
+                h->encoded.len = 0;
+                h->is_error = 1;
+                h->cacheable = 0;
+                lk_worker_error(&h->msg, LK_ST_UNAVAILABLE, "not committed; please retry");
+                self->stats.errors++;
+                (void)encode_and_send(self, &h->identity, &h->msg);
+                zmq_msg_close(&h->identity);
+                continue;
+            }
+        }
         if (ok || h->is_error) {
             send_reply(self, &h->identity, &h->encoded, 0);
             if (ok && h->cacheable)
@@ -467,6 +487,11 @@ static void handle(lk_worker_t *self, zmq_msg_t *identity, const lk_msg_t *req, 
     if (self->batch_open && !secret && hold_reply(self, identity, &rep, cacheable, key) == 0) {
         lk_buf_reset(scratch);
         return;
+    }
+    if (self->batch_open && self->opts.batch_reply && rep.env.type == self->opts.batch_reply_type) {
+        /* not held, so never completed by the commit: must not be answered as done */
+        lk_worker_error(&rep, LK_ST_UNAVAILABLE, "not committed; please retry");
+        self->stats.errors++;
     }
     int sent = encode_and_send(self, identity, &rep);
     if (sent != 0 && rep.env.type != LK_MSG_ERROR) {

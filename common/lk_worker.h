@@ -70,6 +70,15 @@ typedef struct {
      * are never held (a service that batches should not have any). */
     int (*batch_begin)(void *ctx);
     int (*batch_commit)(void *ctx);
+    /* Optional, with the two above: for services whose replies carry what
+     * only the commit knows (e.g. a sequence number from a pipelined
+     * statement). A held reply of type batch_reply_type is then kept unencoded and,
+     * once batch_commit returned 0, handed to batch_reply in the order the
+     * requests were handled, to fill in; -1 (or an ERROR) makes it ERROR
+     * UNAVAILABLE. Such a reply must not point into the handler's scratch:
+     * only its request id (copied) and static strings survive the handler. */
+    int (*batch_reply)(void *ctx, lk_msg_t *rep);
+    lk_msg_type_t batch_reply_type;
     int drain_ms; /* at most this long answering queued requests after a signal; 0 = 2000 */
 } lk_worker_opts_t;
 

@@ -110,6 +110,8 @@ cmd_start() {
 
   local opts="-p $port -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=200"
   [ "$fsync_off" = 1 ] && opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  # profiling only, e.g. "-c shared_preload_libraries=pg_stat_statements -c track_functions=all"
+  [ -n "${PGCTL_EXTRA_OPTS:-}" ] && opts+=" $PGCTL_EXTRA_OPTS"
   rm -f "$DIR/data/postmaster.pid.stale"
   as_owner "$PG_CTL" -D "$DIR/data" -l "$DIR/log" -w -t 60 -o "$opts" start >/dev/null ||
     { tail -n 20 "$DIR/log" >&2 2>/dev/null || true; die "the server did not start"; }

@@ -2,12 +2,15 @@
 #include "audit.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lk_log.h"
 #include "lk_util.h"
 #include "lk_worker.h"
+
+#define AUDIT_PIPE_MAX 512 /* events in one group commit (lk_worker batches at most 256) */
 
 #define APPEND_ARGS                                                                                          \
     "$1::text::uuid, $2::text, $3::text, $4::bigint, $5::text, $6::text, $7::text, $8::text, $9::text, "     \
@@ -38,7 +41,8 @@ audit_t *audit_new(const audit_config_t *cfg)
     if (self->cfg.checkpoint_interval_ms <= 0) self->cfg.checkpoint_interval_ms = 60000;
     if (self->cfg.retention_interval_ms <= 0) self->cfg.retention_interval_ms = 3600000;
     self->sign = audit_sign_open(cfg->signing_key_file, 1);
-    if (!self->sign) goto fail;
+    self->piped = calloc(AUDIT_PIPE_MAX, sizeof *self->piped);
+    if (!self->sign || !self->piped) goto fail;
     self->db = lk_db_new(cfg->conninfo, "lumkey-audit", cfg->statement_timeout_ms);
     /* admin queries (export pages, verify) may take longer than one event */
     self->adb = lk_db_new(cfg->conninfo, "lumkey-audit-admin", cfg->statement_timeout_ms * 12);
@@ -75,6 +79,7 @@ void audit_destroy(audit_t **self_p)
     lk_db_destroy(&self->db);
     lk_db_destroy(&self->adb);
     audit_sign_destroy(&self->sign);
+    free(self->piped);
     free(self);
     *self_p = NULL;
 }
@@ -88,16 +93,46 @@ static void param_i64_or_null(lk_db_params_t *p, int64_t v, int present)
         lk_db_param_null(p);
 }
 
+/* A group commit pipelines its events (one round trip and one commit for the
+ * batch); their sequence numbers reach the replies in audit_batch_reply. */
 int audit_batch_begin(void *ctx)
 {
     audit_t *self = ctx;
-    return lk_db_begin(self->db) == LK_DB_OK ? 0 : -1;
+    if (lk_db_pipe_begin(self->db) != LK_DB_OK) return -1;
+    self->pipe = 1;
+    self->pipe_n = 0;
+    return 0;
+}
+
+static void on_piped(void *arg, size_t i, const PGresult *res)
+{
+    audit_t *self = arg;
+    if (i >= self->pipe_n || PQntuples(res) != 1 || lk_db_is_null(res, 0, 1)) return;
+    self->piped[i].seq = lk_db_i64(res, 0, 1);
+    self->piped[i].fail_open = lk_db_bool(res, 0, 2);
+    self->piped[i].ok = 1;
 }
 
 int audit_batch_commit(void *ctx)
 {
     audit_t *self = ctx;
-    return lk_db_commit(self->db) == LK_DB_OK ? 0 : -1;
+    self->pipe = 0;
+    return lk_db_pipe_commit(self->db, on_piped, self) == LK_DB_OK ? 0 : -1;
+}
+
+/* The held reply's seq is its slot in the pipeline until here. */
+int audit_batch_reply(void *ctx, lk_msg_t *rep)
+{
+    audit_t *self = ctx;
+    int64_t slot = rep->u.audit_rep.seq;
+    if (slot < 0 || (size_t)slot >= self->pipe_n || !self->piped[slot].ok) {
+        lk_log(LK_LOG_ERROR, NULL, "audit event was not appended");
+        return -1;
+    }
+    rep->u.audit_rep.seq = self->piped[slot].seq;
+    rep->u.audit_rep.fail_open = self->piped[slot].fail_open;
+    self->appended++;
+    return 0;
 }
 
 static int is_hex_len(lk_str_t s, size_t len)
@@ -166,6 +201,11 @@ static int on_audit(audit_t *self, const lk_msg_t *req, lk_msg_t *rep)
             return lk_worker_error(rep, LK_ST_BAD_REQUEST, "audit field is not UTF-8 text");
     if (!is_json_object(a->anomaly) || !is_json_object(a->hdp))
         return lk_worker_error(rep, LK_ST_BAD_REQUEST, "audit anom / hdp is not a JSON object");
+    /* numbers PostgreSQL would refuse (an int column overflowing, a time past the year 9999),
+     * which would abort the whole group commit */
+    if (a->time_ms > 253402300799999LL || a->http_status < 0 || a->http_status > INT32_MAX ||
+        a->upstream_status < 0 || a->upstream_status > INT32_MAX)
+        return lk_worker_error(rep, LK_ST_BAD_REQUEST, "audit time or status out of range");
     lk_db_params_t p;
     lk_db_params_init(&p);
     lk_db_param_str(&p, a->event_id);
@@ -212,8 +252,16 @@ static int on_audit(audit_t *self, const lk_msg_t *req, lk_msg_t *rep)
     lk_db_param_str_or_null(&p, a->anomaly); /* issue 10 */
     lk_db_param_str_or_null(&p, a->hdp);
 
+    const char *stmt = self->outbox ? "audit_append_outbox" : "audit_append";
+    if (self->pipe) { /* inside a group commit: answered by audit_batch_reply after the commit */
+        if (self->pipe_n >= AUDIT_PIPE_MAX || lk_db_pipe_send(self->db, stmt, &p) != 0)
+            return lk_worker_error(rep, LK_ST_UNAVAILABLE, "audit event not recorded");
+        self->piped[self->pipe_n].ok = 0;
+        rep->u.audit_rep.seq = (int64_t)self->pipe_n++;
+        return 0;
+    }
     PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_exec(self->db, self->outbox ? "audit_append_outbox" : "audit_append", &p, &res);
+    lk_db_rc_t rc = lk_db_exec(self->db, stmt, &p, &res);
     if (rc != LK_DB_OK)
         return lk_worker_error(rep, lk_db_status(rc),
                                rc == LK_DB_BAD_INPUT ? "invalid audit event" : "audit event not recorded");

@@ -46,6 +46,14 @@ typedef struct {
     audit_config_t cfg;
     int64_t next_checkpoint_ms, next_retention_ms, next_partitions_ms;
     uint64_t appended, checkpoints;
+    /* the open group commit: events pipelined (lk_db_pipe_*), their outcomes
+     * read at the commit and put into the held replies by audit_batch_reply */
+    int pipe;
+    size_t pipe_n;
+    struct audit_piped {
+        int64_t seq;
+        int fail_open, ok;
+    } * piped;
 } audit_t;
 
 /* NULL on failure (logged). Waits up to db_wait_ms for the database. */
@@ -56,6 +64,7 @@ void audit_destroy(audit_t **self_p);
 /* lk_worker group-commit hooks. 0 / -1. */
 int audit_batch_begin(void *ctx);
 int audit_batch_commit(void *ctx);
+int audit_batch_reply(void *ctx, lk_msg_t *rep);
 
 /* lk_worker handler: AUDIT, ADMIN_REQ (audit.*). */
 int audit_handle(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch);

@@ -95,7 +95,9 @@ int main(int argc, char **argv)
                              .tick = audit_tick,
                              .tick_ms = 1000,
                              .batch_begin = audit_batch_begin,
-                             .batch_commit = audit_batch_commit};
+                             .batch_commit = audit_batch_commit,
+                             .batch_reply = audit_batch_reply,
+                             .batch_reply_type = LK_MSG_AUDIT_REP};
     worker = lk_worker_new(&opts);
     if (worker && lk_worker_run(worker) == 0) rc = 0;
 cleanup:

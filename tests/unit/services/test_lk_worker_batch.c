@@ -1,6 +1,8 @@
 /*  test_lk_worker_batch - group commit in the worker loop: replies wait for the
  *  commit, a failed commit turns them into ERROR UNAVAILABLE, a failed begin
- *  falls back to one-by-one handling. Real ROUTER socket, no database.
+ *  falls back to one-by-one handling, batch_reply fills in held replies after
+ *  the commit (and its refusal is an ERROR UNAVAILABLE). Real ROUTER socket, no
+ *  database.
  */
 #include <pthread.h>
 #include <sodium.h>
@@ -31,11 +33,26 @@ static int on_commit(void *ctx)
     return __atomic_load_n(&s_commit_ok, __ATOMIC_SEQ_CST) ? 0 : -1;
 }
 
+static int s_replies_patched, s_commits_at_patch = -1;
+
 static int handler(void *ctx, const lk_msg_t *req, lk_msg_t *rep, lk_buf_t *scratch)
 {
     if (lk_str_eq(req->u.hold.reason, "fail")) return -1;
     if (lk_str_eq(req->u.hold.reason, "slow")) usleep(200 * 1000); /* the others queue up meanwhile */
     rep->u.hold_rep.outcome = LK_HOLD_NO_HOLD;
+    rep->u.hold_rep.expires_ms = 7; /* what only the handler knows */
+    return 0;
+}
+
+/* Called for each held HOLD_REP once its batch committed: what only the commit knows. */
+static int on_reply(void *ctx, lk_msg_t *rep)
+{
+    __atomic_store_n(&s_commits_at_patch, __atomic_load_n(&s_commits, __ATOMIC_SEQ_CST), __ATOMIC_SEQ_CST);
+    if (rep->env.type != LK_MSG_HOLD_REP || rep->u.hold_rep.expires_ms != 7)
+        return -1; /* not the held reply */
+    if (lk_str_eq(rep->env.rid, "req_patchfail")) return -1;
+    rep->u.hold_rep.expires_ms = 4242;
+    __atomic_add_fetch(&s_replies_patched, 1, __ATOMIC_SEQ_CST);
     return 0;
 }
 
@@ -66,6 +83,8 @@ static void send_hold(const char *rid, const char *reason)
 }
 
 /* Receives one reply: its type, status (for ERROR) and request id; -1 type if none came. */
+static int64_t s_last_expires;
+
 static lk_msg_type_t recv_reply(lk_status_t *st, int *commits_seen, char *rid)
 {
     zmq_pollitem_t it = {s_dealer, 0, ZMQ_POLLIN, 0};
@@ -77,6 +96,7 @@ static lk_msg_type_t recv_reply(lk_status_t *st, int *commits_seen, char *rid)
     lk_msg_t r;
     lk_msg_type_t t = lk_proto_decode(zmq_msg_data(&f), zmq_msg_size(&f), &r) == 0 ? r.env.type : LK_MSG_NONE;
     *st = t == LK_MSG_ERROR ? r.u.error.status : LK_ST_OK;
+    s_last_expires = t == LK_MSG_HOLD_REP ? r.u.hold_rep.expires_ms : -1;
     lk_str_copy(rid, 32, t != LK_MSG_NONE ? r.env.rid : LK_STR_LIT(""));
     zmq_msg_close(&f);
     return t;
@@ -95,7 +115,9 @@ int main(void)
                              .handler = handler,
                              .cache_ttl_ms = -1,
                              .batch_begin = on_begin,
-                             .batch_commit = on_commit};
+                             .batch_commit = on_commit,
+                             .batch_reply = on_reply,
+                             .batch_reply_type = LK_MSG_HOLD_REP};
     lk_worker_t *w = lk_worker_new(&opts);
     LK_CHECK(w != NULL);
     if (!w) return LK_TEST_DONE();
@@ -159,6 +181,29 @@ int main(void)
         good += recv_reply(&st, &seen, rid) == LK_MSG_HOLD_REP;
     LK_CHECK(good == 3);
     LK_CHECK(__atomic_load_n(&s_commits, __ATOMIC_SEQ_CST) == commits_before);
+
+    /* 4. batch_reply: a batched reply is completed after its commit (handled alone, it is
+     *    not: the handler's value stays); a refusal makes that one reply UNAVAILABLE */
+    __atomic_store_n(&s_begin_ok, 1, __ATOMIC_SEQ_CST);
+    int patched_before = __atomic_load_n(&s_replies_patched, __ATOMIC_SEQ_CST);
+    send_hold("req_slow", "slow");
+    usleep(50 * 1000);
+    send_hold("req_p1", "ok");
+    send_hold("req_patchfail", "ok");
+    send_hold("req_p2", "ok");
+    int patched = 0, refused = 0, alone = 0;
+    for (int i = 0; i < 4; i++) {
+        lk_msg_type_t t = recv_reply(&st, &seen, rid);
+        if (strcmp(rid, "req_slow") == 0) alone += t == LK_MSG_HOLD_REP && s_last_expires == 7;
+        if (strcmp(rid, "req_patchfail") == 0) refused += t == LK_MSG_ERROR && st == LK_ST_UNAVAILABLE;
+        if (strncmp(rid, "req_p", 5) == 0 && rid[5] != 'a')
+            patched += t == LK_MSG_HOLD_REP && s_last_expires == 4242;
+    }
+    LK_CHECK(alone == 1);
+    LK_CHECK(refused == 1);
+    LK_CHECK(patched == 2);
+    LK_CHECK(__atomic_load_n(&s_replies_patched, __ATOMIC_SEQ_CST) - patched_before == 2);
+    LK_CHECK(__atomic_load_n(&s_commits_at_patch, __ATOMIC_SEQ_CST) > commits_before); /* after a commit */
 
     lk_worker_stop(w);
     void *ret;
