@@ -14,6 +14,8 @@
 
 #define RETRY_MS      250
 #define MAX_FAIL_OPEN 256
+#define LINGER_MS     2  /* a deferred closing event waits at most this long for an accept to go with */
+#define LINGER_MAX    64 /* ... or for this many others */
 
 typedef struct pending {
     struct pending *next;
@@ -27,6 +29,10 @@ static struct {
     pending_t *waiting; /* to re-send at the next timer */
     h2o_timeout_t retry;
     h2o_timeout_entry_t timer;
+    pending_t *deferred, **deferred_tail; /* closing events not sent yet, in order */
+    size_t ndeferred;
+    h2o_timeout_t linger;
+    h2o_timeout_entry_t linger_timer;
     uint64_t sent, retries, dropped, fail_open;
     struct {
         char tenant[64];
@@ -51,6 +57,12 @@ static void on_timer(h2o_timeout_entry_t *entry)
     }
 }
 
+static void on_linger(h2o_timeout_entry_t *entry)
+{
+    (void)entry;
+    edge_audit_flush();
+}
+
 static void init(void)
 {
     if (S.init) return;
@@ -59,6 +71,9 @@ static void init(void)
     S.cap_bytes = cap && atoll(cap) > 0 ? (size_t)atoll(cap) : (size_t)64 << 20;
     h2o_timeout_init(g_edge->loop, &S.retry, RETRY_MS);
     S.timer.cb = on_timer;
+    h2o_timeout_init(g_edge->loop, &S.linger, LINGER_MS);
+    S.linger_timer.cb = on_linger;
+    S.deferred_tail = &S.deferred;
 }
 
 static void wait_retry(pending_t *p)
@@ -110,7 +125,9 @@ static void send_one(pending_t *p, const lk_msg_t *from)
     if (!edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_reply, p)) wait_retry(p);
 }
 
-void edge_audit_send_reliable(const lk_msg_t *m)
+/* A private copy of m, counted against the queue's bound; NULL (logged, counted) if it
+ * cannot be kept. */
+static pending_t *keep(const lk_msg_t *m)
 {
     init();
     pending_t *p = calloc(1, sizeof *p);
@@ -129,8 +146,7 @@ void edge_audit_send_reliable(const lk_msg_t *m)
     lk_str_copy(p->rid, sizeof p->rid, m->env.rid);
     S.bytes += p->enc.len;
     S.count++;
-    send_one(p, m);
-    return;
+    return p;
 drop:
     S.dropped++;
     {
@@ -139,6 +155,46 @@ drop:
                "audit retry queue full (LUMKEY_EDGE_AUDIT_QUEUE_BYTES): %.*s event dropped",
                (int)m->u.audit.kind.len, m->u.audit.kind.ptr);
     }
+    return NULL;
+}
+
+void edge_audit_send_reliable(const lk_msg_t *m)
+{
+    pending_t *p = keep(m);
+    if (p) send_one(p, m);
+}
+
+void edge_audit_send_closing(const lk_msg_t *m)
+{
+    pending_t *p = keep(m);
+    if (!p) return;
+    *S.deferred_tail = p;
+    S.deferred_tail = &p->next;
+    if (++S.ndeferred >= LINGER_MAX)
+        edge_audit_flush();
+    else if (!h2o_timeout_is_linked(&S.linger_timer))
+        h2o_timeout_link(g_edge->loop, &S.linger, &S.linger_timer);
+}
+
+void edge_audit_flush(void)
+{
+    if (!S.init || !S.deferred) return;
+    if (h2o_timeout_is_linked(&S.linger_timer)) h2o_timeout_unlink(&S.linger_timer);
+    pending_t *list = S.deferred;
+    S.deferred = NULL;
+    S.deferred_tail = &S.deferred;
+    S.ndeferred = 0;
+    while (list) {
+        pending_t *p = list;
+        list = p->next;
+        p->next = NULL;
+        send_one(p, NULL);
+    }
+}
+
+size_t edge_audit_pending(void)
+{
+    return S.count;
 }
 
 void edge_audit_learn(const char *tenant, int fail_open)

@@ -231,7 +231,7 @@ static void audit_close(chat_t *c, const char *kind)
     char ans_hex[65];
     fill_audit(c, &m, kind, event_id);
     fill_answer(c, &m.u.audit, ans_hex);
-    edge_audit_send_reliable(&m);
+    edge_audit_send_closing(&m); /* goes out with the next accept (or within 2 ms) */
 }
 
 /* ------------------------------------------------------------- answers -- */
@@ -932,6 +932,7 @@ static void start_accept(chat_t *c)
     fill_audit(c, &m, "request.accepted", event_id);
     m.u.audit.request_body =
         (lk_str_t){c->req->entity.base, c->req->entity.len}; /* kept only if the tenant asks */
+    if (!edge_audit_off()) edge_audit_flush(); /* deferred closing events share this accept's commit */
     c->call = edge_audit_off() ? NULL : edge_rpc_call(g_edge->rpc, EDGE_SVC_AUDIT, &m, on_accept, c);
     if (!c->call && edge_audit_off()) { /* LUMKEY_AUDIT_MODE=off: benchmark only */
         edge_audit_count_off();

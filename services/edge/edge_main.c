@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "edge.h"
+#include "edge_audit.h"
 #include "edge_auth.h"
 #include "edge_console.h"
 #include "edge_http.h"
@@ -211,9 +212,16 @@ int main(int argc, char **argv)
         }
         /* at least 500 ms after closing: connections accepted just before get their request read
          * and answered (a retryable 503) instead of being reset */
-        if (edge.stopping && ((edge_metrics_inflight() == 0 && now >= close_at + 500) || now >= drain_until))
+        if (edge.stopping) edge_audit_flush(); /* no deferred closing event waits any more */
+        /* closing audit events get up to 2 s more to be acknowledged (audit may be down) */
+        if (edge.stopping && ((edge_metrics_inflight() == 0 && now >= close_at + 500 &&
+                               (edge_audit_pending() == 0 || now >= close_at + 2000)) ||
+                              now >= drain_until))
             break;
     }
+    if (edge_audit_pending())
+        lk_log_warn("%zu closing audit events not acknowledged after LUMKEY_SHUTDOWN_DRAIN_MS",
+                    edge_audit_pending());
     if (edge_metrics_inflight())
         lk_log_warn("%llu requests still in flight after LUMKEY_SHUTDOWN_DRAIN_MS",
                     (unsigned long long)edge_metrics_inflight());

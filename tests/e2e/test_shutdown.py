@@ -4,7 +4,9 @@ The edge: /readyz answers 503 at once while /livez stays 200 and requests are st
 LUMKEY_SHUTDOWN_GRACE_MS; then the listeners close, a stream in flight runs to its end, and the
 process exits 0. No request that was sent before the signal fails; after the signal a client may
 only see the documented outcomes: 200 during the grace period, then 200, a retryable 503, or a
-refused or reset connection (never accepted).
+refused or reset connection (never accepted). Every answered request's closing audit event is
+recorded (the edge sends its deferred closing events and waits for their acknowledgements before
+it exits).
 Workers: SIGTERM answers what is queued and exits 0.
 """
 
@@ -46,6 +48,7 @@ def _post(stack, text: str, timeout: float = 30):
 def test_edge_sigterm_under_load(stack):
     edge = stack.procs["edge"]
     results, lock, stop = [], threading.Lock(), threading.Event()
+    answered = []  # request ids of the 200s
 
     def load(i: int) -> None:
         n = 0
@@ -54,6 +57,9 @@ def test_edge_sigterm_under_load(stack):
             try:
                 st, headers, _ = _post(stack, f"load {i} {n}")
                 outcome = st
+                if st == 200:
+                    with lock:
+                        answered.append(headers["x-request-id"])
             except ConnectionRefusedError:
                 outcome = "refused"
             except urllib.error.URLError as e:
@@ -133,6 +139,13 @@ def test_edge_sigterm_under_load(stack):
     # the stream (4 s) outlived the grace period: the edge waited for it, then exited
     assert stream_result["ended"] - t_sig > GRACE_MS / 1000
     assert t_exit >= stream_result["ended"] - 0.5
+    # nothing lost: each answered request has its closing event (audit is still up)
+    assert len(answered) == sum(1 for _, o in results if o == 200) > 10
+    with stack.db().cursor() as cur:
+        cur.execute("SELECT count(DISTINCT request_id) AS n FROM audit_events "
+                    "WHERE kind = 'request.completed' AND request_id = ANY(%s)", (answered,))
+        closed = cur.fetchone()["n"]
+    assert closed == len(set(answered)), f"{len(set(answered)) - closed} answered requests have no closing event"
 
 
 @pytest.mark.parametrize("worker", ["policy", "vault", "approval", "audit"])
