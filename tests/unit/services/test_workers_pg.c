@@ -903,15 +903,15 @@ static void test_audit_and_hold(void)
 
 typedef struct {
     char rid[LK_RID_LEN + 1], eid[LK_UUID_LEN + 1];
-    const char *model;
+    const char *model, *tenant; /* tenant NULL: "default" */
     lk_msg_type_t type;
     lk_status_t status;
     int64_t seq;
 } burst_ev_t;
 
-/* Sends every event without waiting (so that they queue and are group-committed),
- * then collects the replies by call id. The number of replies received. */
-static int burst(burst_ev_t *ev, int n)
+/* Sends every event without waiting (so that they queue and are group-committed).
+ * The call id of the first; 0 if a send failed. */
+static uint64_t burst_send(burst_ev_t *ev, int n)
 {
     uint64_t first = T.call_id + 1;
     for (int i = 0; i < n; i++) {
@@ -922,7 +922,7 @@ static int burst(burst_ev_t *ev, int n)
         m.u.audit.event_id = lk_str(ev[i].eid);
         m.u.audit.kind = LK_STR_LIT("request.completed");
         m.u.audit.time_ms = lk_now_ms();
-        m.u.audit.tenant = LK_STR_LIT("default");
+        m.u.audit.tenant = lk_str(ev[i].tenant ? ev[i].tenant : "default");
         m.u.audit.model = lk_str(ev[i].model);
         m.u.audit.decision = LK_STR_LIT("allow");
         m.u.audit.http_status = 200;
@@ -931,9 +931,15 @@ static int burst(burst_ev_t *ev, int n)
         ev[i].type = LK_MSG_NONE;
         if (send_msg(cl(W_AUDIT), &m) != 0) return 0;
     }
+    return first;
+}
+
+/* Collects the replies of a burst_send by call id. The number received. */
+static int burst_collect(burst_ev_t *ev, int n, uint64_t first)
+{
     int got = 0;
     lk_msg_t r;
-    while (got < n && recv_msg(cl(W_AUDIT), &r, 10000) == 0) {
+    while (first && got < n && recv_msg(cl(W_AUDIT), &r, 10000) == 0) {
         if (r.env.call_id < first || r.env.call_id >= first + (uint64_t)n) continue;
         burst_ev_t *e = &ev[r.env.call_id - first];
         if (e->type != LK_MSG_NONE) continue; /* one reply per call */
@@ -943,6 +949,11 @@ static int burst(burst_ev_t *ev, int n)
         got++;
     }
     return got;
+}
+
+static int burst(burst_ev_t *ev, int n)
+{
+    return burst_collect(ev, n, burst_send(ev, n));
 }
 
 /* The chain_seq stored for an event id (what AUDIT_REP's seq is, proto/audit.md); 0 if
@@ -1022,6 +1033,44 @@ static void test_audit_group_commit(void)
         int right = ev[i].type == LK_MSG_AUDIT_REP && ev[i].seq > 0 && ev[i].seq == stored_seq(ev[i].eid);
         all &= right;
     }
+    LK_CHECK(all);
+
+    /* the connection dies under a batch (held up by a lock on the default chain): nothing is
+     * answered as recorded unless it is stored, the worker reconnects, and the retry stores
+     * each event once */
+    for (int i = 0; i < BURST; i++) {
+        lk_rid_new(ev[i].rid);
+        lk_uuid_derive(ev[i].eid, ev[i].rid, "request.completed");
+        ev[i].model = "m_burst3";
+        ev[i].tenant = i == 0 ? "t_burst" : NULL; /* a first event handled alone does not wait */
+    }
+    sql("BEGIN", NULL, NULL);
+    sql("SELECT 1 FROM audit_chain WHERE chain = 'default' FOR UPDATE", NULL, NULL);
+    uint64_t first = burst_send(ev, BURST);
+    msleep(300);
+    sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lumkey-audit'",
+        NULL, NULL);
+    msleep(100);
+    sql("ROLLBACK", NULL, NULL);
+    LK_CHECK(burst_collect(ev, BURST, first) == BURST);
+    consistent = 1;
+    for (int i = 0; i < BURST; i++) {
+        long st = stored_seq(ev[i].eid);
+        consistent &= ev[i].type == LK_MSG_AUDIT_REP
+                          ? st > 0 && st == ev[i].seq
+                          : ev[i].type == LK_MSG_ERROR && ev[i].status == LK_ST_UNAVAILABLE && st == 0;
+    }
+    LK_CHECK(consistent);
+    refused = 0;
+    for (int i = 0; i < BURST; i++)
+        refused += ev[i].type == LK_MSG_ERROR;
+    fprintf(stderr, "   connection terminated under a burst: %d of %d events refused, then retried\n",
+            refused, BURST);
+    LK_CHECK(refused >= 1); /* the batch that waited for the lock lost its connection */
+    LK_CHECK(burst(ev, BURST) == BURST);
+    all = 1;
+    for (int i = 0; i < BURST; i++)
+        all &= ev[i].type == LK_MSG_AUDIT_REP && ev[i].seq > 0 && ev[i].seq == stored_seq(ev[i].eid);
     LK_CHECK(all);
 }
 
