@@ -495,10 +495,11 @@ def cpu_sample(groups: dict[str, callable]) -> dict[str, int]:
 def plan(args) -> dict:
     if args.quick:
         return dict(rounds=1, one_s=0.5, rates=[200], rate_s=1.0, rate_warm=0.2, wrk_s=1, ttft_n=5, ttft_chunks=5,
-                    ttft_interval=2, conc=min(args.streams or 50, 50), conc_chunks=5, conc_interval=20, conns=8)
+                    ttft_interval=2, conc=min(args.streams or 50, 50), conc_chunks=5, conc_interval=20, conns=8,
+                    held_n=2)
     return dict(rounds=args.rounds, one_s=args.one_seconds, rates=args.rates, rate_s=args.rate_seconds,
                 rate_warm=1.0, wrk_s=args.wrk_seconds, ttft_n=args.ttft_streams, ttft_chunks=20, ttft_interval=5,
-                conc=args.streams or 1000, conc_chunks=20, conc_interval=100, conns=args.conns)
+                conc=args.streams or 1000, conc_chunks=20, conc_interval=100, conns=args.conns, held_n=20)
 
 
 def machine_facts(stack: BenchStack, portkey: Portkey | None, build_dir: Path) -> dict:
@@ -560,6 +561,49 @@ def raise_fd_limit() -> None:
     want = 65536 if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def held_phase(stack: BenchStack, n: int) -> dict:
+    """The approval hop: n requests, one at a time, held by a hold-everything policy (a key of its own)
+    and approved with `lumkeyctl holds approve` as soon as they are pending. Counts every edge ->
+    worker call meanwhile: for approval, opening the hold, the edge's status polls of it, and the admin
+    API's `holds list` / `holds approve` that lumkeyctl sends (the human's time is not the hop's).
+    {"n", "ok", "hops"} or {"note"}."""
+    f = stack.dir / "policy-hold.json"
+    f.write_text(json.dumps({"rules": [{"id": "hold-all", "on": "request", "when": {}, "action": "hold",
+                                        "message": "benchmark: the approval hop"}]}))
+    p = stack.ctl("policy", "create", "--name", "bench-hold", "--file", str(f), "--format", "json", check=False)
+    if p.returncode != 0:
+        return {"note": f"`lumkeyctl policy create` exited {p.returncode}: no approval hop measured"}
+    pol_id = json.loads(p.stdout)["id"]
+    key = json.loads(stack.ctl("keys", "create", "--name", "bench-held", "--user", "bench", "--policy", pol_id,
+                               "--format", "json").stdout)["key"]
+    body = json.dumps({"model": lkstack.MODEL, "messages": [{"role": "user", "content": "held for approval"}]}).encode()
+    before, ok = scrape_hops(stack.admin_base), 0
+    for _ in range(n):
+        out = {}
+
+        def call():
+            try:
+                out["status"] = lkstack.http("POST", stack.openai_base_url + "/chat/completions", body,
+                                             {"content-type": "application/json", "authorization": f"Bearer {key}"},
+                                             timeout=30)[0]
+            except OSError as e:
+                out["status"] = repr(e)
+        t = threading.Thread(target=call)
+        t.start()
+        end = time.monotonic() + 15
+        while time.monotonic() < end and "status" not in out:
+            pending = [h for h in json.loads(stack.ctl("holds", "list", "--format", "json").stdout)["data"]
+                       if h["status"] == "pending"]
+            if pending:
+                for h in pending:
+                    stack.ctl("holds", "approve", h["id"], check=False)
+                break
+            time.sleep(0.02)
+        t.join(timeout=30)
+        ok += out.get("status") == 200
+    return {"n": n, "ok": ok, "hops": hop_delta(before, scrape_hops(stack.admin_base))}
 
 
 def run_all(args) -> dict:
@@ -673,6 +717,8 @@ def run_all(args) -> dict:
             r["rss_peak_kb"] = sampler.peak
             r["hwm_kb"] = {g: sum(proc_status_kb(p, "VmHWM") for p in fn()) for g, fn in groups.items()}
             res["conc"][t.name] = r
+        log(f"{P['held_n']} held requests, approved with lumkeyctl (the approval hop)")
+        res["held"] = held_phase(stack, P["held_n"])
     finally:
         if portkey:
             portkey.stop()
@@ -809,7 +855,7 @@ def tables(res: dict) -> str:
     H = res.get("hop_summary") or {}
     if H:
         L += ["", "Per hop inside Lumkey (edge `/metrics`, `lumkey_edge_worker_call_seconds`, over the fixed-rate "
-                  "phases; p50/p99 interpolated inside the histogram's buckets, so coarse; mean is exact):", "",
+                  "phases, and over a phase of held requests for the approval hop; p50/p99 interpolated inside the histogram's buckets, so coarse; mean is exact):", "",
               "| rate | " + " | ".join(f"{h} calls / mean / p50 / p99" for h in HOPS) + " |",
               "|---" * (len(HOPS) + 1) + "|"]
         for rate, hs in H.items():
@@ -819,6 +865,17 @@ def tables(res: dict) -> str:
                 cells.append("no calls" if not x["calls"] else
                              f"{fmt(x['calls'])} / {fmt_us(x['mean_us'])} / {fmt_us(x['p50_us'])} / {fmt_us(x['p99_us'])}")
             L.append(f"| {int(rate):,} req/s | " + " | ".join(cells) + " |")
+    held = res.get("held") or {}
+    if held.get("hops"):
+        cells = []
+        for h in HOPS:
+            x = held["hops"].get(h) or {}
+            cells.append("no calls" if not x.get("calls") else
+                         f"{fmt(x['calls'])} / {fmt_us(x['mean_us'])} / {fmt_us(x['p50_us'])} / {fmt_us(x['p99_us'])}")
+        L.append(f"| {held['n']} held requests, one at a time, approved with lumkeyctl ({held['ok']} answered 200) | "
+                 + " | ".join(cells) + " |")
+    elif held.get("note"):
+        L += ["", f"Approval hop: {held['note']}."]
     return "\n".join(L)
 
 

@@ -11,5 +11,8 @@ cat "$tmp/stdout"
 for want in "bench:begin" "bench:end" "| figure |" "one at a time" "throughput"; do
     grep -q -- "$want" "$tmp/benchmarks.md" || { echo "bench_smoke: '$want' missing from the output" >&2; exit 1; }
 done
+# the approval hop: both held requests were approved and answered, and the hop was counted
+grep -q "2 held requests, one at a time, approved with lumkeyctl (2 answered 200) | [^|]* | [^|]* | [0-9]" \
+    "$tmp/benchmarks.md" || { echo "bench_smoke: no approval hop measured" >&2; grep -i "held\|approval" "$tmp/benchmarks.md" >&2; exit 1; }
 grep -q "| figure |" "$tmp/stdout" || { echo "bench_smoke: no table printed" >&2; exit 1; }
 echo "bench_smoke: table written"
