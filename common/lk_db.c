@@ -19,6 +19,14 @@ typedef struct {
     int prepared; /* on the current connection */
 } stmt_t;
 
+/* Reconnection pacing and its log lines, for both kinds of connection. */
+typedef struct {
+    int64_t next_attempt_ms; /* monotonic */
+    int backoff_ms;
+    int down_logged; /* "unavailable" or "lost" logged since the last success */
+    int ever_connected;
+} link_t;
+
 struct lk_db {
     char *conninfo;
     char app_name[64];
@@ -27,13 +35,10 @@ struct lk_db {
     stmt_t stmts[LK_DB_MAX_STATEMENTS];
     int nstmts;
     int in_tx;
-    int in_pipe;             /* lk_db_pipe_begin .. lk_db_pipe_commit */
-    size_t pipe_n;           /* statements queued */
-    int pipe_broken;         /* a send failed: the commit fails */
-    int64_t next_attempt_ms; /* monotonic */
-    int backoff_ms;
-    int down_logged; /* "unavailable" logged since the last success */
-    int ever_connected;
+    int in_pipe;     /* lk_db_pipe_begin .. lk_db_pipe_commit */
+    size_t pipe_n;   /* statements queued */
+    int pipe_broken; /* a send failed: the commit fails */
+    link_t link;
     char sqlstate[6];
     char last_logged_state[6]; /* repeated failures are logged at most every 5 s */
     int64_t last_logged_ms;
@@ -113,6 +118,32 @@ static int64_t mono_ms(void)
     return lk_mono_us() / 1000;
 }
 
+static void first_line(char *out, size_t cap, const char *msg);
+
+/* Connected: logs `first` (the first time) or `restored` (after a failure). */
+static void link_up(link_t *l, const char *first, const char *restored)
+{
+    if (l->down_logged || !l->ever_connected) lk_log_info("%s", l->ever_connected ? restored : first);
+    l->down_logged = 0;
+    l->ever_connected = 1;
+    l->backoff_ms = BACKOFF_MIN_MS;
+    l->next_attempt_ms = mono_ms();
+}
+
+/* A connection attempt failed (conn may be NULL): logged once as "<what> unavailable", next
+ * attempt after the backoff, which doubles up to BACKOFF_MAX_MS. */
+static void link_failed(link_t *l, const char *what, PGconn *conn)
+{
+    if (!l->down_logged) {
+        char line[256];
+        first_line(line, sizeof line, conn ? PQerrorMessage(conn) : "out of memory");
+        lk_log_warn("%s unavailable: %s", what, line);
+        l->down_logged = 1;
+    }
+    l->next_attempt_ms = mono_ms() + l->backoff_ms;
+    l->backoff_ms = l->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : l->backoff_ms * 2;
+}
+
 lk_db_t *lk_db_new(const char *conninfo, const char *app_name, int statement_timeout_ms)
 {
     lk_db_t *self = calloc(1, sizeof *self);
@@ -125,7 +156,7 @@ lk_db_t *lk_db_new(const char *conninfo, const char *app_name, int statement_tim
     snprintf(self->app_name, sizeof self->app_name, "%s", app_name ? app_name : "lumkey");
     if (statement_timeout_ms > 0)
         snprintf(self->options, sizeof self->options, "-c statement_timeout=%d", statement_timeout_ms);
-    self->backoff_ms = BACKOFF_MIN_MS;
+    self->link.backoff_ms = BACKOFF_MIN_MS;
     return self;
 }
 
@@ -187,23 +218,11 @@ static int try_connect(lk_db_t *self)
     self->conn = PQconnectdbParams(keys, vals, 1);
     if (self->conn && PQstatus(self->conn) == CONNECTION_OK) {
         PQsetNoticeProcessor(self->conn, on_notice, NULL);
-        if (self->down_logged || !self->ever_connected)
-            lk_log_info(self->ever_connected ? "database connection restored" : "database connected");
-        self->down_logged = 0;
-        self->ever_connected = 1;
-        self->backoff_ms = BACKOFF_MIN_MS;
-        self->next_attempt_ms = mono_ms();
+        link_up(&self->link, "database connected", "database connection restored");
         return 0;
     }
-    if (!self->down_logged) {
-        char line[256];
-        first_line(line, sizeof line, self->conn ? PQerrorMessage(self->conn) : "out of memory");
-        lk_log_warn("database unavailable: %s", line);
-        self->down_logged = 1;
-    }
+    link_failed(&self->link, "database", self->conn);
     disconnect(self);
-    self->next_attempt_ms = mono_ms() + self->backoff_ms;
-    self->backoff_ms = self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
     return -1;
 }
 
@@ -212,14 +231,14 @@ static int ensure_connected(lk_db_t *self)
 {
     if (self->conn && PQstatus(self->conn) == CONNECTION_OK) return 0;
     if (self->conn) {
-        if (!self->down_logged) {
+        if (!self->link.down_logged) {
             lk_log_warn("database connection lost");
-            self->down_logged = 1;
+            self->link.down_logged = 1;
         }
         disconnect(self);
-        self->next_attempt_ms = 0; /* try again at once */
+        self->link.next_attempt_ms = 0; /* try again at once */
     }
-    if (mono_ms() < self->next_attempt_ms) return -1;
+    if (mono_ms() < self->link.next_attempt_ms) return -1;
     return try_connect(self);
 }
 
@@ -230,7 +249,7 @@ int lk_db_connect(lk_db_t *self, int wait_ms)
         if (ensure_connected(self) == 0) return 0;
         int64_t now = mono_ms();
         if (now >= deadline) return -1;
-        int64_t sleep_ms = self->next_attempt_ms - now;
+        int64_t sleep_ms = self->link.next_attempt_ms - now;
         if (sleep_ms > deadline - now) sleep_ms = deadline - now;
         if (sleep_ms > 0) {
             struct timespec ts = {(time_t)(sleep_ms / 1000), (long)(sleep_ms % 1000) * 1000000L};
@@ -326,9 +345,9 @@ static lk_db_rc_t finish(lk_db_t *self, const char *what, PGresult *res, PGresul
     else if (!conn_lost)
         lk_log(repeat ? LK_LOG_DEBUG : LK_LOG_ERROR, NULL, "%s failed: %s (%s)%s", what, line, self->sqlstate,
                strcmp(self->sqlstate, "42P01") == 0 ? "; have the migrations run (lumkey-migrate)?" : "");
-    if (conn_lost && !self->down_logged) {
+    if (conn_lost && !self->link.down_logged) {
         lk_log_warn("database connection lost: %s", line);
-        self->down_logged = 1;
+        self->link.down_logged = 1;
     }
     if (conn_lost) disconnect(self);
     PQclear(res);
@@ -489,47 +508,33 @@ static void pipe_end(lk_db_t *self)
 lk_db_rc_t lk_db_pipe_commit(lk_db_t *self, lk_db_result_fn fn, void *arg)
 {
     if (!self->in_pipe) return LK_DB_ERROR;
-    lk_db_rc_t rc = LK_DB_OK;
     if (self->pipe_broken || !PQpipelineSync(self->conn)) {
-        self->sqlstate[0] = '\0'; /* no SQLSTATE: a client-side failure */
-        int lost = PQstatus(self->conn) != CONNECTION_OK;
-        lk_log(lost ? LK_LOG_WARN : LK_LOG_ERROR, NULL, "pipeline not sent: %s",
-               lost ? "connection lost" : "send failed");
-        if (lost) {
-            self->in_pipe = 0;
-            disconnect(self);
-            return LK_DB_UNAVAILABLE;
-        }
-        /* what was sent still runs: sync and drain it, then report the failure */
-        rc = LK_DB_ERROR;
-        if (!PQpipelineSync(self->conn)) {
-            self->in_pipe = 0;
-            disconnect(self);
-            return LK_DB_ERROR;
-        }
+        /* nothing commits without the Sync: dropping the connection rolls back what was sent */
+        lk_log_warn("pipeline not sent (%s): connection reset",
+                    PQstatus(self->conn) != CONNECTION_OK ? "connection lost" : "send failed");
+        self->sqlstate[0] = '\0';
+        disconnect(self);
+        return LK_DB_UNAVAILABLE;
     }
     /* each statement: one result then NULL; then the PIPELINE_SYNC result */
+    lk_db_rc_t rc = LK_DB_OK;
     for (size_t i = 0; i < self->pipe_n; i++) {
         PGresult *res = PQgetResult(self->conn);
         if (!res) { /* connection lost (or out of step) */
-            self->in_pipe = 0;
             disconnect(self);
             return LK_DB_UNAVAILABLE;
         }
         ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_PIPELINE_ABORTED) {
-            PQclear(res);
-            if (rc == LK_DB_OK) rc = LK_DB_ERROR;
-        } else if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
             if (rc == LK_DB_OK && fn) fn(arg, i, res);
             PQclear(res);
+        } else if (st == PGRES_PIPELINE_ABORTED) { /* skipped after the failing one */
+            PQclear(res);
+            if (rc == LK_DB_OK) rc = LK_DB_ERROR;
         } else {
             lk_db_rc_t e = finish(self, "pipelined statement", res, NULL); /* logs, clears */
             if (rc == LK_DB_OK) rc = e != LK_DB_OK ? e : LK_DB_ERROR;
-            if (!self->conn) {
-                self->in_pipe = 0;
-                return LK_DB_UNAVAILABLE;
-            }
+            if (!self->conn) return LK_DB_UNAVAILABLE;
         }
         PGresult *end;
         while ((end = PQgetResult(self->conn)) != NULL) /* NULL ends this statement's results */
@@ -539,15 +544,11 @@ lk_db_rc_t lk_db_pipe_commit(lk_db_t *self, lk_db_result_fn fn, void *arg)
     int synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
     PQclear(sync);
     if (!synced) { /* the commit's outcome is unknown: never report it as done */
-        self->in_pipe = 0;
         disconnect(self);
         return LK_DB_UNAVAILABLE;
     }
     pipe_end(self);
-    if (rc == LK_DB_OK)
-        self->sqlstate[0] = '\0';
-    else if (self->conn) /* a fresh connection after a failed batch: nothing of it can linger */
-        disconnect(self);
+    if (rc == LK_DB_OK) self->sqlstate[0] = '\0';
     return rc;
 }
 
@@ -620,10 +621,7 @@ struct lk_db_listen {
     PGconn *conn;
     int listening; /* LISTEN ran on conn */
     int broken;    /* the server spoke unasked: treat conn as lost */
-    int down_logged;
-    int ever_connected;
-    int64_t next_attempt_ms;
-    int backoff_ms;
+    link_t link;
 };
 
 lk_db_listen_t *lk_db_listen_new(const char *conninfo, const char *app_name, const char *channel)
@@ -637,7 +635,7 @@ lk_db_listen_t *lk_db_listen_new(const char *conninfo, const char *app_name, con
     }
     snprintf(self->app_name, sizeof self->app_name, "%s", app_name ? app_name : "lumkey");
     self->channel = channel;
-    self->backoff_ms = BACKOFF_MIN_MS;
+    self->link.backoff_ms = BACKOFF_MIN_MS;
     return self;
 }
 
@@ -673,12 +671,12 @@ static void listen_notice(void *arg, const char *message)
 
 static void listen_lost(lk_db_listen_t *self, const char *why)
 {
-    if (!self->down_logged) {
+    if (!self->link.down_logged) {
         lk_log_warn("database listen connection lost (%s): caches bypassed until it is back", why);
-        self->down_logged = 1;
+        self->link.down_logged = 1;
     }
     listen_drop(self);
-    self->next_attempt_ms = 0; /* try again at once */
+    self->link.next_attempt_ms = 0; /* try again at once */
 }
 
 static int listen_connect(lk_db_listen_t *self)
@@ -695,24 +693,12 @@ static int listen_connect(lk_db_listen_t *self)
         if (ok && PQsetnonblocking(self->conn, 1) == 0) {
             PQsetNoticeProcessor(self->conn, listen_notice, self);
             self->listening = 1;
-            if (self->down_logged || !self->ever_connected)
-                lk_log_info(self->ever_connected ? "database listen connection restored"
-                                                 : "database listen connection up");
-            self->down_logged = 0;
-            self->ever_connected = 1;
-            self->backoff_ms = BACKOFF_MIN_MS;
+            link_up(&self->link, "database listen connection up", "database listen connection restored");
             return 0;
         }
     }
-    if (!self->down_logged) {
-        char line[256];
-        first_line(line, sizeof line, self->conn ? PQerrorMessage(self->conn) : "out of memory");
-        lk_log_warn("database listen connection unavailable: %s", line);
-        self->down_logged = 1;
-    }
+    link_failed(&self->link, "database listen connection", self->conn);
     listen_drop(self);
-    self->next_attempt_ms = mono_ms() + self->backoff_ms;
-    self->backoff_ms = self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
     return -1;
 }
 
@@ -724,7 +710,7 @@ int lk_db_listen_poll(lk_db_listen_t *self, lk_db_notify_fn fn, void *arg)
         fn(arg, NULL);
     }
     if (!self->conn) {
-        if (mono_ms() < self->next_attempt_ms || listen_connect(self) != 0) return 0;
+        if (mono_ms() < self->link.next_attempt_ms || listen_connect(self) != 0) return 0;
         fn(arg, NULL); /* what changed while nobody listened is unknown */
     }
     int read_ok = PQconsumeInput(self->conn);
@@ -906,4 +892,76 @@ int lk_db_cache_put(lk_db_cache_t *self, const void *key, size_t key_len, const 
 lk_db_cache_stats_t lk_db_cache_stats(const lk_db_cache_t *self)
 {
     return self->stats;
+}
+
+/* ------------------------------------------------------------ live cache -- */
+
+struct lk_db_live {
+    lk_db_listen_t *listen;
+    lk_db_cache_t *rows;
+    int64_t max_age_ms;
+    const char *const *flush_on;
+};
+
+lk_db_live_t *lk_db_live_new(const char *conninfo, const char *app_name, const char *channel, int max_age_ms,
+                             size_t slots, const char *const *flush_on)
+{
+    lk_db_live_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    if (max_age_ms <= 0) return self; /* off */
+    self->max_age_ms = max_age_ms;
+    self->flush_on = flush_on;
+    self->listen = lk_db_listen_new(conninfo, app_name, channel);
+    self->rows = lk_db_cache_new(slots);
+    if (!self->listen || !self->rows) lk_db_live_destroy(&self);
+    return self;
+}
+
+void lk_db_live_destroy(lk_db_live_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    lk_db_listen_destroy(&(*self_p)->listen);
+    lk_db_cache_destroy(&(*self_p)->rows);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+void lk_db_live_flush(lk_db_live_t *self)
+{
+    if (self && self->rows) lk_db_cache_flush(self->rows);
+}
+
+static void live_on_change(void *arg, const char *payload)
+{
+    lk_db_live_t *self = arg;
+    int drop = !payload || !self->flush_on;
+    for (const char *const *t = self->flush_on; !drop && *t; t++)
+        drop = strcmp(payload, *t) == 0;
+    if (drop) lk_db_live_flush(self);
+}
+
+int lk_db_live_sync(lk_db_live_t *self)
+{
+    if (!self || !self->listen) return 0;
+    return lk_db_listen_poll(self->listen, live_on_change, self);
+}
+
+int lk_db_live_get(lk_db_live_t *self, const void *key, size_t len, lk_db_row_t *row)
+{
+    if (!self || !self->rows || len == 0) return 0;
+    return lk_db_cache_get(self->rows, key, len, row);
+}
+
+int lk_db_live_put(lk_db_live_t *self, const void *key, size_t len, const PGresult *res, int64_t ttl_ms,
+                   lk_db_row_t *row)
+{
+    if (!self || !self->rows || len == 0 || ttl_ms <= 0) return lk_db_row_of(res, 0, row);
+    if (ttl_ms > self->max_age_ms) ttl_ms = self->max_age_ms;
+    if (lk_db_cache_put(self->rows, key, len, res, 0, ttl_ms * 1000, row) == 0) return 0;
+    return lk_db_row_of(res, 0, row);
+}
+
+int64_t lk_db_live_max_age_ms(const lk_db_live_t *self)
+{
+    return self ? self->max_age_ms : 0;
 }

@@ -209,6 +209,33 @@ int lk_db_cache_put(lk_db_cache_t *self, const void *key, size_t key_len, const 
                     int64_t ttl_us, lk_db_row_t *out);
 lk_db_cache_stats_t lk_db_cache_stats(const lk_db_cache_t *self);
 
+/* A row cache kept fresh by NOTIFY (issue 9; what is cached and why it is
+ * safe: services/policy/policy_cache.h, services/vault/vault_cache.h): an
+ * lk_db_cache whose rows live at most max_age_ms, plus a LISTEN connection on
+ * channel. A notification whose payload is one of flush_on (NULL: any payload)
+ * drops every row, and so does a lost or restored LISTEN connection (what
+ * changed meanwhile is unknown); while it is down the cache is not used. */
+typedef struct lk_db_live lk_db_live_t;
+/* max_age_ms <= 0: off (sync answers 0, nothing listens). flush_on: NULL-terminated table
+ * names, borrowed. NULL when out of memory. */
+lk_db_live_t *lk_db_live_new(const char *conninfo, const char *app_name, const char *channel, int max_age_ms,
+                             size_t slots, const char *const *flush_on);
+/* NULL-safe; nullifies *self_p. */
+void lk_db_live_destroy(lk_db_live_t **self_p);
+/* Applies the notifications that arrived. 1 = the cache may answer now, 0 = bypass it. */
+int lk_db_live_sync(lk_db_live_t *self);
+/* Drops every row (e.g. a cached row that no longer opens). */
+void lk_db_live_flush(lk_db_live_t *self);
+/* 1 with *row (valid until the next put, flush or sync), or 0 (also when len is 0). */
+int lk_db_live_get(lk_db_live_t *self, const void *key, size_t len, lk_db_row_t *row);
+/* Stores row 0 of res for min(ttl_ms, max age), unless the cache is off, len is 0 or
+ * ttl_ms <= 0, and fills *row (from the cache, or from res when not stored).
+ * 0 / -1 (too many columns). */
+int lk_db_live_put(lk_db_live_t *self, const void *key, size_t len, const PGresult *res, int64_t ttl_ms,
+                   lk_db_row_t *row);
+/* Longest time a row may live (0 when off). */
+int64_t lk_db_live_max_age_ms(const lk_db_live_t *self);
+
 /* Fills *out with row `row` of res (borrowed from res). 0 / -1 (too many columns). */
 int lk_db_row_of(const PGresult *res, int row, lk_db_row_t *out);
 /* lk_db_bytea for a column of a row. */

@@ -124,20 +124,21 @@ policy_t *policy_new(const char *conninfo, int db_wait_ms, int statement_timeout
     }
     const char *age = getenv("LUMKEY_CACHE_MAX_AGE_MS");
     self->decide_cache =
-        policy_cache_new(conninfo, age && *age ? atoi(age) : POLICY_CACHE_AGE_MS, POLICY_CACHE_SLOTS);
+        lk_db_live_new(conninfo, "lumkey-policy-listen", "lumkey_cache",
+                       age && *age ? atoi(age) : POLICY_CACHE_AGE_MS, POLICY_CACHE_SLOTS, NULL);
     if (!self->decide_cache) {
         policy_destroy(&self);
         return NULL;
     }
     if (lk_db_connect(self->db, db_wait_ms) != 0) lk_log_warn("database not reachable yet; will keep trying");
-    (void)policy_cache_sync(self->decide_cache); /* connects the LISTEN connection */
+    (void)lk_db_live_sync(self->decide_cache); /* connects the LISTEN connection */
     return self;
 }
 
 void policy_tick(void *ctx)
 {
     policy_t *self = ctx;
-    (void)policy_cache_sync(self->decide_cache);
+    (void)lk_db_live_sync(self->decide_cache);
     pa_tick(self->anom, 0); /* flushes and refreshes the anomaly baselines */
 }
 
@@ -150,7 +151,7 @@ void policy_destroy(policy_t **self_p)
         lk_policy_free(&(*self_p)->cache[i].pol);
     lk_policy_result_clear(&(*self_p)->result);
     policy_hdp_destroy(&(*self_p)->hdp);
-    policy_cache_destroy(&(*self_p)->decide_cache);
+    lk_db_live_destroy(&(*self_p)->decide_cache);
     lk_db_destroy(&(*self_p)->db);
     free(*self_p);
     *self_p = NULL;
@@ -466,9 +467,9 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
     lk_db_row_t row;
     PGresult *res = NULL;
     int ret = 0;
-    if (model_ok && policy_cache_sync(self->decide_cache))
+    if (model_ok && lk_db_live_sync(self->decide_cache))
         ckey_len = policy_cache_key(ckey, q->key_hash, sizeof q->key_hash, q->model, ip_ok ? ip : NULL);
-    if (!policy_cache_get(self->decide_cache, ckey, ckey_len, &row)) {
+    if (!lk_db_live_get(self->decide_cache, ckey, ckey_len, &row)) {
         lk_db_params_t p;
         lk_db_params_init(&p);
         lk_db_param_bytes(&p, q->key_hash, sizeof q->key_hash);
@@ -484,12 +485,12 @@ static int on_decide(policy_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf_
             goto cleanup;
         }
         /* cached until the key expires at the latest (an expired key's row is not kept) */
-        int64_t ttl_ms = policy_cache_max_age_ms(self->decide_cache);
+        int64_t ttl_ms = lk_db_live_max_age_ms(self->decide_cache);
         if (!lk_db_is_null(res, 0, C_EXPIRES_IN)) {
             double left_ms = strtod(lk_db_str(res, 0, C_EXPIRES_IN).ptr, NULL) * 1000.0;
             if (left_ms < (double)ttl_ms) ttl_ms = left_ms > 0 ? (int64_t)left_ms : 0;
         }
-        if (policy_cache_put(self->decide_cache, ckey, ckey_len, res, ttl_ms, &row) != 0) {
+        if (lk_db_live_put(self->decide_cache, ckey, ckey_len, res, ttl_ms, &row) != 0) {
             ret = lk_worker_error(rep, LK_ST_INTERNAL, "unexpected DECIDE row");
             goto cleanup;
         }

@@ -45,7 +45,7 @@ typedef struct {
     pa_engine_t *anom;                /* issue 10: anomaly baselines (policy_anomaly.c) */
     pa_call_t acall;                  /* the current DECIDE's score */
     lk_db_t *anom_db;                 /* the baselines' own connection ("lumkey-policy-anomaly") */
-    policy_cache_t *decide_cache;     /* DECIDE rows by (key hash, model, address): policy_cache.h */
+    lk_db_live_t *decide_cache;       /* DECIDE rows by (key hash, model, address): policy_cache.h */
 } policy_t;
 
 /* Prepares the statements and connects (waiting up to db_wait_ms; a database

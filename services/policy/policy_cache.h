@@ -1,4 +1,6 @@
-/*  policy_cache - the DECIDE lookup without PostgreSQL for a key seen lately.
+/*  policy_cache - the DECIDE lookup without PostgreSQL for a key seen lately:
+ *  what is cached, its key and why it is safe. The mechanism is lk_db_live
+ *  (common/lk_db.h), created by policy.c with these settings.
  *
  *  Caches the row SQL_DECIDE returns (key, tenant, state, scope checks, route
  *  and fallback, policy id and current version) by (key hash, model, source
@@ -7,7 +9,7 @@
  *
  *  Invalidation: migration 0021 makes every change to api_keys, tenants,
  *  policies, policy_versions, routes, providers and credentials NOTIFY
- *  lumkey_cache; policy_cache_sync, called before every lookup (and on the
+ *  lumkey_cache; lk_db_live_sync, called before every lookup (and on the
  *  worker's tick), drains that LISTEN connection and drops the whole cache on
  *  any notification. While the LISTEN connection is down the cache is not used
  *  (sync answers 0), and it is emptied when the connection comes back.
@@ -33,34 +35,9 @@
 #define POLICY_CACHE_SLOTS   8192
 #define POLICY_CACHE_AGE_MS  1000
 
-typedef struct policy_cache policy_cache_t;
-
-/* max_age_ms <= 0: no cache (every call misses, nothing listens). NULL when
- * out of memory. */
-policy_cache_t *policy_cache_new(const char *conninfo, int max_age_ms, size_t slots);
-/* NULL-safe; nullifies *self_p. */
-void policy_cache_destroy(policy_cache_t **self_p);
-
-/* Applies the invalidations that arrived. 1 = the cache may answer now, 0 =
- * bypass it (off, or not listening). */
-int policy_cache_sync(policy_cache_t *self);
-
 /* Builds the lookup key into out. Its length, or 0 (does not fit). ip: the
  * source address as sent to SQL, or NULL. */
 size_t policy_cache_key(uint8_t out[POLICY_CACHE_KEY_MAX], const uint8_t *key_hash, size_t hash_len,
                         lk_str_t model, const char *ip);
-
-/* 1 with *row (valid until the next put or sync), or 0. */
-int policy_cache_get(policy_cache_t *self, const uint8_t *key, size_t len, lk_db_row_t *row);
-
-/* Stores row 0 of res unless ttl_ms <= 0, and fills *row (from the cache, or
- * from res when not stored). 0 / -1 (too many columns). */
-int policy_cache_put(policy_cache_t *self, const uint8_t *key, size_t len, const PGresult *res,
-                     int64_t ttl_ms, lk_db_row_t *row);
-
-/* Longest time an entry may live (0 when off). */
-int64_t policy_cache_max_age_ms(const policy_cache_t *self);
-
-lk_db_cache_stats_t policy_cache_stats(const policy_cache_t *self);
 
 #endif

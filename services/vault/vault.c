@@ -26,7 +26,7 @@ typedef struct {
     vault_t pub; /* first: a vault_t * is a vault_priv_t * */
     vault_kms_t *kms;
     int64_t kms_next_try_ms;
-    vault_cache_t *cred_cache; /* CRED_GET rows (vault_cache.h) */
+    lk_db_live_t *cred_cache; /* CRED_GET rows (vault_cache.h) */
     uint8_t *dek; /* sodium memory (guarded, locked) for the DEK being used; wiped after each use */
 } vault_priv_t;
 
@@ -216,7 +216,8 @@ vault_t *vault_new_kms(const vault_config_t *cfg, const vault_kms_config_t *kcfg
     }
     const char *age = getenv("LUMKEY_CACHE_MAX_AGE_MS");
     v->cred_cache =
-        vault_cache_new(cfg->conninfo, age && *age ? atoi(age) : VAULT_CACHE_AGE_MS, VAULT_CACHE_SLOTS);
+        lk_db_live_new(cfg->conninfo, "lumkey-vault-listen", "lumkey_cache",
+                       age && *age ? atoi(age) : VAULT_CACHE_AGE_MS, VAULT_CACHE_SLOTS, vault_cache_tables);
     v->dek = sodium_malloc(VAULT_KEY_LEN);
     if (!v->cred_cache || !v->dek) {
         vault_destroy(&self);
@@ -254,7 +255,7 @@ void vault_destroy(vault_t **self_p)
     if (!self_p || !*self_p) return;
     vault_t *self = *self_p;
     vault_kms_destroy(&priv(self)->kms);
-    vault_cache_destroy(&priv(self)->cred_cache);
+    lk_db_live_destroy(&priv(self)->cred_cache);
     if (priv(self)->dek) sodium_free(priv(self)->dek); /* wipes */
     vault_keys_free(&self->keys);
     lk_db_destroy(&self->db);
@@ -265,7 +266,7 @@ void vault_destroy(vault_t **self_p)
 void vault_tick(void *ctx)
 {
     verify(ctx);
-    (void)vault_cache_sync(priv(ctx)->cred_cache); /* keeps the LISTEN connection drained */
+    (void)lk_db_live_sync(priv(ctx)->cred_cache); /* keeps the LISTEN connection drained */
 }
 
 /* -------------------------------------------------------------- handlers -- */
@@ -321,9 +322,10 @@ cleanup:
 static lk_db_rc_t cred_row(vault_t *self, const lk_cred_get_t *q, int use_cache, lk_db_row_t *row,
                            PGresult **res, int *from_cache)
 {
-    vault_cache_t *cache = priv(self)->cred_cache;
-    int listening = use_cache && vault_cache_sync(cache);
-    *from_cache = listening && vault_cache_get(cache, q->cred_id, q->tenant, row);
+    lk_db_live_t *cache = priv(self)->cred_cache;
+    uint8_t key[VAULT_CACHE_KEY_MAX];
+    size_t key_len = use_cache && lk_db_live_sync(cache) ? vault_cache_key(key, q->cred_id, q->tenant) : 0;
+    *from_cache = lk_db_live_get(cache, key, key_len, row);
     if (*from_cache) return LK_DB_OK;
     lk_db_params_t p;
     lk_db_params_init(&p);
@@ -332,7 +334,8 @@ static lk_db_rc_t cred_row(vault_t *self, const lk_cred_get_t *q, int use_cache,
     lk_db_rc_t rc = lk_db_exec(self->db, "cred_get", &p, res);
     if (rc != LK_DB_OK) return rc;
     row->ncols = 0;
-    if (PQntuples(*res) == 1 && vault_cache_put(cache, listening, q->cred_id, q->tenant, *res, row) != 0)
+    if (PQntuples(*res) == 1 &&
+        lk_db_live_put(cache, key, key_len, *res, lk_db_live_max_age_ms(cache), row) != 0)
         return LK_DB_ERROR;
     return LK_DB_OK;
 }
@@ -389,7 +392,7 @@ static int on_cred_get(vault_t *self, const lk_msg_t *req, lk_msg_t *rep, lk_buf
             goto cleanup;
         }
         if (!ok && from_cache) { /* changed before its notification arrived? ask PostgreSQL */
-            vault_cache_flush(priv(self)->cred_cache);
+            lk_db_live_flush(priv(self)->cred_cache);
             continue;
         }
         if (!ok) {

@@ -1,4 +1,6 @@
-/*  vault_cache - CRED_GET without PostgreSQL for a credential used lately.
+/*  vault_cache - CRED_GET without PostgreSQL for a credential used lately:
+ *  what is cached, its key and why it is safe. The mechanism is lk_db_live
+ *  (common/lk_db.h), created by vault.c with these settings.
  *
  *  Caches the credentials row CRED_GET reads (provider id, format, KEK id and
  *  version, wrapped DEK, nonce, ciphertext) by (credential id, tenant): what
@@ -24,22 +26,12 @@
 #define VAULT_CACHE_SLOTS  1024
 #define VAULT_CACHE_AGE_MS 1000
 
-typedef struct vault_cache vault_cache_t;
+#define VAULT_CACHE_KEY_MAX 512
 
-/* max_age_ms <= 0: no cache. NULL when out of memory. */
-vault_cache_t *vault_cache_new(const char *conninfo, int max_age_ms, size_t slots);
-/* NULL-safe; nullifies *self_p. */
-void vault_cache_destroy(vault_cache_t **self_p);
-/* Applies the invalidations that arrived. 1 = the cache may answer, 0 = bypass it. */
-int vault_cache_sync(vault_cache_t *self);
-/* Drops every row (e.g. a cached row that no longer opens). */
-void vault_cache_flush(vault_cache_t *self);
-/* 1 with *row (valid until the next put, flush or sync), or 0. */
-int vault_cache_get(vault_cache_t *self, lk_str_t cred_id, lk_str_t tenant, lk_db_row_t *row);
-/* Stores row 0 of res when store is set (and the cache is on), and fills *row
- * (from the cache, or from res). 0 / -1 (too many columns). */
-int vault_cache_put(vault_cache_t *self, int store, lk_str_t cred_id, lk_str_t tenant, const PGresult *res,
-                    lk_db_row_t *row);
-lk_db_cache_stats_t vault_cache_stats(const vault_cache_t *self);
+/* The notifications that drop the cache (lk_db_live_new's flush_on). */
+extern const char *const vault_cache_tables[];
+
+/* (credential id, tenant) as a lookup key into out: its length, or 0 (does not fit). */
+size_t vault_cache_key(uint8_t out[VAULT_CACHE_KEY_MAX], lk_str_t cred_id, lk_str_t tenant);
 
 #endif
