@@ -54,6 +54,8 @@ int edge_config_load(edge_config_t *cfg, int argc, char **argv) __attribute__((w
 int edge_chat_on_req(h2o_handler_t *handler, h2o_req_t *req);
 /* edge_admin.c: /admin/v1/..., and health on both listeners */
 int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req);
+/* Asks the vault who an admin token or session cookie is (ADMIN_AUTH); NULL if it could not be sent. */
+edge_call_t *edge_admin_auth_call(const char *rid, h2o_iovec_t token, edge_rpc_cb cb, void *data);
 int edge_health_on_req(h2o_handler_t *handler, h2o_req_t *req);
 int edge_notfound_on_req(h2o_handler_t *handler, h2o_req_t *req);
 /* edge_metrics.c: GET /metrics on the admin listener */

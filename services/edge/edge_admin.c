@@ -393,6 +393,16 @@ static void on_admin_auth(void *data, const lk_msg_t *reply)
                     "The service that owns this operation is unavailable; please retry.");
 }
 
+edge_call_t *edge_admin_auth_call(const char *rid, h2o_iovec_t token, edge_rpc_cb cb, void *data)
+{
+    lk_msg_t m = {0};
+    m.env.type = LK_MSG_ADMIN_AUTH;
+    m.env.rid = lk_str(rid);
+    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
+    m.u.admin_auth.token = (lk_str_t){token.base, token.len};
+    return edge_rpc_call(g_edge->rpc, EDGE_SVC_VAULT, &m, cb, data);
+}
+
 int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
 {
     admin_t *a = h2o_mem_alloc_shared(&req->pool, sizeof *a, on_admin_dispose);
@@ -461,12 +471,7 @@ int edge_admin_on_req(h2o_handler_t *handler, h2o_req_t *req)
                               "required.");
         return 0;
     }
-    lk_msg_t m = {0};
-    m.env.type = LK_MSG_ADMIN_AUTH;
-    m.env.rid = lk_str(a->rid);
-    m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
-    m.u.admin_auth.token = (lk_str_t){tok.base, tok.len};
-    a->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_VAULT, &m, on_admin_auth, a);
+    a->call = edge_admin_auth_call(a->rid, tok, on_admin_auth, a);
     if (!a->call) {
         wipe_entity(req);
         admin_error(a, 503, "service_unavailable", "The vault is unavailable; please retry.");

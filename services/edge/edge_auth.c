@@ -881,12 +881,7 @@ int edge_auth_on_req(h2o_handler_t *handler, h2o_req_t *req)
             fail(a, 401, "not_signed_in", "No valid session: please sign in.");
             return 0;
         }
-        lk_msg_t m = {0};
-        m.env.type = LK_MSG_ADMIN_AUTH;
-        m.env.rid = lk_str(a->rid);
-        m.env.deadline_ms = lk_now_ms() + (int64_t)g_edge->cfg.hop_timeout_ms;
-        m.u.admin_auth.token = (lk_str_t){tok.base, tok.len};
-        a->call = edge_rpc_call(g_edge->rpc, EDGE_SVC_VAULT, &m, on_session_auth, a);
+        a->call = edge_admin_auth_call(a->rid, tok, on_session_auth, a);
         if (!a->call) fail(a, 503, "service_unavailable", "The vault is unavailable; please retry.");
         return 0;
     }

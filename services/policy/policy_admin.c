@@ -109,17 +109,27 @@ static int reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, json_t *
 /* A refusal {"error": {message, type, code[, param, line, column]}}. */
 static int reply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
-static int reply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code, const char *fmt, ...)
+static int vreply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code, const char *param,
+                      const char *fmt, va_list ap) __attribute__((format(printf, 6, 0)));
+static int vreply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code, const char *param,
+                      const char *fmt, va_list ap)
 {
     char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     const char *type =
         st == LK_ST_INTERNAL || st == LK_ST_UNAVAILABLE ? "api_error" : "invalid_request_error";
     return reply_json(rep, scratch, st,
-                      json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type", type, "code", code));
+                      json_pack("{s:{s:s,s:s,s:s,s:s?}}", "error", "message", msg, "type", type, "code", code,
+                                "param", param));
+}
+
+static int reply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vreply_err(rep, scratch, st, code, NULL, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 static int reply_invalid_policy(lk_msg_t *rep, lk_buf_t *scratch, const lk_policy_error_t *err,
@@ -705,16 +715,11 @@ int policy_admin_reply_json(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, js
 int policy_admin_reply_err(lk_msg_t *rep, lk_buf_t *scratch, lk_status_t st, const char *code,
                            const char *param, const char *fmt, ...)
 {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int r = vreply_err(rep, scratch, st, code, param, fmt, ap);
     va_end(ap);
-    const char *type =
-        st == LK_ST_INTERNAL || st == LK_ST_UNAVAILABLE ? "api_error" : "invalid_request_error";
-    return reply_json(rep, scratch, st,
-                      json_pack("{s:{s:s,s:s,s:s,s:s?}}", "error", "message", msg, "type", type, "code", code,
-                                "param", param));
+    return r;
 }
 
 int policy_admin_reply_db(lk_msg_t *rep, lk_buf_t *scratch, lk_db_rc_t rc, const char *conflict)

@@ -527,24 +527,6 @@ static int users_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_b
     return vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
 }
 
-static int users_delete(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
-{
-    lk_db_params_t p;
-    lk_db_params_init(&p);
-    lk_db_param_str(&p, q->object_id);
-    lk_db_param_str(&p, q->tenant);
-    PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_query(
-        self->db, "DELETE FROM scim_users WHERE id = $1::text AND tenant_id = $2::text RETURNING id", &p,
-        &res);
-    if (rc != LK_DB_OK) return scim_db_error(rep, scratch, rc, "");
-    int n = PQntuples(res);
-    PQclear(res);
-    if (n != 1) return scim_error(rep, scratch, LK_ST_NOT_FOUND, NULL, "No User with this id.");
-    lk_log_info("scim user %.*s deleted", (int)q->object_id.len, q->object_id.ptr);
-    return vault_admin_reply_json(rep, scratch, LK_ST_OK, json_object());
-}
-
 /* ---- lists */
 
 /* The list query's parameters: {"filter", "startIndex", "count", "excludedAttributes"} (strings, from the
@@ -793,14 +775,17 @@ static int groups_get(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_
     return vault_admin_reply_json(rep, scratch, LK_ST_OK, out);
 }
 
-/* PUT and PATCH work the same on Users and Groups: the stored resource is
- * fetched, rebuilt as a document, changed, validated and stored again. */
+/* PUT, PATCH and DELETE work the same on Users and Groups: the stored resource
+ * is fetched, rebuilt as a document, changed, validated and stored again, or
+ * deleted. */
 typedef struct {
     int (*fetch)(vault_t *self, const lk_admin_req_t *q, PGresult **res);
     json_t *(*doc)(PGresult *res, int i);
     int (*store)(vault_t *self, const lk_admin_req_t *q, json_t *doc, int create, lk_msg_t *rep,
                  lk_buf_t *scratch);
-    const char *missing; /* the 404 detail */
+    const char *missing;    /* the 404 detail */
+    const char *delete_sql; /* $1 id, $2 tenant; RETURNING id */
+    const char *name;       /* for the log */
 } scim_kind_t;
 
 static json_t *group_doc_full(PGresult *res, int i)
@@ -808,8 +793,37 @@ static json_t *group_doc_full(PGresult *res, int i)
     return group_doc(res, i, 1);
 }
 
-static const scim_kind_t SCIM_USER = {user_fetch, user_doc, user_store, "No User with this id."};
-static const scim_kind_t SCIM_GROUP = {group_fetch, group_doc_full, group_store, "No Group with this id."};
+static const scim_kind_t SCIM_USER = {
+    user_fetch,
+    user_doc,
+    user_store,
+    "No User with this id.",
+    "DELETE FROM scim_users WHERE id = $1::text AND tenant_id = $2::text RETURNING id",
+    "user"};
+static const scim_kind_t SCIM_GROUP = {
+    group_fetch,
+    group_doc_full,
+    group_store,
+    "No Group with this id.",
+    "DELETE FROM scim_groups WHERE id = $1::text AND tenant_id = $2::text RETURNING id",
+    "group"};
+
+static int resource_delete(const scim_kind_t *k, vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
+                           lk_buf_t *scratch)
+{
+    lk_db_params_t p;
+    lk_db_params_init(&p);
+    lk_db_param_str(&p, q->object_id);
+    lk_db_param_str(&p, q->tenant);
+    PGresult *res = NULL;
+    lk_db_rc_t rc = lk_db_query(self->db, k->delete_sql, &p, &res);
+    if (rc != LK_DB_OK) return scim_db_error(rep, scratch, rc, "");
+    int n = PQntuples(res);
+    PQclear(res);
+    if (n != 1) return scim_error(rep, scratch, LK_ST_NOT_FOUND, NULL, k->missing);
+    lk_log_info("scim %s %.*s deleted", k->name, (int)q->object_id.len, q->object_id.ptr);
+    return vault_admin_reply_json(rep, scratch, LK_ST_OK, json_object());
+}
 
 /* POST (create) and PUT (replace) of a whole resource document. */
 static int resource_put(const scim_kind_t *k, vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
@@ -853,23 +867,6 @@ static int resource_patch(const scim_kind_t *k, vault_t *self, const lk_admin_re
     return r;
 }
 
-static int groups_delete(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
-{
-    lk_db_params_t p;
-    lk_db_params_init(&p);
-    lk_db_param_str(&p, q->object_id);
-    lk_db_param_str(&p, q->tenant);
-    PGresult *res = NULL;
-    lk_db_rc_t rc = lk_db_query(
-        self->db, "DELETE FROM scim_groups WHERE id = $1::text AND tenant_id = $2::text RETURNING id", &p,
-        &res);
-    if (rc != LK_DB_OK) return scim_db_error(rep, scratch, rc, "");
-    int n = PQntuples(res);
-    PQclear(res);
-    if (n != 1) return scim_error(rep, scratch, LK_ST_NOT_FOUND, NULL, "No Group with this id.");
-    return vault_admin_reply_json(rep, scratch, LK_ST_OK, json_object());
-}
-
 /* ------------------------------------------------------------- dispatch -- */
 
 int vault_identity_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep, lk_buf_t *scratch)
@@ -892,7 +889,7 @@ int vault_identity_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
         if (lk_str_eq(q->op, "scim.users.get")) return users_get(self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.users.replace")) return resource_put(&SCIM_USER, self, q, rep, scratch, 0);
         if (lk_str_eq(q->op, "scim.users.patch")) return resource_patch(&SCIM_USER, self, q, rep, scratch);
-        if (lk_str_eq(q->op, "scim.users.delete")) return users_delete(self, q, rep, scratch);
+        if (lk_str_eq(q->op, "scim.users.delete")) return resource_delete(&SCIM_USER, self, q, rep, scratch);
         if (lk_str_eq(q->op, "scim.groups.create"))
             return resource_put(&SCIM_GROUP, self, q, rep, scratch, 1);
         if (lk_str_eq(q->op, "scim.groups.list")) return do_list(self, q, 0, rep, scratch);
@@ -900,7 +897,8 @@ int vault_identity_handle(vault_t *self, const lk_admin_req_t *q, lk_msg_t *rep,
         if (lk_str_eq(q->op, "scim.groups.replace"))
             return resource_put(&SCIM_GROUP, self, q, rep, scratch, 0);
         if (lk_str_eq(q->op, "scim.groups.patch")) return resource_patch(&SCIM_GROUP, self, q, rep, scratch);
-        if (lk_str_eq(q->op, "scim.groups.delete")) return groups_delete(self, q, rep, scratch);
+        if (lk_str_eq(q->op, "scim.groups.delete"))
+            return resource_delete(&SCIM_GROUP, self, q, rep, scratch);
     }
     vault_admin_err_t e;
     vault_admin_set_err(&e, LK_ST_NOT_FOUND, "unknown_operation", "The vault has no operation `%.*s`.",
