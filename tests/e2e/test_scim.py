@@ -13,7 +13,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oidcmock"))
 
-from ssokit import SCIM_JSON, SsoStack  # noqa: E402
+from ssokit import SCIM_JSON, assert_healthy, module_stack  # noqa: E402
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -25,32 +25,14 @@ LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 
 @pytest.fixture(scope="module")
 def sso():
-    k = SsoStack()
-    try:
-        k.start()
-    except Exception as e:  # noqa: BLE001
-        pytest.fail(f"could not start the SSO stack: {e}", pytrace=False)
-    reports = []
-    try:
-        yield k
-    finally:
-        k.stop()
-        reports = k.stack.sanitizer_reports()
-        if not reports:
-            k.stack.cleanup_dir()
-    if reports:
-        pytest.fail("sanitizer reports at teardown:\n" + k.redact(
-            "\n".join(f"=== {name}\n{text[:4000]}" for name, text in reports)), pytrace=False)
+    yield from module_stack()
 
 
 @pytest.fixture(autouse=True)
 def _still_healthy(sso):
     """After every test: no process of the stack died, no sanitizer report (ASan builds)."""
     yield
-    dead = sso.stack.dead_processes()
-    reports = sso.stack.sanitizer_reports(mark_seen=True)
-    assert not dead, f"processes died: {dead}"
-    assert not reports, sso.redact("\n".join(f"=== {n}\n{t[:4000]}" for n, t in reports))
+    assert_healthy(sso)
 
 
 def scim_error(r, status: int, scim_type: str | None = None):

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oidcmock"))
 
-from ssokit import SsoStack, parse_set_cookies, query, wait_for  # noqa: E402
+from ssokit import assert_healthy, module_stack, parse_set_cookies, query, wait_for  # noqa: E402
 
 import requests  # noqa: E402
 
@@ -22,33 +22,14 @@ PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 @pytest.fixture(scope="module")
 def sso():
-    k = SsoStack()
-    try:
-        k.start()
-    except Exception as e:  # noqa: BLE001
-        pytest.fail(f"could not start the SSO stack: {e}", pytrace=False)
-    reports = []
-    try:
-        yield k
-    finally:
-        k.configure(mode="ok")
-        k.stop()
-        reports = k.stack.sanitizer_reports()
-        if not reports:
-            k.stack.cleanup_dir()
-    if reports:
-        pytest.fail("sanitizer reports at teardown:\n" + k.redact(
-            "\n".join(f"=== {name}\n{text[:4000]}" for name, text in reports)), pytrace=False)
+    yield from module_stack(teardown=lambda k: k.configure(mode="ok"))
 
 
 @pytest.fixture(autouse=True)
 def _still_healthy(sso):
     """After every test: no process of the stack died, no sanitizer report (ASan builds)."""
     yield
-    dead = sso.stack.dead_processes()
-    reports = sso.stack.sanitizer_reports(mark_seen=True)
-    assert not dead, f"processes died: {dead}"
-    assert not reports, sso.redact("\n".join(f"=== {n}\n{t[:4000]}" for n, t in reports))
+    assert_healthy(sso)
 
 
 _n = [0]

@@ -238,6 +238,39 @@ class SignIn:
         return requests.request(method, f"{self.kit.admin_base}{path}", headers=h, timeout=15, **kw)
 
 
+def module_stack(teardown=None):
+    """The body of a module-scoped pytest fixture (`yield from module_stack()`): an SsoStack
+    started, yielded, then (after teardown(kit), if given) stopped; a sanitizer report at
+    teardown fails the module, and the stack's directory is kept for it."""
+    import pytest
+    k = SsoStack()
+    try:
+        k.start()
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"could not start the SSO stack: {e}", pytrace=False)
+    reports = []
+    try:
+        yield k
+    finally:
+        if teardown:
+            teardown(k)
+        k.stop()
+        reports = k.stack.sanitizer_reports()
+        if not reports:
+            k.stack.cleanup_dir()
+    if reports:
+        pytest.fail("sanitizer reports at teardown:\n" + k.redact(
+            "\n".join(f"=== {name}\n{text[:4000]}" for name, text in reports)), pytrace=False)
+
+
+def assert_healthy(k: "SsoStack") -> None:
+    """No process of the stack died, no new sanitizer report (ASan builds)."""
+    dead = k.stack.dead_processes()
+    reports = k.stack.sanitizer_reports(mark_seen=True)
+    assert not dead, f"processes died: {dead}"
+    assert not reports, k.redact("\n".join(f"=== {n}\n{t[:4000]}" for n, t in reports))
+
+
 def wait_for(pred, timeout: float = 10.0, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while True:
